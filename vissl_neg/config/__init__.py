@@ -1,0 +1,24 @@
+"""Configuration: typed schema, YAML + dotted CLI overrides, validation."""
+
+from vissl_neg.config.load import (
+    config_from_dict,
+    flatten,
+    load_config,
+    parse_overrides,
+    read_yaml,
+    save_config,
+    to_dict,
+)
+from vissl_neg.config.schema import RESUMABLE_KEYS, Config
+
+__all__ = [
+    "Config",
+    "RESUMABLE_KEYS",
+    "config_from_dict",
+    "flatten",
+    "load_config",
+    "parse_overrides",
+    "read_yaml",
+    "save_config",
+    "to_dict",
+]

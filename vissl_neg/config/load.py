@@ -1,0 +1,237 @@
+"""YAML + dotted CLI overrides -> a validated :class:`Config`.
+
+Every problem is raised as a one-line :class:`ConfigError` naming the key, e.g.
+``unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vissl_neg.config.schema import Config
+from vissl_neg.errors import ConfigError
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    leaf = key.rsplit(".", 1)
+    prefix = leaf[0] + "." if len(leaf) == 2 else ""
+    close = difflib.get_close_matches(leaf[-1], valid, n=1, cutoff=0.5)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(sorted(valid))})"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise _unknown_key(full, names)
+        kwargs[key] = _coerce(full, value, hints[key])
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["optim.lr=0.1", "data.root=/x"]`` -> nested dict; values are parsed as YAML scalars."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. optim.lr=0.1")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(values: dict) -> Config:
+    cfg = _build(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- dotted overrides, validated."""
+    values = read_yaml(path) if path else {}
+    values = _merge(values, parse_overrides(overrides or []))
+    return config_from_dict(values)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, full))
+        else:
+            out[full] = value
+    return out
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got '{value}'{hint}")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"config key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express."""
+    from vissl_neg.data import DATASETS
+
+    _choice("data.name", cfg.data.name, tuple(DATASETS))
+    _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
+    _choice("model.shuffle_bn", cfg.model.shuffle_bn, ("auto", "ddp", "split", "none"))
+    _choice("negatives.source", cfg.negatives.source, ("queue",))
+    _choice("loss.name", cfg.loss.name, ("info_nce",))
+    _choice("optim.name", cfg.optim.name, ("sgd",))
+    _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
+    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
+    for key, value in [
+        ("negatives.size", cfg.negatives.size),
+        ("model.dim", cfg.model.dim),
+        ("model.bn_splits", cfg.model.bn_splits),
+        ("optim.batch_size", cfg.optim.batch_size),
+        ("optim.lr", cfg.optim.lr),
+        ("loss.temperature", cfg.loss.temperature),
+        ("train.epochs", cfg.train.epochs),
+        ("train.ckpt_every", cfg.train.ckpt_every),
+        ("train.log_every", cfg.train.log_every),
+        ("train.hist_every", cfg.train.hist_every),
+        ("augment.size", cfg.augment.size),
+        ("eval.knn_k", cfg.eval.knn_k),
+        ("eval.knn_temperature", cfg.eval.knn_temperature),
+        ("eval.chunk_size", cfg.eval.chunk_size),
+        ("eval.batch_size", cfg.eval.batch_size),
+    ]:
+        _positive(key, value)
+    for key, value in [
+        ("data.subset", cfg.data.subset),
+        ("data.num_workers", cfg.data.num_workers),
+        ("model.head_hidden", cfg.model.head_hidden),
+        ("optim.weight_decay", cfg.optim.weight_decay),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
+        ("optim.min_lr", cfg.optim.min_lr),
+        ("train.max_steps", cfg.train.max_steps),
+    ]:
+        _positive(key, value, allow_zero=True)
+    if not 0.0 <= cfg.model.momentum < 1.0:
+        raise ConfigError(f"config key 'model.momentum' must be in [0, 1), got {cfg.model.momentum}")
+    a = cfg.augment
+    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p"):
+        p = getattr(a, key)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"config key 'augment.{key}' must be a probability in [0, 1], got {p}")
+    for key in ("crop_scale", "crop_ratio", "blur_sigma"):
+        lo_hi = getattr(a, key)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"config key 'augment.{key}' must be [low, high] with 0 < low <= high, got {lo_hi}")
+    if a.crop_scale[1] > 1.0:
+        raise ConfigError(f"config key 'augment.crop_scale' must not exceed 1.0, got {a.crop_scale}")
+    if a.blur_kernel % 2 == 0:
+        raise ConfigError(f"config key 'augment.blur_kernel' must be odd, got {a.blur_kernel}")
+    if len(a.mean) != len(a.std) or any(s <= 0 for s in a.std):
+        raise ConfigError("config keys 'augment.mean' and 'augment.std' must have one entry per channel, std > 0")
+    if cfg.model.shuffle_bn in ("auto", "split") and cfg.optim.batch_size % cfg.model.bn_splits:
+        raise ConfigError(
+            f"optim.batch_size={cfg.optim.batch_size} must be divisible by model.bn_splits={cfg.model.bn_splits} "
+            "for split shuffle-BN"
+        )

@@ -1,0 +1,127 @@
+"""Typed configuration schema with the defaults of the embedded Fashion-MNIST recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str = "/usr/share/datasets/fashion-mnist"
+    subset: int = 0  # use only the first N training images (0 = all)
+    num_workers: int = 0
+    pin_memory: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """MoCo-v2 views (He et al. 2020; Chen et al. 2020), made batch-wise with kornia."""
+
+    size: int = 28
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4  # ignored for 1-channel data
+    hue: float = 0.1  # ignored for 1-channel data
+    grayscale_p: float = 0.2  # ignored for 1-channel data
+    blur_p: float = 0.5
+    blur_kernel: int = 3
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    erase_p: float = 0.0
+    mean: list[float] = field(default_factory=lambda: [0.2860])
+    std: list[float] = field(default_factory=lambda: [0.3530])
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    small_stem: bool = False  # first conv stride 1 and no max-pool, for 28x28 / 32x32 inputs
+    head_hidden: int = 512  # 0 = the backbone's feature width
+    dim: int = 128
+    momentum: float = 0.99
+    momentum_schedule: str = "cosine"  # fixed | cosine
+    shuffle_bn: str = "auto"  # auto | ddp | split | none
+    bn_splits: int = 8
+    channels_last: bool = False
+
+
+@dataclass
+class NegativesConfig:
+    source: str = "queue"
+    size: int = 4096
+    strategies: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LossConfig:
+    name: str = "info_nce"
+    temperature: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.06
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    out_dir: str = "runs/fmnist_moco"
+    ckpt_every: int = 100  # steps
+    log_every: int = 20  # steps
+    hist_every: int = 200  # steps
+    progress: bool = True
+    max_steps: int = 0  # stop after this many steps in total (0 = all epochs); for tests
+
+
+@dataclass
+class EvalConfig:
+    knn_every: int = 1  # epochs; 0 = only at the end; -1 = never
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    chunk_size: int = 1024
+    batch_size: int = 1024
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Keys that may change between a run and its resumption: they do not alter the result.
+RESUMABLE_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "train.out_dir",
+    "train.device",
+    "train.ckpt_every",
+    "train.log_every",
+    "train.hist_every",
+    "train.progress",
+    "train.max_steps",
+    "eval.knn_every",
+    "eval.chunk_size",
+    "eval.batch_size",
+)

@@ -1,0 +1,73 @@
+"""Resumable data order and batch transfer to the training device."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of a permutation that depends only on (seed, epoch), so a run can restart
+    at any batch of any epoch and see exactly the samples it would have seen.
+
+    Drops the partial last batch. Under DDP every rank takes a strided share of each
+    global batch (``rank::world_size``), so the global order is the same for any world size.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_items = num_items
+        self.batch_size = batch_size  # per rank
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def batches_per_epoch(self) -> int:
+        return self.num_items // self.global_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.num_items, generator=g)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start_batch
+
+    def __iter__(self):
+        perm = self.order(self.epoch)
+        gb = self.global_batch
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            chunk = perm[b * gb : (b + 1) * gb]
+            yield chunk[self.rank :: self.world_size].tolist()
+
+
+def _default_collate_items(batch):
+    if isinstance(batch, tuple):  # already a batch from __getitems__
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader whose workers only fetch/decode uint8; augmentation happens on the device."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        collate_fn=_default_collate_items,
+        persistent_workers=False,
+    )
+
+
+def to_device(batch, device: torch.device):
+    """Move every tensor of a batch; asynchronous when the source is pinned and the target CUDA."""
+    non_blocking = device.type == "cuda"
+    return tuple(t.to(device, non_blocking=non_blocking) if torch.is_tensor(t) else t for t in batch)

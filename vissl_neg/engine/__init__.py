@@ -1,0 +1,1 @@
+"""Trainer, checkpoints, distributed helpers, logging."""

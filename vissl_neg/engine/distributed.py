@@ -1,0 +1,61 @@
+"""torch.distributed helpers: set-up from torchrun's environment, gathers and reductions.
+
+NCCL on CUDA, gloo on CPU. With one process every helper is the identity.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device_type: str) -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); returns whether it did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_dist():
+        return is_dist()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+@torch.no_grad()
+def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on every rank -> (world·B, ...) in rank order; no gradient."""
+    if not is_dist():
+        return tensor
+    out = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(out, tensor.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_dist():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / world_size()
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()

@@ -1,0 +1,343 @@
+"""MoCo training loop: device views, AMP, warm-up + cosine SGD, momentum encoder, queue,
+atomic checkpoints with exact resume, TensorBoard, tqdm, kNN monitor."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from vissl_neg.augment import EvalTransform, ViewAugment
+from vissl_neg.config import RESUMABLE_KEYS, Config, config_from_dict, flatten, save_config, to_dict
+from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
+from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine import distributed as dist
+from vissl_neg.engine.logging import RunLogger
+from vissl_neg.engine.schedule import warmup_cosine
+from vissl_neg.errors import ConfigError, TrainingDiverged, UserError
+from vissl_neg.eval import extract_features, knn_top1
+from vissl_neg.losses import info_nce_from_similarities, similarities
+from vissl_neg.models import MoCo, build_encoder, momentum_at
+from vissl_neg.engine.distributed import concat_all_gather
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """-> autocast dtype or None. 'auto' is bf16 on CUDA where supported, else fp16; off on CPU."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        if mode in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if mode == "fp16":
+        print("note: fp16 autocast needs CUDA; training in fp32 on the CPU", flush=True)
+        return None
+    return torch.bfloat16  # bf16 autocast works on CPU
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    a, b = flatten(saved), flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
+
+
+class Trainer:
+    """Build with a validated :class:`Config`; ``fit()`` trains (resuming if the run
+    directory holds a checkpoint) and returns the final metrics."""
+
+    def __init__(self, cfg: Config, resume: bool | None = None):
+        self.cfg = cfg
+        self.out_dir = Path(cfg.train.out_dir)
+        self.device = resolve_device(cfg.train.device)
+        dist.init_from_env(self.device.type)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.stop_signal: str | None = None
+
+        self.train_set = build_dataset(cfg.data, "train")
+        self.test_set = build_dataset(cfg.data, "test") if cfg.eval.knn_every >= 0 else None
+        global_batch = cfg.optim.batch_size
+        if global_batch > len(self.train_set):
+            raise ConfigError(
+                f"optim.batch_size={global_batch} is larger than the training set ({len(self.train_set)} images)"
+            )
+        if global_batch % dist.world_size():
+            raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
+        self.sampler = ResumableBatchSampler(
+            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size()
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+
+        seed_everything(cfg.train.seed)
+        in_chans = self.train_set.in_chans
+        self.augment = ViewAugment(cfg.augment, in_chans).to(self.device)
+        self.eval_transform = EvalTransform(cfg.augment, in_chans).to(self.device)
+        shuffle_bn = cfg.model.shuffle_bn
+        if shuffle_bn == "auto":
+            shuffle_bn = "ddp" if dist.world_size() > 1 else "split"
+        if shuffle_bn == "ddp" and dist.world_size() == 1:
+            raise ConfigError("model.shuffle_bn=ddp needs several processes (torchrun); use split on one process")
+        encoder = build_encoder(cfg.model, in_chans, cfg.augment.size)
+        self.model = MoCo(encoder, cfg.negatives.size, shuffle_bn, cfg.model.bn_splits).to(self.device)
+        if cfg.model.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.query_encoder = self.model.encoder_q
+        if dist.is_dist():
+            self.query_encoder = DDP(self.model.encoder_q, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(
+            self.model.encoder_q.parameters(),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        self.step = 0
+        self.metrics: list[dict] = []
+        self.train_seconds = 0.0
+        self._prepare_run_dir(resume)
+
+    # ---------------------------------------------------------------- run directory
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / ckpt.CHECKPOINT
+
+    def _prepare_run_dir(self, resume: bool | None) -> None:
+        """resume=True: a checkpoint must exist; None: resume if one exists; False: start anew."""
+        exists = self.ckpt_path.is_file()
+        if resume and not exists:
+            raise UserError(f"cannot resume: no checkpoint '{self.ckpt_path}' (the run directory holds none)")
+        if exists and resume is not False:
+            self._restore(ckpt.load(self.ckpt_path))
+        elif dist.is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out_dir / "config.yaml")
+
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "batch_in_epoch": self.step % self.steps_per_epoch,
+            "config": to_dict(self.cfg),
+            "in_chans": self.train_set.in_chans,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "metrics": self.metrics,
+            "train_seconds": self.train_seconds,
+        }
+
+    def _restore(self, state: dict) -> None:
+        diffs = config_differences(state.get("config", {}), to_dict(self.cfg))
+        if diffs:
+            more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            raise UserError(
+                f"'{self.ckpt_path}' comes from a different config ({'; '.join(diffs[:3])}{more}); "
+                "use another train.out_dir or the same config"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = state["step"]
+        self.metrics = state["metrics"]
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.resumed_from = self.step
+
+    def save(self) -> None:
+        if dist.is_main():
+            ckpt.save_atomic(self._state(), self.ckpt_path)
+
+    # ---------------------------------------------------------------- training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = self.augment(images), self.augment(images)
+        if self.cfg.model.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One MoCo step on a uint8 batch already on the device. Returns detached device
+        tensors (no host sync): loss, pos (B,), neg (B, K)."""
+        cfg = self.cfg
+        lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        m = momentum_at(cfg.model.momentum, self.step, self.total_steps, cfg.model.momentum_schedule)
+        v1, v2 = self._views(images)
+        with self._autocast():
+            q = self.query_encoder(v1)
+            self.model.update_key_encoder(m)
+            k = self.model.keys(v2)
+        pos, neg = similarities(q, k, self.model.queue.negatives)
+        loss = info_nce_from_similarities(pos, neg, cfg.loss.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.model.queue.enqueue(concat_all_gather(k), concat_all_gather(labels))
+        self.step += 1
+        return {"loss": loss.detach(), "pos": pos.detach(), "neg": neg.detach(), "lr": lr, "momentum": m}
+
+    def _install_signal_handlers(self):
+        previous = {}
+
+        def handler(signum, frame):
+            self.stop_signal = signal.Signals(signum).name
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    def evaluate_knn(self) -> float:
+        backbone = self.model.encoder_q.backbone
+        cl = self.cfg.model.channels_last
+        bs = self.cfg.eval.batch_size
+        train_f, train_y = extract_features(backbone, self.train_set, self.eval_transform, self.device, bs, cl)
+        test_f, test_y = extract_features(backbone, self.test_set, self.eval_transform, self.device, bs, cl)
+        e = self.cfg.eval
+        return knn_top1(train_f, train_y, test_f, test_y, e.knn_k, e.knn_temperature, e.chunk_size)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        log = RunLogger(self.out_dir, enabled=dist.is_main(), progress=cfg.train.progress,
+                        total=self.total_steps, initial=self.step)
+        if getattr(self, "resumed_from", None) is not None:
+            log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
+        else:
+            log.info(f"training {self.out_dir}: {len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
+                     f"{cfg.train.epochs} epochs on {self.device}"
+                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+        previous = self._install_signal_handlers()
+        self.model.train()
+        last_good = self.step
+        acc = {"loss": torch.zeros((), device=self.device), "pos": torch.zeros((), device=self.device),
+               "neg": torch.zeros((), device=self.device), "n": 0}
+        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        t_last, step_last = time.perf_counter(), self.step
+        stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
+        try:
+            while self.step < stop_at and self.stop_signal is None:
+                epoch, start_batch = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch, start_batch)
+                loader = make_loader(self.train_set, self.sampler, cfg.data.num_workers, cfg.data.pin_memory)
+                for batch in loader:
+                    images, labels, _ = to_device(batch, self.device)
+                    out = self.train_step(images, labels)
+                    finite = torch.isfinite(out["loss"])
+                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step), bad_step)
+                    acc["loss"] += out["loss"]
+                    acc["pos"] += out["pos"].mean()
+                    acc["neg"] += out["neg"].mean()
+                    acc["n"] += 1
+                    log.advance(1)
+                    at_end = self.step >= stop_at
+                    if self.step % cfg.train.log_every == 0 or at_end:
+                        self._check_finite(bad_step, last_good)
+                        now = time.perf_counter()
+                        ips = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
+                        self.train_seconds += now - t_last
+                        t_last, step_last = now, self.step
+                        n = acc["n"]
+                        scalars = {"train/loss": acc["loss"].item() / n, "train/lr": out["lr"],
+                                   "train/img_per_s": ips, "train/momentum": out["momentum"],
+                                   "train/pos_cos": acc["pos"].item() / n, "train/neg_cos": acc["neg"].item() / n}
+                        log.scalars(scalars, self.step)
+                        log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}", img_s=f"{ips:.0f}")
+                        for key in ("loss", "pos", "neg"):
+                            acc[key].zero_()
+                        acc["n"] = 0
+                    if self.step % cfg.train.hist_every == 0:
+                        log.histogram("scores/positive", out["pos"], self.step)
+                        log.histogram("scores/negative", out["neg"][:16].flatten(), self.step)
+                    if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
+                        self._check_finite(bad_step, last_good)
+                        self.save()
+                        last_good = self.step
+                    if at_end or self.stop_signal:
+                        break
+                if self.stop_signal is None and self._eval_due():
+                    pause = time.perf_counter()
+                    self._evaluate_and_save(log)
+                    t_last += time.perf_counter() - pause
+            if self.step >= self.total_steps and self._eval_due():  # a kill between the last save and its eval
+                self._evaluate_and_save(log)
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+            log.close()
+        if self.stop_signal:
+            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
+                     "run the same command again to resume")
+            return {"stopped": self.stop_signal, "step": self.step}
+        result = {
+            "step": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "train_seconds": round(self.train_seconds, 1),
+            "img_per_s": round(self.step * cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
+            "knn_top1": self.metrics[-1]["knn_top1"] if self.metrics else None,
+            "history": self.metrics,
+        }
+        if dist.is_main():
+            (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result
+
+    def _eval_due(self) -> bool:
+        """At an epoch boundary every ``eval.knn_every`` epochs and at the end, once per step."""
+        if self.test_set is None or self.step % self.steps_per_epoch:
+            return False
+        if self.metrics and self.metrics[-1]["step"] == self.step:
+            return False
+        every = self.cfg.eval.knn_every
+        return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
+
+    def _evaluate_and_save(self, log) -> None:
+        t0 = time.perf_counter()
+        top1 = self.evaluate_knn()
+        epoch = self.step // self.steps_per_epoch
+        self.metrics.append({"epoch": epoch, "step": self.step, "knn_top1": top1})
+        log.scalars({"eval/knn_top1": top1}, self.step)
+        log.info(f"epoch {epoch}: kNN top-1 {top1:.2f}% ({time.perf_counter() - t0:.0f}s)")
+        self.save()
+
+    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
+        bad = int(bad_step.item())
+        if bad >= 0:
+            raise TrainingDiverged(
+                f"loss became NaN/inf at step {bad + 1}; kept the last good checkpoint "
+                f"'{self.ckpt_path}' (step {last_good}); try a lower optim.lr or train.amp=off"
+            )
+
+
+def build_trainer(values: dict, resume: bool | None = None) -> Trainer:
+    return Trainer(config_from_dict(values), resume)

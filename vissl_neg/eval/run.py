@@ -1,0 +1,68 @@
+"""Evaluate a run directory's backbone (or the random-init baseline of its config)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vissl_neg.augment import EvalTransform
+from vissl_neg.config import Config, config_from_dict
+from vissl_neg.data import build_dataset
+from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.eval.features import extract_features
+from vissl_neg.eval.knn import knn_top1
+from vissl_neg.eval.linear_probe import linear_probe
+from vissl_neg.export.release import backbone_state_dict
+from vissl_neg.models import build_backbone
+from vissl_neg.errors import UserError
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, dict]:
+    path = Path(run_dir) / ckpt.CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"'{run_dir}' holds no checkpoint ({ckpt.CHECKPOINT}); is it a run directory?")
+    state = ckpt.load(path)
+    return config_from_dict(state["config"]), state
+
+
+def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device):
+    """-> (train feats, train labels, test feats, test labels) of the config's dataset."""
+    train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
+    transform = EvalTransform(cfg.augment, train_set.in_chans).to(device)
+    backbone = backbone.to(device)
+    train = extract_features(backbone, train_set, transform, device, cfg.eval.batch_size)
+    test = extract_features(backbone, test_set, transform, device, cfg.eval.batch_size)
+    return (*train, *test)
+
+
+def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device: torch.device) -> dict:
+    """kind 'knn' or 'linear_probe' -> {"top1": percent, ...}."""
+    t0 = time.perf_counter()
+    tr_x, tr_y, te_x, te_y = frozen_features(cfg, backbone, device)
+    if kind == "knn":
+        e = cfg.eval
+        top1 = knn_top1(tr_x, tr_y, te_x, te_y, e.knn_k, e.knn_temperature, e.chunk_size)
+        extra = {"k": e.knn_k, "temperature": e.knn_temperature}
+    else:
+        top1 = linear_probe(tr_x, tr_y, te_x, te_y, seed=cfg.train.seed)
+        extra = {"classifier": "multinomial logistic regression, L-BFGS, standardised features"}
+    return {"top1": round(top1, 2), "train_size": len(tr_y), "test_size": len(te_y),
+            "seconds": round(time.perf_counter() - t0, 1), **extra}
+
+
+def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, device: str = "cpu") -> dict:
+    """Evaluate RUN_DIR's trained backbone (or, with ``random_init``, the same architecture
+    freshly initialised with the run's seed); writes RUN_DIR/<kind>[_random_init].json."""
+    cfg, state = load_run(run_dir)
+    torch.manual_seed(cfg.train.seed)
+    backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem)
+    if not random_init:
+        backbone.load_state_dict(backbone_state_dict(state["model"]))
+    result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
+    result.update({"run_dir": str(run_dir), "random_init": random_init, "step": state["step"]})
+    name = f"{kind}_random_init.json" if random_init else f"{kind}.json"
+    (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,74 @@
+"""Release a run's backbone as a plain state dict for timm / torchvision, with a model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from vissl_neg.config import config_from_dict
+from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.errors import UserError
+
+BACKBONE_PREFIX = "encoder_q.backbone."
+
+
+def backbone_state_dict(model_state: dict) -> dict[str, torch.Tensor]:
+    """The query encoder's backbone from a MoCo state dict, keys as timm names them."""
+    sd = {k[len(BACKBONE_PREFIX):]: v.detach().clone().contiguous() for k, v in model_state.items()
+          if k.startswith(BACKBONE_PREFIX)}
+    if not sd:
+        raise UserError("the checkpoint holds no 'encoder_q.backbone' weights")
+    return sd
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Write ``backbone.pth`` and ``model_card.json`` into ``out_dir`` (default RUN_DIR/export);
+    returns the card. Linear-probe / kNN results found in RUN_DIR (from tools/linear_probe.py,
+    tools/knn.py) go into the card."""
+    run_dir = Path(run_dir)
+    path = run_dir / ckpt.CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"'{run_dir}' holds no checkpoint ({ckpt.CHECKPOINT}); is it a run directory?")
+    state = ckpt.load(path)
+    cfg = config_from_dict(state["config"])
+    out_dir = Path(out_dir) if out_dir else run_dir / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / "backbone.pth"
+    torch.save(backbone_state_dict(state["model"]), weights)
+    metrics = state.get("metrics", [])
+    probes = {}
+    for name in ("linear_probe", "knn"):
+        result = run_dir / f"{name}.json"
+        if result.is_file():
+            probes[name] = json.loads(result.read_text())
+    card = {
+        "backbone": cfg.model.backbone,
+        "timm_kwargs": {"num_classes": 0, "in_chans": state["in_chans"]},
+        "small_stem": cfg.model.small_stem,
+        "load": (
+            f"timm.create_model('{cfg.model.backbone}', num_classes=0, in_chans={state['in_chans']})"
+            ".load_state_dict(torch.load('backbone.pth'), strict=True)"
+            + ("; then vissl_neg.models.apply_small_stem(model)" if cfg.model.small_stem else "")
+        ),
+        "method": "moco_v2",
+        "data": {"name": cfg.data.name, "image_size": cfg.augment.size, "mean": cfg.augment.mean, "std": cfg.augment.std},
+        "step": state["step"],
+        "epochs": state["epoch"],
+        "knn_top1_monitor": metrics[-1]["knn_top1"] if metrics else None,
+        **{f"{name}_top1": r["top1"] for name, r in probes.items()},
+        "config": state["config"],
+        "sha256": sha256(weights),
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    return card
