@@ -39,7 +39,7 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
+    backbone: str = "resnet10t"
     small_stem: bool = False  # first conv stride 1 and no max-pool, for 28x28 / 32x32 inputs
     head_hidden: int = 512  # 0 = the backbone's feature width
     dim: int = 128
@@ -76,7 +76,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 8
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off
@@ -90,7 +90,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    knn_every: int = 1  # epochs; 0 = only at the end; -1 = never
+    knn_every: int = 2  # epochs; 0 = only at the end; -1 = never
     knn_k: int = 200
     knn_temperature: float = 0.1
     chunk_size: int = 1024

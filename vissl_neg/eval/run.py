@@ -38,6 +38,29 @@ def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device
     return (*train, *test)
 
 
+@torch.no_grad()
+def recalibrate_bn(backbone: torch.nn.Module, dataset, transform, device: torch.device,
+                   batches: int = 50, batch_size: int = 256, seed: int = 0) -> None:
+    """Re-estimate BN running statistics as plain averages over ``batches`` random batches.
+
+    For the random-init baseline: with the initial running statistics (mean 0, var 1) a
+    deep random network's eval-mode features collapse, which would make the baseline
+    meaninglessly weak; the weights stay random.
+    """
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    backbone.train()
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    for b in range(min(batches, len(dataset) // batch_size)):
+        images, _, _ = dataset.__getitems__(order[b * batch_size : (b + 1) * batch_size].tolist())
+        backbone(transform(images.to(device)))
+    backbone.eval()
+
+
 def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device: torch.device) -> dict:
     """kind 'knn' or 'linear_probe' -> {"top1": percent, ...}."""
     t0 = time.perf_counter()
@@ -55,11 +78,15 @@ def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device:
 
 def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, device: str = "cpu") -> dict:
     """Evaluate RUN_DIR's trained backbone (or, with ``random_init``, the same architecture
-    freshly initialised with the run's seed); writes RUN_DIR/<kind>[_random_init].json."""
+    freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
     cfg, state = load_run(run_dir)
     torch.manual_seed(cfg.train.seed)
     backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem)
-    if not random_init:
+    if random_init:
+        train_set = build_dataset(cfg.data, "train")
+        recalibrate_bn(backbone, train_set, EvalTransform(cfg.augment, state["in_chans"]), torch.device("cpu"),
+                       seed=cfg.train.seed)
+    else:
         backbone.load_state_dict(backbone_state_dict(state["model"]))
     result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
     result.update({"run_dir": str(run_dir), "random_init": random_init, "step": state["step"]})
