@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_overrides, write_fmnist_fixture
+from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,8 @@ def train_cmd(overrides):
 
 
 def run(overrides, **kw):
-    return subprocess.run(train_cmd(overrides), cwd=ROOT, capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(train_cmd(overrides), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env(), **kw)
 
 
 def final_state(run_dir: Path) -> dict:
@@ -38,7 +39,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def interrupt_after_first_checkpoint(overrides, run_dir: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(train_cmd(overrides), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(overrides), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env())
     deadline = time.time() + 300
     while not (run_dir / "last.ckpt").exists():
         assert proc.poll() is None, proc.communicate()
@@ -90,7 +92,7 @@ def test_explicit_resume_from_run_dir(data_root, reference, tmp_path):
     first = run(overrides + ["train.max_steps=5"])
     assert first.returncode == 0, first.stderr
     assert final_state(run_dir)["step"] == 5
-    resumed = run(["--resume", str(run_dir)])
+    resumed = run(["--resume", str(run_dir), "train.max_steps=0"])  # max_steps is saved in config.yaml
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(final_state(run_dir), reference)
 

@@ -55,8 +55,11 @@ def _default_collate_items(batch):
     return torch.utils.data.default_collate(batch)
 
 
-def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader whose workers only fetch/decode uint8; augmentation happens on the device."""
+def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader whose workers only fetch/decode uint8; augmentation happens on the device.
+
+    It draws its worker seed from its own generator: the global RNG, which drives the
+    views, must not depend on when an iterator was created (exact resume mid-epoch)."""
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
@@ -64,6 +67,7 @@ def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: b
         pin_memory=pin_memory and torch.cuda.is_available(),
         collate_fn=_default_collate_items,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -250,7 +250,8 @@ class Trainer:
             while self.step < stop_at and self.stop_signal is None:
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
-                loader = make_loader(self.train_set, self.sampler, cfg.data.num_workers, cfg.data.pin_memory)
+                loader = make_loader(self.train_set, self.sampler, cfg.data.num_workers, cfg.data.pin_memory,
+                                     seed=cfg.train.seed * 100_003 + epoch)
                 for batch in loader:
                     images, labels, _ = to_device(batch, self.device)
                     out = self.train_step(images, labels)

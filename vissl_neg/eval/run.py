@@ -93,3 +93,16 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     name = f"{kind}_random_init.json" if random_init else f"{kind}.json"
     (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
     return result
+
+
+def cli(kind: str, doc: str, argv=None) -> int:
+    """The shared command line of tools/knn.py and tools/linear_probe.py."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    print(json.dumps(evaluate_run(args.run_dir, kind, args.random_init, args.device)))
+    return 0

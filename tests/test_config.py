@@ -1,0 +1,163 @@
+"""Config: defaults, YAML + dotted overrides, and one-line ConfigErrors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+import yaml
+
+from vissl_neg.config import Config, load_config
+from vissl_neg.errors import ConfigError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+YAML_PATH = REPO / "configs" / "fmnist_moco.yaml"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(_flat(value, full))
+        else:
+            out[full] = value
+    return out
+
+
+def _get(cfg: Config, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _config_error(overrides, path=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.strip() == msg and msg, f"not a single clean line: {msg!r}"
+    assert isinstance(info.value, UserError) and info.value.exit_code == 2
+    return msg
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg == Config()
+    # spot-check a few documented defaults of the embedded recipe
+    assert cfg.data.name == "fashion_mnist"
+    assert cfg.negatives.source == "queue"
+    assert cfg.loss.name == "info_nce"
+    assert isinstance(cfg.optim.lr, float) and cfg.optim.lr > 0
+    assert cfg.model.momentum_schedule in ("fixed", "cosine")
+
+
+def test_yaml_and_dotted_overrides():
+    raw = yaml.safe_load(YAML_PATH.read_text())
+    cfg = load_config(YAML_PATH, ["optim.lr=0.1", "train.epochs=3", "data.root=/some/where"])
+    assert cfg.optim.lr == pytest.approx(0.1)
+    assert isinstance(cfg.optim.lr, float)
+    assert cfg.train.epochs == 3
+    assert cfg.data.root == "/some/where"
+    overridden = {"optim.lr", "train.epochs", "data.root"}
+    flat = _flat(raw)
+    assert len(flat) > 20
+    for key, value in flat.items():
+        if key in overridden:
+            continue
+        got = _get(cfg, key)
+        if isinstance(value, float) or isinstance(got, float):
+            assert got == pytest.approx(value), key
+        else:
+            assert got == value, key
+    # keys absent from the YAML keep the schema defaults
+    assert cfg.train.max_steps == Config().train.max_steps
+
+
+def test_override_beats_yaml_and_int_is_accepted_for_float():
+    cfg = load_config(YAML_PATH, ["optim.lr=1"])
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    cfg = load_config(YAML_PATH, ["optim.lr=0.2", "optim.lr=0.3"])  # the last one wins
+    assert cfg.optim.lr == pytest.approx(0.3)
+
+
+def test_list_override():
+    cfg = load_config(None, ["augment.crop_scale=[0.5, 1.0]"])
+    assert cfg.augment.crop_scale == [0.5, 1.0]
+
+
+def test_unknown_key_suggests_closest():
+    msg = _config_error(["optim.lrr=0.1"])
+    assert "optim.lrr" in msg
+    assert "'optim.lr'" in msg
+
+
+def test_unknown_section_suggests_closest():
+    msg = _config_error(["optimm.lr=0.1"])
+    assert "optimm" in msg and "'optim'" in msg
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  batch_sise: 32\n")
+    msg = _config_error([], path)
+    assert "optim.batch_sise" in msg and "'optim.batch_size'" in msg
+
+
+def test_wrong_type():
+    msg = _config_error(["optim.lr=abc"])
+    assert "optim.lr" in msg and "abc" in msg
+
+
+def test_wrong_type_int_and_bool():
+    assert "optim.batch_size" in _config_error(["optim.batch_size=1.5"])
+    assert "train.progress" in _config_error(["train.progress=maybe"])
+    # a bool is not an int
+    assert "train.epochs" in _config_error(["train.epochs=true"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("negatives.size=0", "negatives.size"),
+    ("negatives.size=-5", "negatives.size"),
+    ("optim.batch_size=0", "optim.batch_size"),
+    ("loss.temperature=0", "loss.temperature"),
+])
+def test_non_positive(override, key):
+    msg = _config_error([override])
+    assert key in msg
+
+
+def test_bad_choice():
+    msg = _config_error(["train.amp=fp8"])
+    assert "train.amp" in msg and "fp8" in msg
+    for choice in ("auto", "bf16", "fp16", "off"):
+        assert choice in msg
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    assert "optim.lr" in _config_error(["optim.lr"])
+    msg = _config_error([], tmp_path / "missing.yaml")
+    assert "missing.yaml" in msg
+
+
+def test_invalid_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lr: [0.1\n")
+    assert "bad.yaml" in _config_error([], path)
+
+
+def test_config_is_a_plain_dataclass_tree():
+    cfg = load_config(None, ["optim.lr=0.1"])
+    d = dataclasses.asdict(cfg)
+    assert d["optim"]["lr"] == pytest.approx(0.1)
+    assert set(d) == {"data", "augment", "model", "negatives", "loss", "optim", "train", "eval"}
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    from vissl_neg.config import load_config
+
+    assert load_config(None, ["optim.lr=1e-3", "optim.weight_decay=5e-4"]).optim.lr == 1e-3

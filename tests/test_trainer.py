@@ -1,0 +1,36 @@
+"""The trainer in-process: bf16 autocast on CPU, logs and run-directory contents."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from helpers import tiny_overrides, write_fmnist_fixture
+from vissl_neg.config import load_config
+from vissl_neg.engine.trainer import Trainer, resolve_amp
+
+
+def test_bf16_autocast_on_cpu_trains_and_writes_the_run_directory(tmp_path):
+    write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(tmp_path / "data", run_dir) + ["train.amp=bf16", "train.epochs=1",
+                                                                           "train.hist_every=2"])
+    trainer = Trainer(cfg)
+    assert trainer.amp_dtype is torch.bfloat16
+    keys_before = trainer.model.encoder_k.head.net[0].weight.clone()
+    result = trainer.fit()
+    assert result["step"] == 4 and result["knn_top1"] is not None
+    assert not torch.equal(keys_before, trainer.model.encoder_k.head.net[0].weight)  # EMA moved
+    assert int(trainer.model.queue.ptr) == (4 * 64) % 100
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 4
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "last.ckpt").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_amp_falls_back_cleanly_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None
+    assert resolve_amp("off", cpu) is None
+    assert resolve_amp("fp16", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
