@@ -76,7 +76,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 3
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off

@@ -19,13 +19,13 @@ from vissl_neg.config import RESUMABLE_KEYS, Config, config_from_dict, flatten, 
 from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
+from vissl_neg.engine.distributed import concat_all_gather
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError, TrainingDiverged, UserError
 from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.losses import info_nce_from_similarities, similarities
 from vissl_neg.models import MoCo, build_encoder, momentum_at
-from vissl_neg.engine.distributed import concat_all_gather
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,6 +116,7 @@ class Trainer:
         self.step = 0
         self.metrics: list[dict] = []
         self.train_seconds = 0.0
+        self.resumed_from: int | None = None
         self._prepare_run_dir(resume)
 
     # ---------------------------------------------------------------- run directory
@@ -232,7 +233,7 @@ class Trainer:
         cfg = self.cfg
         log = RunLogger(self.out_dir, enabled=dist.is_main(), progress=cfg.train.progress,
                         total=self.total_steps, initial=self.step)
-        if getattr(self, "resumed_from", None) is not None:
+        if self.resumed_from is not None:
             log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
         else:
             log.info(f"training {self.out_dir}: {len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
