@@ -31,6 +31,12 @@ def save_atomic(obj, path: str | Path) -> None:
         raise
 
 
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Delete half-written checkpoints a killed process left behind (never the real one)."""
+    for tmp in Path(run_dir).glob(CHECKPOINT + ".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     try:

@@ -127,6 +127,8 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool | None) -> None:
         """resume=True: a checkpoint must exist; None: resume if one exists; False: start anew."""
         exists = self.ckpt_path.is_file()
+        if dist.is_main():
+            ckpt.remove_stale_temporaries(self.out_dir)
         if resume and not exists:
             raise UserError(f"cannot resume: no checkpoint '{self.ckpt_path}' (the run directory holds none)")
         if exists and resume is not False:
