@@ -47,6 +47,17 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"checkpoint '{path}' cannot be read ({exc.__class__.__name__})") from None
 
 
+def load_run(run_dir: str | Path):
+    """-> (validated Config, checkpoint state) of a run directory's ``last.ckpt``."""
+    from vissl_neg.config import config_from_dict
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"'{run_dir}' holds no checkpoint ({CHECKPOINT}); is it a run directory?")
+    state = load(path)
+    return config_from_dict(state["config"]), state
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

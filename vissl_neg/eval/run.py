@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from vissl_neg.augment import EvalTransform
-from vissl_neg.config import Config, config_from_dict
+from vissl_neg.config import Config
 from vissl_neg.data import build_dataset
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.eval.features import extract_features
@@ -17,15 +17,6 @@ from vissl_neg.eval.knn import knn_top1
 from vissl_neg.eval.linear_probe import linear_probe
 from vissl_neg.export.release import backbone_state_dict
 from vissl_neg.models import build_backbone
-from vissl_neg.errors import UserError
-
-
-def load_run(run_dir: str | Path) -> tuple[Config, dict]:
-    path = Path(run_dir) / ckpt.CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' holds no checkpoint ({ckpt.CHECKPOINT}); is it a run directory?")
-    state = ckpt.load(path)
-    return config_from_dict(state["config"]), state
 
 
 def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device):
@@ -79,7 +70,7 @@ def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device:
 def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, device: str = "cpu") -> dict:
     """Evaluate RUN_DIR's trained backbone (or, with ``random_init``, the same architecture
     freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
-    cfg, state = load_run(run_dir)
+    cfg, state = ckpt.load_run(run_dir)
     torch.manual_seed(cfg.train.seed)
     backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem)
     if random_init:

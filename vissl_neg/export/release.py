@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from vissl_neg.config import config_from_dict
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.errors import UserError
 
@@ -37,11 +36,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
     returns the card. Linear-probe / kNN results found in RUN_DIR (from tools/linear_probe.py,
     tools/knn.py) go into the card."""
     run_dir = Path(run_dir)
-    path = run_dir / ckpt.CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' holds no checkpoint ({ckpt.CHECKPOINT}); is it a run directory?")
-    state = ckpt.load(path)
-    cfg = config_from_dict(state["config"])
+    cfg, state = ckpt.load_run(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "backbone.pth"
