@@ -75,7 +75,8 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem)
     if random_init:
         train_set = build_dataset(cfg.data, "train")
-        recalibrate_bn(backbone, train_set, EvalTransform(cfg.augment, state["in_chans"]), torch.device("cpu"),
+        dev = torch.device(device)
+        recalibrate_bn(backbone.to(dev), train_set, EvalTransform(cfg.augment, state["in_chans"]).to(dev), dev,
                        seed=cfg.train.seed)
     else:
         backbone.load_state_dict(backbone_state_dict(state["model"]))
