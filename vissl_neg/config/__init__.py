@@ -1,6 +1,7 @@
 """Configuration: typed schema, YAML + dotted CLI overrides, validation."""
 
 from vissl_neg.config.load import (
+    build_strategies,
     config_from_dict,
     flatten,
     load_config,
@@ -12,6 +13,7 @@ from vissl_neg.config.load import (
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 
 __all__ = [
+    "build_strategies",
     "Config",
     "RESUMABLE_KEYS",
     "config_from_dict",

@@ -177,6 +177,27 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"config key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def build_strategies(specs: list[dict]) -> list:
+    """``negatives.strategies`` -> strategy objects, each checked; errors name the entry."""
+    from vissl_neg.negatives import STRATEGIES
+
+    built = []
+    for i, spec in enumerate(specs):
+        key = f"negatives.strategies[{i}]"
+        if "name" not in spec:
+            raise ConfigError(f"config key '{key}' needs a name, one of {', '.join(STRATEGIES)}")
+        _choice(f"{key}.name", str(spec["name"]), tuple(STRATEGIES))
+        strategy = _build(STRATEGIES[spec["name"]], {k: v for k, v in spec.items() if k != "name"}, key)
+        try:
+            strategy.check()
+        except ValueError as exc:
+            raise ConfigError(f"config key '{key}' ({spec['name']}): {exc}") from None
+        if strategy.start_epoch < 0:
+            raise ConfigError(f"config key '{key}.start_epoch' must be >= 0, got {strategy.start_epoch}")
+        built.append(strategy)
+    return built
+
+
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     from vissl_neg.data import DATASETS
@@ -184,14 +205,23 @@ def validate(cfg: Config) -> None:
     _choice("data.name", cfg.data.name, tuple(DATASETS))
     _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
     _choice("model.shuffle_bn", cfg.model.shuffle_bn, ("auto", "ddp", "split", "none"))
-    _choice("negatives.source", cfg.negatives.source, ("queue",))
-    _choice("loss.name", cfg.loss.name, ("info_nce",))
+    _choice("negatives.source", cfg.negatives.source, ("queue", "memory_bank"))
+    _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
+    build_strategies(cfg.negatives.strategies)
+    _choice("loss.name", cfg.loss.name, ("info_nce", "debiased"))
+    if cfg.loss.name == "info_nce" and (cfg.loss.tau_plus or cfg.loss.beta):
+        raise ConfigError("loss.tau_plus and loss.beta apply to loss.name=debiased only")
+    if not 0.0 <= cfg.loss.tau_plus < 1.0:
+        raise ConfigError(f"config key 'loss.tau_plus' must be in [0, 1), got {cfg.loss.tau_plus}")
+    if not 0.0 <= cfg.negatives.bank_momentum < 1.0:
+        raise ConfigError(f"config key 'negatives.bank_momentum' must be in [0, 1), got {cfg.negatives.bank_momentum}")
     _choice("optim.name", cfg.optim.name, ("sgd",))
     _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
     for key, value in [
         ("negatives.size", cfg.negatives.size),
+        ("negatives.diag_top", cfg.negatives.diag_top),
         ("model.dim", cfg.model.dim),
         ("model.bn_splits", cfg.model.bn_splits),
         ("optim.batch_size", cfg.optim.batch_size),
@@ -213,6 +243,7 @@ def validate(cfg: Config) -> None:
         ("data.num_workers", cfg.data.num_workers),
         ("model.head_hidden", cfg.model.head_hidden),
         ("optim.weight_decay", cfg.optim.weight_decay),
+        ("loss.beta", cfg.loss.beta),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs),
         ("optim.min_lr", cfg.optim.min_lr),
         ("train.max_steps", cfg.train.max_steps),

@@ -52,15 +52,28 @@ class ModelConfig:
 
 @dataclass
 class NegativesConfig:
-    source: str = "queue"
+    """``source``: queue (MoCo ring buffer of ``size`` keys) or memory_bank (one row per
+    training image; ``size`` negatives drawn per query). ``strategies`` apply in order,
+    e.g. ``[{name: filter, keep: 2048}, {name: mochi, n_hard: 1024, s: 1024, s_prime: 512}]``."""
+
+    source: str = "queue"  # queue | memory_bank
     size: int = 4096
     strategies: list[dict[str, Any]] = field(default_factory=list)
+    bank_momentum: float = 0.5  # memory_bank row update: m * old + (1 - m) * new (Wu et al. 2018)
+    bank_dtype: str = "float32"  # float32 | bfloat16 | float16
+    diag_top: int = 64  # false-negative rate among each query's diag_top hardest negatives
 
 
 @dataclass
 class LossConfig:
-    name: str = "info_nce"
+    """info_nce, or debiased (Chuang et al. 2020; hardness-weighted with beta > 0,
+    Robinson et al. 2021). ``dual_view``: symmetrised loss over both views."""
+
+    name: str = "info_nce"  # info_nce | debiased
     temperature: float = 0.2
+    tau_plus: float = 0.0
+    beta: float = 0.0
+    dual_view: bool = False
 
 
 @dataclass
@@ -121,6 +134,7 @@ RESUMABLE_KEYS = (
     "train.hist_every",
     "train.progress",
     "train.max_steps",
+    "negatives.diag_top",
     "eval.knn_every",
     "eval.chunk_size",
     "eval.batch_size",

@@ -1,9 +1,11 @@
-"""MoCo training loop: device views, AMP, warm-up + cosine SGD, momentum encoder, queue,
-atomic checkpoints with exact resume, TensorBoard, tqdm, kNN monitor."""
+"""MoCo training loop: device views, AMP, warm-up + cosine SGD, momentum encoder, queue or
+memory bank, hard-negative strategies, atomic checkpoints with exact resume, TensorBoard,
+tqdm, kNN monitor."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import signal
@@ -15,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vissl_neg.augment import EvalTransform, ViewAugment
-from vissl_neg.config import RESUMABLE_KEYS, Config, config_from_dict, flatten, save_config, to_dict
+from vissl_neg.config import RESUMABLE_KEYS, Config, build_strategies, config_from_dict, flatten, save_config, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
@@ -24,8 +26,10 @@ from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError, TrainingDiverged, UserError
 from vissl_neg.eval import extract_features, knn_top1
-from vissl_neg.losses import info_nce_from_similarities, similarities
+from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarities
 from vissl_neg.models import MoCo, build_encoder, momentum_at
+from vissl_neg.negatives import NegativeSet
+from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,7 +103,18 @@ class Trainer:
         if shuffle_bn == "ddp" and dist.world_size() == 1:
             raise ConfigError("model.shuffle_bn=ddp needs several processes (torchrun); use split on one process")
         encoder = build_encoder(cfg.model, in_chans, cfg.augment.size)
-        self.model = MoCo(encoder, cfg.negatives.size, shuffle_bn, cfg.model.bn_splits).to(self.device)
+        neg = cfg.negatives
+        bank_items = len(self.train_set) if neg.source == "memory_bank" else 0
+        if bank_items and neg.size >= bank_items:
+            raise ConfigError(f"negatives.size={neg.size} must be below the {bank_items} training images of the memory bank")
+        self.model = MoCo(encoder, neg.size, shuffle_bn, cfg.model.bn_splits, bank_items, neg.bank_momentum,
+                          neg.bank_dtype).to(self.device)
+        self.strategies = build_strategies(neg.strategies)
+        if cfg.loss.name == "debiased":
+            self.loss_fn = functools.partial(debiased_from_similarities, temperature=cfg.loss.temperature,
+                                             tau_plus=cfg.loss.tau_plus, beta=cfg.loss.beta)
+        else:
+            self.loss_fn = functools.partial(info_nce_from_similarities, temperature=cfg.loss.temperature)
         if cfg.model.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.query_encoder = self.model.encoder_q
@@ -186,28 +201,86 @@ class Trainer:
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One MoCo step on a uint8 batch already on the device. Returns detached device
-        tensors (no host sync): loss, pos (B,), neg (B, K)."""
+    def negative_set(self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor) -> NegativeSet:
+        """The step's negatives after every strategy active in the current epoch."""
+        if self.model.bank is not None:
+            bank = self.model.bank
+            negs = NegativeSet(q, k, bank.bank, bank.labels, bank.sample(indices, self.cfg.negatives.size))
+        else:
+            negs = NegativeSet(q, k, self.model.queue.keys, self.model.queue.labels)
+        epoch = self.step // self.steps_per_epoch
+        for strategy in self.strategies:
+            if epoch >= strategy.start_epoch:
+                negs = strategy(negs)
+        return negs
+
+    def contrast(self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor):
+        """-> (loss, negative set, pos (B,), real (B, K), synthetic (B, S) or None)."""
+        negs = self.negative_set(q, k, indices)
+        pos = (negs.q * negs.k).sum(dim=1)
+        real = negs.real_similarities()
+        syn = negs.synthetic_similarities()
+        loss = self.loss_fn(pos, real if syn is None else torch.cat([real, syn], dim=1))
+        return loss, negs, pos, real, syn
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
+                   diagnose: bool = False) -> dict[str, torch.Tensor]:
+        """One MoCo step on a uint8 batch already on the device. ``indices`` address the
+        memory bank; ``labels`` feed only the diagnostics. Returns detached device tensors
+        (no host sync): loss, pos (B,), neg (B, K) real, syn (B, S) or None, and with
+        ``diagnose`` the false-negative rate and the synthetic-harder fraction."""
         cfg = self.cfg
         lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         m = momentum_at(cfg.model.momentum, self.step, self.total_steps, cfg.model.momentum_schedule)
+        if indices is None:
+            indices = torch.arange(images.shape[0], device=images.device)
         v1, v2 = self._views(images)
         with self._autocast():
             q = self.query_encoder(v1)
             self.model.update_key_encoder(m)
             k = self.model.keys(v2)
-        pos, neg = similarities(q, k, self.model.queue.negatives)
-        loss = info_nce_from_similarities(pos, neg, cfg.loss.temperature)
+            if cfg.loss.dual_view:
+                q2 = self.query_encoder(v2)
+                k1 = self.model.keys(v1)
+        loss, negs, pos, real, syn = self.contrast(q, k, indices)
+        if cfg.loss.dual_view:
+            loss = 0.5 * (loss + self.contrast(q2, k1, indices)[0])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.model.queue.enqueue(concat_all_gather(k), concat_all_gather(labels))
+        out = {"loss": loss.detach(), "pos": pos.detach(), "neg": real.detach(),
+               "syn": None if syn is None else syn.detach(), "lr": lr, "momentum": m}
+        if diagnose:
+            out.update(self._diagnostics(negs, real.detach(), out["syn"], labels))
+        self._update_negatives(k, k1 if cfg.loss.dual_view else None, labels, indices)
         self.step += 1
-        return {"loss": loss.detach(), "pos": pos.detach(), "neg": neg.detach(), "lr": lr, "momentum": m}
+        return out
+
+    @torch.no_grad()
+    def _update_negatives(self, k: torch.Tensor, k1: torch.Tensor | None, labels: torch.Tensor,
+                          indices: torch.Tensor) -> None:
+        """Enqueue the keys of every rank (both views' keys with the dual-view loss), or
+        write them into the memory bank rows of their images."""
+        if self.model.bank is not None:
+            feats = k if k1 is None else torch.nn.functional.normalize(k + k1, dim=1)
+            self.model.bank.update(concat_all_gather(indices), concat_all_gather(feats), concat_all_gather(labels))
+            return
+        if k1 is not None:
+            k, labels = torch.cat([k, k1]), torch.cat([labels, labels])
+        self.model.queue.enqueue(concat_all_gather(k), concat_all_gather(labels))
+
+    def _diagnostics(self, negs: NegativeSet, real: torch.Tensor, syn: torch.Tensor | None,
+                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        neg_labels = negs.real_labels()
+        top = self.cfg.negatives.diag_top
+        out = {"fnr": false_negative_rate(real, neg_labels, labels, top),
+               "fnr_chance": same_class_rate(neg_labels, labels)}
+        if syn is not None:
+            out["syn_harder"] = synthetic_harder_fraction(real, syn)
+        return out
 
     def _install_signal_handlers(self):
         previous = {}
@@ -256,8 +329,9 @@ class Trainer:
                 loader = make_loader(self.train_set, self.sampler, cfg.data.num_workers, cfg.data.pin_memory,
                                      seed=cfg.train.seed * 100_003 + epoch)
                 for batch in loader:
-                    images, labels, _ = to_device(batch, self.device)
-                    out = self.train_step(images, labels)
+                    images, labels, indices = to_device(batch, self.device)
+                    diagnose = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == stop_at
+                    out = self.train_step(images, labels, indices, diagnose)
                     finite = torch.isfinite(out["loss"])
                     bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step), bad_step)
                     acc["loss"] += out["loss"]
@@ -276,6 +350,11 @@ class Trainer:
                         scalars = {"train/loss": acc["loss"].item() / n, "train/lr": out["lr"],
                                    "train/img_per_s": ips, "train/momentum": out["momentum"],
                                    "train/pos_cos": acc["pos"].item() / n, "train/neg_cos": acc["neg"].item() / n}
+                        for key, tag in (("fnr", f"negatives/false_negative_rate@{cfg.negatives.diag_top}"),
+                                         ("fnr_chance", "negatives/same_class_rate"),
+                                         ("syn_harder", "negatives/synthetic_harder_than_hardest_real")):
+                            if key in out:
+                                scalars[tag] = out[key].item()
                         log.scalars(scalars, self.step)
                         log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}", img_s=f"{ips:.0f}")
                         for key in ("loss", "pos", "neg"):
@@ -284,6 +363,8 @@ class Trainer:
                     if self.step % cfg.train.hist_every == 0:
                         log.histogram("scores/positive", out["pos"], self.step)
                         log.histogram("scores/negative", out["neg"][:16].flatten(), self.step)
+                        if out["syn"] is not None:
+                            log.histogram("scores/synthetic", out["syn"][:16].flatten(), self.step)
                     if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
                         self._check_finite(bad_step, last_good)
                         self.save()

@@ -1,5 +1,13 @@
 """The InfoNCE family of contrastive losses."""
 
-from vissl_neg.losses.info_nce import info_nce, info_nce_from_similarities, similarities
+from vissl_neg.losses.debiased import debiased_from_similarities, debiased_info_nce
+from vissl_neg.losses.info_nce import dual_view_info_nce, info_nce, info_nce_from_similarities, similarities
 
-__all__ = ["info_nce", "info_nce_from_similarities", "similarities"]
+__all__ = [
+    "debiased_from_similarities",
+    "debiased_info_nce",
+    "dual_view_info_nce",
+    "info_nce",
+    "info_nce_from_similarities",
+    "similarities",
+]

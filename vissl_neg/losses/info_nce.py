@@ -33,3 +33,12 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperat
     Inputs are expected L2-normalised; gradients flow into whatever is not detached."""
     pos, neg = similarities(q, k, negatives)
     return info_nce_from_similarities(pos, neg, temperature)
+
+
+def dual_view_info_nce(
+    q1: torch.Tensor, k1: torch.Tensor, q2: torch.Tensor, k2: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Dual-view (symmetrised) InfoNCE (Hoang et al. 2025; MoCo v3's symmetric loss):
+    ``(info_nce(q1, k2) + info_nce(q2, k1)) / 2``, each view's query against the other
+    view's key. q1, k1, q2, k2 (B, D); negatives (K, D) or (B, K, D)."""
+    return 0.5 * (info_nce(q1, k2, negatives, temperature) + info_nce(q2, k1, negatives, temperature))

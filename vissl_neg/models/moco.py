@@ -15,18 +15,30 @@ from vissl_neg.models.shuffle_bn import (
     batch_unshuffle_ddp,
     convert_split_bn,
 )
+from vissl_neg.negatives.memory_bank import MemoryBank
 from vissl_neg.negatives.queue import NegativeQueue
 
 
 class MoCo(nn.Module):
     """Holds everything a MoCo run trains or carries: ``encoder_q`` (trained),
-    ``encoder_k`` (EMA of it, no gradient) and the negative ``queue``.
+    ``encoder_k`` (EMA of it, no gradient) and the negative source: a ``queue`` of
+    ``queue_size`` keys, or, with ``bank_items`` > 0, a ``bank`` with one row per training
+    image (the other attribute is None).
 
     ``shuffle_bn``: 'ddp' (permute keys across ranks), 'split' (G-group BN + permuted
     key batch on one process) or 'none'.
     """
 
-    def __init__(self, encoder: Encoder, queue_size: int, shuffle_bn: str = "split", bn_splits: int = 8):
+    def __init__(
+        self,
+        encoder: Encoder,
+        queue_size: int,
+        shuffle_bn: str = "split",
+        bn_splits: int = 8,
+        bank_items: int = 0,
+        bank_momentum: float = 0.5,
+        bank_dtype: str = "float32",
+    ):
         super().__init__()
         self.shuffle_bn = shuffle_bn
         if shuffle_bn == "split":
@@ -36,7 +48,8 @@ class MoCo(nn.Module):
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
         dim = encoder.head.net[-1].out_features
-        self.queue = NegativeQueue(queue_size, dim)
+        self.queue = NegativeQueue(queue_size, dim) if bank_items == 0 else None
+        self.bank = MemoryBank(bank_items, dim, bank_momentum, bank_dtype) if bank_items else None
 
     @torch.no_grad()
     def update_key_encoder(self, m: float) -> None:

@@ -1,5 +1,14 @@
-"""Negative sources (queue, memory bank) and the hard-negative strategies that plug onto them."""
+"""Negative sources (queue, memory bank) and the hard-negative strategies that plug onto
+them, each in its own module; ``STRATEGIES`` maps a config name to its class."""
 
+from vissl_neg.negatives.feature_transform import FeatureTransform
+from vissl_neg.negatives.filtering import Filter
+from vissl_neg.negatives.geodesic import Geodesic
+from vissl_neg.negatives.memory_bank import MemoryBank
+from vissl_neg.negatives.mochi import Mochi
+from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.queue import NegativeQueue
 
-__all__ = ["NegativeQueue"]
+STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform}
+
+__all__ = ["STRATEGIES", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi", "NegativeQueue", "NegativeSet"]

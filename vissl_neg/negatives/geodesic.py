@@ -1,0 +1,82 @@
+"""Geodesic (slerp) mixup on the hypersphere (Oh et al., NeurIPS 2023).
+
+    slerp(a, b, λ) = sin(λθ)/sin θ · a + sin((1−λ)θ)/sin θ · b,   θ = arccos(a·b)
+
+computed in the equivalent form cos φ · a + sin φ · u with φ = (1−λ)θ and u the unit
+direction of b orthogonal to a, which stays on the sphere for every θ. *Ours*: where
+sin θ < ε and a·b > 0 (θ → 0) it falls back to normalise(λa + (1−λ)b); for nearly
+opposite vectors (any great circle is a geodesic) u is a fixed direction orthogonal to a.
+
+As a strategy: MoCHi's sampling of hard negatives with slerp instead of linear mixing
+and λ ~ Beta(α, α) (query weight 0.5 · Beta(α, α) for the s' query mixes, *ours*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vissl_neg.negatives.mochi import MixCoefficients, hard_rows, sample_mix_coefficients
+from vissl_neg.negatives.negative_set import NegativeSet, take
+
+EPS = 1e-6
+
+
+def _orthogonal(a: torch.Tensor) -> torch.Tensor:
+    """A unit vector orthogonal to each unit row of a (..., D)."""
+    axis = F.one_hot(a.abs().argmin(dim=-1), a.shape[-1]).to(a.dtype)
+    return F.normalize(axis - (a * axis).sum(-1, keepdim=True) * a, dim=-1)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
+    """Unit vectors on the great circle from b (lam=0) to a (lam=1). a, b (..., D) unit;
+    lam a float or a tensor broadcastable to a's leading dims, e.g. (B,) for (B, D)."""
+    lam = torch.as_tensor(lam, dtype=a.dtype, device=a.device)
+    if lam.dim() and lam.dim() < a.dim():
+        lam = lam.unsqueeze(-1)
+    elif not lam.dim():
+        lam = lam.reshape([1] * a.dim())
+    dot = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    perp = b - dot * a
+    sin = perp.norm(dim=-1, keepdim=True)
+    theta = torch.atan2(sin, dot)
+    opposite = (sin < EPS) & (dot < 0)
+    u = torch.where(opposite, _orthogonal(a), perp / sin.clamp_min(EPS))
+    phi = (1.0 - lam) * theta
+    out = torch.cos(phi) * a + torch.sin(phi) * u
+    close = (sin < EPS) & (dot >= 0)
+    out = torch.where(close, lam * a + (1.0 - lam) * b, out)
+    return F.normalize(out, dim=-1)
+
+
+def geodesic_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> torch.Tensor:
+    """q (B, D); negatives (K, D) or (B, K, D); ``c`` with rows of ``negatives`` ->
+    (B, s + s', D) synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq), detached."""
+    with torch.no_grad():
+        pairs = slerp(take(negatives, c.i).float(), take(negatives, c.j).float(), c.w)
+        hq = take(negatives, c.jq).float()
+        queries = slerp(q.detach().float().unsqueeze(1).expand_as(hq), hq, c.wq)
+        return torch.cat([pairs, queries], dim=1)
+
+
+@dataclass
+class Geodesic:
+    """Config ``{name: geodesic, n_hard: 1024, s: 1024, s_prime: 0, alpha: 1.0}``."""
+
+    n_hard: int = 1024
+    s: int = 1024
+    s_prime: int = 0
+    alpha: float = 1.0
+    start_epoch: int = 0
+
+    def check(self) -> None:
+        if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0 or self.alpha <= 0:
+            raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0, s + s_prime > 0 and alpha > 0")
+
+    def __call__(self, negs: NegativeSet) -> NegativeSet:
+        hard = hard_rows(negs, self.n_hard)
+        c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device,
+                                    beta_alpha=self.alpha)
+        return negs.add_synthetic(geodesic_mix(negs.q, negs.source, c.rows(hard)))
