@@ -161,3 +161,35 @@ def test_exponent_floats_without_a_dot_are_floats():
     from vissl_neg.config import load_config
 
     assert load_config(None, ["optim.lr=1e-3", "optim.weight_decay=5e-4"]).optim.lr == 1e-3
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("negatives.strategies=[{name: mochy}]", ["negatives.strategies[0].name", "'mochi'"]),
+    ("negatives.strategies=[{n_hard: 4}]", ["negatives.strategies[0]", "needs a name"]),
+    ("negatives.strategies=[{name: mochi, n_hrd: 4}]", ["negatives.strategies[0].n_hrd", "'negatives.strategies[0].n_hard'"]),
+    ("negatives.strategies=[{name: filter, keep: 10, fraction: 0.5}]", ["negatives.strategies[0]", "exactly one"]),
+    ("negatives.strategies=[{name: filter}, {name: mochi, s: -1}]", ["negatives.strategies[0]"]),
+    ("negatives.strategies=[{name: mochi, s: -1}]", ["negatives.strategies[0]", "s >= 0"]),
+    ("negatives.strategies=[{name: geodesic, alpha: 0}]", ["alpha > 0"]),
+    ("negatives.strategies=[{name: mochi, start_epoch: -1}]", ["start_epoch"]),
+    ("negatives.strategies=[{name: feature_transform, pos_alpha: two}]", ["pos_alpha", "float"]),
+    ("negatives.strategies=[mochi]", ["negatives.strategies[0]", "mapping"]),
+    ("negatives.source=bank", ["negatives.source", "memory_bank"]),
+    ("negatives.bank_dtype=half", ["negatives.bank_dtype", "float16"]),
+    ("loss.tau_plus=0.1", ["loss.name=debiased"]),
+    ("loss.name=debiassed", ["'debiased'"]),
+])
+def test_strategy_and_loss_errors_name_the_entry(override, needles):
+    msg = _config_error([override])
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_strategies_from_yaml_override_build_in_order():
+    cfg = load_config(None, ["negatives.strategies=[{name: filter, keep: 64}, {name: mochi, n_hard: 32, s: 16}]"])
+    from vissl_neg.config import build_strategies
+    from vissl_neg.negatives import Filter, Mochi
+
+    built = build_strategies(cfg.negatives.strategies)
+    assert [type(s) for s in built] == [Filter, Mochi]
+    assert built[0].keep == 64 and built[1].n_hard == 32 and built[1].s == 16 and built[1].s_prime == 512

@@ -25,8 +25,9 @@ def debiased_from_similarities(
     """pos (B,), neg (B, N) cosine similarities -> mean debiased / hardness-weighted loss."""
     if not 0.0 <= tau_plus < 1.0:
         raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
-    pos = pos.float() / temperature
-    neg = neg.float() / temperature
+    dtype = torch.promote_types(pos.dtype, torch.float32)
+    pos = pos.to(dtype) / temperature
+    neg = neg.to(dtype) / temperature
     n = neg.shape[1]
     top = torch.maximum(pos, neg.amax(dim=1)).detach()  # (B,) shift for every exponential
     e_pos = torch.exp(pos - top)
@@ -38,7 +39,7 @@ def debiased_from_similarities(
         weighted = e_neg.sum(dim=1)
     floor = n * torch.exp(-1.0 / temperature - top)
     ng = torch.maximum((weighted - tau_plus * n * e_pos) / (1.0 - tau_plus), floor)
-    return (torch.log(e_pos + ng) - torch.log(e_pos)).mean()
+    return (torch.log(e_pos + ng) - (pos - top)).mean()
 
 
 def debiased_info_nce(

@@ -23,7 +23,8 @@ def similarities(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> t
 
 def info_nce_from_similarities(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> torch.Tensor:
     """pos (B,), neg (B, K) cosine similarities -> mean InfoNCE with the positive at index 0."""
-    logits = torch.cat([pos.unsqueeze(1), neg], dim=1).float() / temperature
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target)
 

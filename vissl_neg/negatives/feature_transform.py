@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.negatives.negative_set import NegativeSet, full_precision
 
 
 def _column(lam: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
@@ -39,7 +39,7 @@ def extrapolate_positives(
 def interpolate_negatives(negatives: torch.Tensor, perm: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
     """negatives (K, D); perm (K,) a permutation; lam a float, (K,) per negative or a
     tensor broadcastable to (K, D) (e.g. (D,) or (K, D) per dimension) -> (K, D), detached."""
-    negatives = negatives.detach().float()
+    negatives = full_precision(negatives.detach())
     lam = _column(lam, negatives)
     return (lam * negatives + (1 - lam) * negatives[perm]).detach()
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives.mochi import MixCoefficients, hard_rows, sample_mix_coefficients
-from vissl_neg.negatives.negative_set import NegativeSet, take
+from vissl_neg.negatives.negative_set import NegativeSet, full_precision, take
 
 EPS = 1e-6
 
@@ -40,6 +40,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.
         lam = lam.reshape([1] * a.dim())
     dot = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
     perp = b - dot * a
+    perp = perp - (perp * a).sum(-1, keepdim=True) * a  # second Gram-Schmidt pass: exact in float32
     sin = perp.norm(dim=-1, keepdim=True)
     theta = torch.atan2(sin, dot)
     opposite = (sin < EPS) & (dot < 0)
@@ -55,9 +56,9 @@ def geodesic_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with rows of ``negatives`` ->
     (B, s + s', D) synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq), detached."""
     with torch.no_grad():
-        pairs = slerp(take(negatives, c.i).float(), take(negatives, c.j).float(), c.w)
-        hq = take(negatives, c.jq).float()
-        queries = slerp(q.detach().float().unsqueeze(1).expand_as(hq), hq, c.wq)
+        pairs = slerp(full_precision(take(negatives, c.i)), full_precision(take(negatives, c.j)), c.w)
+        hq = full_precision(take(negatives, c.jq))
+        queries = slerp(full_precision(q.detach()).unsqueeze(1).expand_as(hq), hq, c.wq)
         return torch.cat([pairs, queries], dim=1)
 
 

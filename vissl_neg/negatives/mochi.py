@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from vissl_neg.losses.info_nce import similarities
 from vissl_neg.negatives.filtering import hardest_positions
-from vissl_neg.negatives.negative_set import NegativeSet, take
+from vissl_neg.negatives.negative_set import NegativeSet, full_precision, take
 
 
 @dataclass
@@ -75,10 +75,10 @@ def mochi_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> t
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with *rows* of ``negatives`` ->
     (B, s + s', D) unit synthetic negatives, detached."""
     with torch.no_grad():
-        hi, hj = take(negatives, c.i).float(), take(negatives, c.j).float()
-        pairs = F.normalize(torch.lerp(hj, hi, c.w.unsqueeze(-1)), dim=-1)
-        hq = take(negatives, c.jq).float()
-        queries = F.normalize(torch.lerp(hq, q.detach().float().unsqueeze(1), c.wq.unsqueeze(-1)), dim=-1)
+        hi, hj = full_precision(take(negatives, c.i)), full_precision(take(negatives, c.j))
+        pairs = F.normalize(torch.lerp(hj, hi, c.w.unsqueeze(-1).to(hi.dtype)), dim=-1)
+        hq = full_precision(take(negatives, c.jq))
+        queries = F.normalize(torch.lerp(hq, full_precision(q.detach()).unsqueeze(1), c.wq.unsqueeze(-1).to(hq.dtype)), dim=-1)
         return torch.cat([pairs, queries], dim=1)
 
 

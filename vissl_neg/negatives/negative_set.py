@@ -11,6 +11,11 @@ import torch
 DENSE_ROWS = 131_072
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 -> float32; float32 and float64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def take(negatives: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows of shared (K, D) or per-query (B, K, D) negatives: rows (B, S) -> (B, S, D)."""
     if negatives.dim() == 2:
@@ -46,7 +51,7 @@ class NegativeSet:
     def dense_similarities(self) -> torch.Tensor:
         """(B, M) q·n against every source row, computed once per (q, source)."""
         if self.dense is None:
-            self.dense = (self.q.to(self.source.dtype) @ self.source.t()).float()
+            self.dense = full_precision(self.q.to(self.source.dtype) @ self.source.t())
         return self.dense
 
     def rows(self, positions: torch.Tensor) -> torch.Tensor:
@@ -55,7 +60,7 @@ class NegativeSet:
 
     def vectors(self, rows: torch.Tensor) -> torch.Tensor:
         """Source rows (B, S) -> float vectors (B, S, D), detached."""
-        return self.source[rows].float()
+        return full_precision(self.source[rows])
 
     def real_similarities(self) -> torch.Tensor:
         """(B, K) q·n over each query's real negatives."""
