@@ -177,6 +177,7 @@ def test_exponent_floats_without_a_dot_are_floats():
     ("negatives.source=bank", ["negatives.source", "memory_bank"]),
     ("negatives.bank_dtype=half", ["negatives.bank_dtype", "float16"]),
     ("loss.tau_plus=0.1", ["loss.name=debiased"]),
+    ("negatives.strategies=[{name: mochi}, {name: feature_transform}]", ["negatives.strategies[1]", "before"]),
     ("loss.name=debiassed", ["'debiased'"]),
 ])
 def test_strategy_and_loss_errors_name_the_entry(override, needles):

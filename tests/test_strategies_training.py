@@ -83,7 +83,8 @@ def test_mochi_step_loss_equals_the_public_functions(data_root, tmp_path):
     q, k, idx = _contrast_inputs(trainer)
     torch.manual_seed(5)
     loss, negs, *_ = trainer.contrast(q, k, idx)
-    assert not negs.synthetic.requires_grad
+    assert not negs.synthetic_vectors().requires_grad
+    assert not any(t.requires_grad for m in negs.synthetic for t in (m.a_coef, m.b_coef, m.anchor))
     queue = trainer.model.queue.keys
     torch.manual_seed(5)
     synthetic = mix_hard_negatives(q, queue, 16, 8, 4)
@@ -129,9 +130,9 @@ def test_debiased_step_loss_equals_the_public_function(data_root, tmp_path):
 def test_strategy_waits_for_its_start_epoch(data_root, tmp_path):
     trainer = make_trainer(data_root, tmp_path, ["negatives.strategies=[{name: mochi, n_hard: 8, s: 4, start_epoch: 1}]"])
     q, k, idx = _contrast_inputs(trainer)
-    assert trainer.contrast(q, k, idx)[1].synthetic is None
+    assert trainer.contrast(q, k, idx)[1].synthetic_vectors() is None
     trainer.step = trainer.steps_per_epoch
-    assert trainer.contrast(q, k, idx)[1].synthetic.shape == (32, 4 + 512, 128)
+    assert trainer.contrast(q, k, idx)[1].synthetic_vectors().shape == (32, 4 + 512, 128)
 
 
 def test_diagnostics_reach_tensorboard(data_root, tmp_path):

@@ -194,6 +194,10 @@ def build_strategies(specs: list[dict]) -> list:
             raise ConfigError(f"config key '{key}' ({spec['name']}): {exc}") from None
         if strategy.start_epoch < 0:
             raise ConfigError(f"config key '{key}.start_epoch' must be >= 0, got {strategy.start_epoch}")
+        mixer = next((b for b in built if getattr(b, "mixes", False)), None)
+        if mixer is not None and getattr(strategy, "changes_source", False):
+            raise ConfigError(f"config key '{key}': {spec['name']} changes the negatives that "
+                              f"{type(mixer).__name__.lower()} mixes from; list it before the mixing strategy")
         built.append(strategy)
     return built
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vissl_neg.negatives.beta import sample_beta
 from vissl_neg.negatives.negative_set import NegativeSet, full_precision
 
 
@@ -44,11 +45,6 @@ def interpolate_negatives(negatives: torch.Tensor, perm: torch.Tensor, lam: floa
     return (lam * negatives + (1 - lam) * negatives[perm]).detach()
 
 
-def sample_beta(alpha: float, shape: tuple[int, ...], device=None) -> torch.Tensor:
-    a = torch.full(shape, float(alpha), device=device)
-    return torch.distributions.Beta(a, a).sample()
-
-
 @dataclass
 class FeatureTransform:
     """Config ``{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}``; an alpha of
@@ -59,6 +55,10 @@ class FeatureTransform:
     neg_alpha: float = 1.6
     neg_per_dim: bool = False
     start_epoch: int = 0
+
+    @property
+    def changes_source(self) -> bool:
+        return self.neg_alpha > 0
 
     def check(self) -> None:
         if self.pos_alpha < 0 or self.neg_alpha < 0 or self.pos_alpha + self.neg_alpha == 0:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives.mochi import MixCoefficients, hard_rows, sample_mix_coefficients
-from vissl_neg.negatives.negative_set import NegativeSet, full_precision, take
+from vissl_neg.negatives.negative_set import Mixes, NegativeSet, flat_source, full_precision, row_combination
 
 EPS = 1e-6
 
@@ -52,14 +52,56 @@ def slerp(a: torch.Tensor, b: torch.Tensor, lam: float | torch.Tensor) -> torch.
     return F.normalize(out, dim=-1)
 
 
+def slerp_coefficients(lam: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """slerp(a, b, λ) = c_a · a + c_b · b for unit a, b at angle θ: c_a = sin(λθ)/sin θ,
+    c_b = sin((1−λ)θ)/sin θ; the normalised linear mix where sin θ < ε and θ < π/2; for
+    nearly opposite a, b (no unique geodesic) the nearer end point (*ours*)."""
+    sin = torch.sin(theta)
+    safe = sin.clamp_min(EPS)
+    c_a, c_b = torch.sin(lam * theta) / safe, torch.sin((1 - lam) * theta) / safe
+    close = (sin < EPS) & (theta < 1.5)
+    n = (lam**2 + (1 - lam) ** 2 + 2 * lam * (1 - lam) * torch.cos(theta)).clamp_min(EPS).sqrt()
+    c_a, c_b = torch.where(close, lam / n, c_a), torch.where(close, (1 - lam) / n, c_b)
+    opposite = (sin < EPS) & (theta >= 1.5)
+    near_a = (lam >= 0.5).to(lam.dtype)
+    return torch.where(opposite, near_a, c_a), torch.where(opposite, 1 - near_a, c_b)
+
+
+def geodesic_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
+                   query_dots: torch.Tensor | None = None) -> Mixes:
+    """Synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq) of ``c`` (rows of
+    ``source`` (M, D)) as :class:`Mixes`; rows that are not unit are slerped as their
+    directions. ``query_dots`` (B, s') = q·source[c.jq] when already known."""
+    with torch.no_grad():
+        anchor = full_precision(q.detach())
+        norms = full_precision(source).norm(dim=1).clamp_min(EPS)
+        ri, rj = norms[c.i], norms[c.j]
+        w = c.w.to(anchor.dtype)
+        chord = row_combination(source, c.i, c.j, 1 / ri, -1 / rj, norm=True)
+        theta = 2 * torch.asin((chord / 2).clamp(0, 1))  # exact for nearly equal rows, unlike acos
+        ca, cb = slerp_coefficients(w, theta)
+        if query_dots is None:
+            query_dots = torch.einsum("bd,bsd->bs", anchor, full_precision(source[c.jq]))
+        rq, rh = anchor.norm(dim=1, keepdim=True).clamp_min(EPS), norms[c.jq]
+        cos = (query_dots.detach().to(anchor.dtype) / (rq * rh)).clamp(-1, 1)
+        wq = c.wq.to(anchor.dtype)
+        qa, qb = slerp_coefficients(wq, torch.acos(cos))
+        return Mixes(
+            a_rows=torch.cat([c.i, torch.full_like(c.jq, -1)], dim=1),
+            b_rows=torch.cat([c.j, c.jq], dim=1),
+            a_coef=torch.cat([ca / ri, qa / rq], dim=1),
+            b_coef=torch.cat([cb / rj, qb / rh], dim=1),
+            anchor=anchor,
+        )
+
+
 def geodesic_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> torch.Tensor:
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with rows of ``negatives`` ->
     (B, s + s', D) synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq), detached."""
-    with torch.no_grad():
-        pairs = slerp(full_precision(take(negatives, c.i)), full_precision(take(negatives, c.j)), c.w)
-        hq = full_precision(take(negatives, c.jq))
-        queries = slerp(full_precision(q.detach()).unsqueeze(1).expand_as(hq), hq, c.wq)
-        return torch.cat([pairs, queries], dim=1)
+    source, rows = flat_source(negatives, torch.cat([c.i, c.j, c.jq], dim=1))
+    s = c.i.shape[1]
+    flat = MixCoefficients(rows[:, :s], rows[:, s : 2 * s], c.w, rows[:, 2 * s :], c.wq)
+    return geodesic_mixes(q, source, flat).vectors(source)
 
 
 @dataclass
@@ -72,6 +114,8 @@ class Geodesic:
     alpha: float = 1.0
     start_epoch: int = 0
 
+    mixes = True  # makes synthetic negatives from the current source
+
     def check(self) -> None:
         if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0 or self.alpha <= 0:
             raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0, s + s_prime > 0 and alpha > 0")
@@ -80,4 +124,5 @@ class Geodesic:
         hard = hard_rows(negs, self.n_hard)
         c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device,
                                     beta_alpha=self.alpha)
-        return negs.add_synthetic(geodesic_mix(negs.q, negs.source, c.rows(hard)))
+        rows = c.rows(hard)
+        return negs.add_synthetic(geodesic_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from vissl_neg.losses.info_nce import similarities
+from vissl_neg.negatives.beta import sample_beta
 from vissl_neg.negatives.filtering import hardest_positions
-from vissl_neg.negatives.negative_set import NegativeSet, full_precision, take
+from vissl_neg.negatives.negative_set import Mixes, NegativeSet, flat_source, full_precision, row_combination
 
 
 @dataclass
@@ -38,11 +38,6 @@ class MixCoefficients:
         return MixCoefficients(hard.gather(1, self.i), hard.gather(1, self.j), self.w, hard.gather(1, self.jq), self.wq)
 
 
-def _beta(alpha: float, shape: tuple[int, ...], device) -> torch.Tensor:
-    a = torch.full(shape, float(alpha), device=device)
-    return torch.distributions.Beta(a, a).sample()
-
-
 def sample_mix_coefficients(
     batch: int,
     n_hard: int,
@@ -55,8 +50,7 @@ def sample_mix_coefficients(
 ) -> MixCoefficients:
     """Draw uniform positions in [0, n_hard) and weights: U(0, 1) for pairs and
     U(0, ``query_max``) for the query weight (MoCHi), or, with ``beta_alpha``,
-    Beta(α, α) and ``query_max`` · Beta(α, α) (geodesic mixup; Beta draws use the
-    global generator)."""
+    Beta(α, α) and ``query_max`` · Beta(α, α) (geodesic mixup; see :func:`sample_beta`)."""
 
     def positions(n: int) -> torch.Tensor:
         return torch.randint(n_hard, (batch, n), device=device, generator=generator)
@@ -66,20 +60,52 @@ def sample_mix_coefficients(
         w = torch.rand(batch, s, device=device, generator=generator)
         wq = torch.rand(batch, s_prime, device=device, generator=generator) * query_max
     else:
-        w = _beta(beta_alpha, (batch, s), device)
-        wq = _beta(beta_alpha, (batch, s_prime), device) * query_max
+        w = sample_beta(beta_alpha, (batch, s), device, generator)
+        wq = sample_beta(beta_alpha, (batch, s_prime), device, generator) * query_max
     return MixCoefficients(i, j, w, jq, wq)
+
+
+def _pair_norm(source, i, j, w):
+    """‖w · source[i] + (1 − w) · source[j]‖, (B, S)."""
+    return row_combination(source, i, j, w, 1.0 - w, norm=True)
+
+
+def _query_norm(anchor, source, rows, w, dots):
+    """‖w · anchor + (1 − w) · source[rows]‖ from anchor·source[rows] = ``dots`` (B, S)."""
+    sq_rows = full_precision(source).pow(2).sum(1)[rows]
+    sq_anchor = anchor.pow(2).sum(1, keepdim=True)
+    return (w * w * sq_anchor + (1 - w) ** 2 * sq_rows + 2 * w * (1 - w) * dots).clamp_min(0).sqrt()
+
+
+def mochi_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
+                query_dots: torch.Tensor | None = None) -> Mixes:
+    """The MoCHi synthetic negatives of ``c`` (rows of ``source`` (M, D)) as :class:`Mixes`:
+    pairs w·h_i + (1−w)·h_j and query mixes wq·q + (1−wq)·h_jq, each divided by its norm.
+    ``query_dots`` (B, s') = q·source[c.jq] when already known."""
+    with torch.no_grad():
+        anchor = full_precision(q.detach())
+        w = c.w.to(anchor.dtype)
+        n = _pair_norm(source, c.i, c.j, w).clamp_min(1e-12)
+        wq = c.wq.to(anchor.dtype)
+        if query_dots is None:
+            query_dots = torch.einsum("bd,bsd->bs", anchor, full_precision(source[c.jq]))
+        nq = _query_norm(anchor, source, c.jq, wq, query_dots.detach().to(anchor.dtype)).clamp_min(1e-12)
+        return Mixes(
+            a_rows=torch.cat([c.i, torch.full_like(c.jq, -1)], dim=1),
+            b_rows=torch.cat([c.j, c.jq], dim=1),
+            a_coef=torch.cat([w / n, wq / nq], dim=1),
+            b_coef=torch.cat([(1 - w) / n, (1 - wq) / nq], dim=1),
+            anchor=anchor,
+        )
 
 
 def mochi_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> torch.Tensor:
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with *rows* of ``negatives`` ->
-    (B, s + s', D) unit synthetic negatives, detached."""
-    with torch.no_grad():
-        hi, hj = full_precision(take(negatives, c.i)), full_precision(take(negatives, c.j))
-        pairs = F.normalize(torch.lerp(hj, hi, c.w.unsqueeze(-1).to(hi.dtype)), dim=-1)
-        hq = full_precision(take(negatives, c.jq))
-        queries = F.normalize(torch.lerp(hq, full_precision(q.detach()).unsqueeze(1), c.wq.unsqueeze(-1).to(hq.dtype)), dim=-1)
-        return torch.cat([pairs, queries], dim=1)
+    (B, s + s', D) synthetic negatives normalise(w h_i + (1−w) h_j), normalise(wq q + (1−wq) h_jq), detached."""
+    source, rows = flat_source(negatives, torch.cat([c.i, c.j, c.jq], dim=1))
+    s = c.i.shape[1]
+    flat = MixCoefficients(rows[:, :s], rows[:, s : 2 * s], c.w, rows[:, 2 * s :], c.wq)
+    return mochi_mixes(q, source, flat).vectors(source)
 
 
 def mix_hard_negatives(
@@ -112,6 +138,8 @@ class Mochi:
     s_prime: int = 512
     start_epoch: int = 0
 
+    mixes = True  # makes synthetic negatives from the current source
+
     def check(self) -> None:
         if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0:
             raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0 and s + s_prime > 0")
@@ -119,4 +147,5 @@ class Mochi:
     def __call__(self, negs: NegativeSet) -> NegativeSet:
         hard = hard_rows(negs, self.n_hard)
         c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device)
-        return negs.add_synthetic(mochi_mix(negs.q, negs.source, c.rows(hard)))
+        rows = c.rows(hard)
+        return negs.add_synthetic(mochi_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))
