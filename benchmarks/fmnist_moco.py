@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import sys
 import time
@@ -23,7 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import splice_readme, write_results  # noqa: E402
 from vissl_neg.augment import EvalTransform, ViewAugment  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import ResumableBatchSampler, build_dataset  # noqa: E402
@@ -134,16 +135,9 @@ def main() -> int:
                  f"{v['knn'] / lt['knn']:.3f} | {v['img_s'] / lt['img_s']:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    write_results(args.out, text, table)
     if args.readme:
-        readme = Path(args.readme)
-        start, end = "<!-- fmnist_moco:start -->", "<!-- fmnist_moco:end -->"
-        body = readme.read_text()
-        head, rest = body.split(start, 1)
-        readme.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+        splice_readme(args.readme, "fmnist_moco", text)
     return 0
 
 

@@ -194,3 +194,15 @@ def test_strategies_from_yaml_override_build_in_order():
     built = build_strategies(cfg.negatives.strategies)
     assert [type(s) for s in built] == [Filter, Mochi]
     assert built[0].keep == 64 and built[1].n_hard == 32 and built[1].s == 16 and built[1].s_prime == 512
+
+
+def test_base_file_is_merged_under_the_config(tmp_path):
+    (tmp_path / "a.yaml").write_text("optim:\n  lr: 0.5\n  batch_size: 64\nloss:\n  temperature: 0.1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\noptim:\n  lr: 0.2\n")
+    cfg = load_config(tmp_path / "b.yaml", ["loss.temperature=0.3"])
+    assert cfg.optim.lr == pytest.approx(0.2) and cfg.optim.batch_size == 64
+    assert cfg.loss.temperature == pytest.approx(0.3)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    assert "includes itself" in _config_error([], tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: missing.yaml\n")
+    assert "missing.yaml" in _config_error([], tmp_path / "d.yaml")

@@ -132,6 +132,7 @@ class Trainer:
         self.metrics: list[dict] = []
         self.train_seconds = 0.0
         self.resumed_from: int | None = None
+        self.last_scalars: dict = {}
         self._prepare_run_dir(resume)
 
     # ---------------------------------------------------------------- run directory
@@ -208,9 +209,8 @@ class Trainer:
             negs = NegativeSet(q, k, bank.bank, bank.labels, bank.sample(indices, self.cfg.negatives.size))
         else:
             negs = NegativeSet(q, k, self.model.queue.keys, self.model.queue.labels)
-        epoch = self.step // self.steps_per_epoch
         for strategy in self.strategies:
-            if epoch >= strategy.start_epoch:
+            if self.step >= strategy.start_epoch * self.steps_per_epoch:
                 negs = strategy(negs)
         return negs
 
@@ -356,6 +356,7 @@ class Trainer:
                             if key in out:
                                 scalars[tag] = out[key].item()
                         log.scalars(scalars, self.step)
+                        self.last_scalars = scalars
                         log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}", img_s=f"{ips:.0f}")
                         for key in ("loss", "pos", "neg"):
                             acc[key].zero_()
@@ -391,6 +392,7 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 1),
             "img_per_s": round(self.step * cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
             "knn_top1": self.metrics[-1]["knn_top1"] if self.metrics else None,
+            "last_log": {k: round(v, 6) for k, v in self.last_scalars.items()},
             "history": self.metrics,
         }
         if dist.is_main():

@@ -54,7 +54,7 @@ class FeatureTransform:
     pos_alpha: float = 2.0
     neg_alpha: float = 1.6
     neg_per_dim: bool = False
-    start_epoch: int = 0
+    start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
     @property
     def changes_source(self) -> bool:

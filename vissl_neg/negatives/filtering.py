@@ -31,7 +31,7 @@ class Filter:
 
     keep: int = 0
     fraction: float = 0.0
-    start_epoch: int = 0
+    start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
     def check(self) -> None:
         if (self.keep > 0) == (self.fraction > 0):

@@ -112,7 +112,7 @@ class Geodesic:
     s: int = 1024
     s_prime: int = 0
     alpha: float = 1.0
-    start_epoch: int = 0
+    start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
     mixes = True  # makes synthetic negatives from the current source
 

@@ -136,7 +136,7 @@ class Mochi:
     n_hard: int = 1024
     s: int = 1024
     s_prime: int = 512
-    start_epoch: int = 0
+    start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
     mixes = True  # makes synthetic negatives from the current source
 
