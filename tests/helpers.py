@@ -102,3 +102,36 @@ def tiny_overrides(root: str | Path, out_dir: str | Path) -> list[str]:
         "eval.knn_k=20",
         f"train.out_dir={out_dir}",
     ]
+
+
+def write_image_tree(split_dir: Path, classes: list[str], per_class: int, rng: np.random.Generator,
+                     size: tuple[int, int] = (40, 30)) -> None:
+    """``split_dir/<class>/<class>_<i>.JPEG``: class c is a solid colour that depends on its
+    position in ``classes`` plus noise, so a linear probe can tell the classes apart."""
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        folder = split_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.array([(37 * c) % 256, (91 * c + 60) % 256, (53 * c + 120) % 256])
+        for i in range(per_class):
+            noise = rng.integers(-30, 31, size=(size[1], size[0], 3))
+            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG", quality=90)
+
+
+def write_imagenet_fixture(root: str | Path, classes: list[str] | None = None, train_per_class: int = 6,
+                           val_per_class: int = 2, corrupt: bool = True, seed: int = 0) -> dict:
+    """An ILSVRC-2012 tree: ``root/train/<wnid>/*.JPEG`` and sorted ``root/val/<wnid>/*.JPEG``
+    of tiny JPEGs; with ``corrupt`` one training file holds bytes that are not an image.
+    Returns {"classes": [...], "corrupt": path or None}."""
+    root = Path(root)
+    classes = classes or ["n01440764", "n01443537", "n01484850", "n01491361"]
+    rng = np.random.default_rng(seed)
+    write_image_tree(root / "train", classes, train_per_class, rng)
+    write_image_tree(root / "val", classes, val_per_class, rng)
+    bad = None
+    if corrupt:
+        bad = root / "train" / classes[0] / f"{classes[0]}_corrupt.JPEG"
+        bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG body" + bytes(range(64)))
+    return {"classes": classes, "corrupt": bad}

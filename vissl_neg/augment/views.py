@@ -66,7 +66,9 @@ class ViewAugment(nn.Module):
 
 
 class EvalTransform(nn.Module):
-    """Deterministic evaluation view: resize to ``size`` if needed, then normalise."""
+    """Deterministic evaluation view, normalised: the centre ``size`` x ``size`` of larger
+    images (images decoded at 256 give the usual resize-256 / centre-crop-224 view),
+    smaller ones resized up."""
 
     def __init__(self, cfg, in_chans: int):
         super().__init__()
@@ -76,6 +78,11 @@ class EvalTransform(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0)
-        if x.shape[-2:] != (self.size, self.size):
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        h, w = x.shape[-2:]
+        if h >= self.size and w >= self.size:
+            top, left = (h - self.size) // 2, (w - self.size) // 2
+            x = x[..., top : top + self.size, left : left + self.size]
+        else:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                          align_corners=False)
         return self.normalize(x)

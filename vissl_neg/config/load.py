@@ -236,6 +236,8 @@ def validate(cfg: Config) -> None:
     for key, value in [
         ("negatives.size", cfg.negatives.size),
         ("negatives.diag_top", cfg.negatives.diag_top),
+        ("data.decode_size", cfg.data.decode_size),
+        ("data.prefetch_factor", cfg.data.prefetch_factor),
         ("model.dim", cfg.model.dim),
         ("model.bn_splits", cfg.model.bn_splits),
         ("optim.batch_size", cfg.optim.batch_size),

@@ -11,7 +11,12 @@ class DataConfig:
     name: str = "fashion_mnist"
     root: str = "/usr/share/datasets/fashion-mnist"
     subset: int = 0  # use only the first N training images (0 = all)
+    classes: str = ""  # image folders: a class-list file (imagenet100 defaults to CMC's list)
+    decode_size: int = 256  # image folders: workers decode to this shorter side, centre crop
+    draft: bool = True  # image folders: reduced-size JPEG decoding (PIL draft)
     num_workers: int = 0
+    prefetch_factor: int = 2  # batches each worker loads ahead (num_workers > 0)
+    persistent_workers: bool = True  # keep workers alive across epochs (num_workers > 0)
     pin_memory: bool = True
 
 
@@ -126,6 +131,8 @@ class Config:
 RESUMABLE_KEYS = (
     "data.root",
     "data.num_workers",
+    "data.prefetch_factor",
+    "data.persistent_workers",
     "data.pin_memory",
     "train.out_dir",
     "train.device",

@@ -55,19 +55,22 @@ def _default_collate_items(batch):
     return torch.utils.data.default_collate(batch)
 
 
-def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool, seed: int = 0) -> DataLoader:
+def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool, seed: int = 0,
+                prefetch_factor: int = 2, persistent_workers: bool = False) -> DataLoader:
     """A DataLoader whose workers only fetch/decode uint8; augmentation happens on the device.
+    Pinned memory only where CUDA exists (then ``to_device`` copies asynchronously).
 
     It draws its worker seed from its own generator: the global RNG, which drives the
     views, must not depend on when an iterator was created (exact resume mid-epoch)."""
+    workers = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers} if num_workers else {}
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=num_workers,
         pin_memory=pin_memory and torch.cuda.is_available(),
         collate_fn=_default_collate_items,
-        persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
+        **workers,
     )
 
 

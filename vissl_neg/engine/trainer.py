@@ -323,11 +323,12 @@ class Trainer:
         t_last, step_last = time.perf_counter(), self.step
         stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         try:
+            d = cfg.data
+            loader = make_loader(self.train_set, self.sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
+                                 prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
             while self.step < stop_at and self.stop_signal is None:
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
-                loader = make_loader(self.train_set, self.sampler, cfg.data.num_workers, cfg.data.pin_memory,
-                                     seed=cfg.train.seed * 100_003 + epoch)
                 for batch in loader:
                     images, labels, indices = to_device(batch, self.device)
                     diagnose = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == stop_at
@@ -355,6 +356,9 @@ class Trainer:
                                          ("syn_harder", "negatives/synthetic_harder_than_hardest_real")):
                             if key in out:
                                 scalars[tag] = out[key].item()
+                        skipped = getattr(self.train_set, "skipped", None)
+                        if skipped is not None and skipped.value:
+                            scalars["data/skipped_images"] = float(skipped.value)
                         log.scalars(scalars, self.step)
                         self.last_scalars = scalars
                         log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}", img_s=f"{ips:.0f}")

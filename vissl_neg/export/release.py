@@ -57,6 +57,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
             + ("; then vissl_neg.models.apply_small_stem(model)" if cfg.model.small_stem else "")
         ),
         "method": "moco_v2",
+        "negatives": {"source": cfg.negatives.source, "size": cfg.negatives.size,
+                      "strategies": cfg.negatives.strategies},
+        "loss": {"name": cfg.loss.name, "temperature": cfg.loss.temperature, "dual_view": cfg.loss.dual_view},
         "data": {"name": cfg.data.name, "image_size": cfg.augment.size, "mean": cfg.augment.mean, "std": cfg.augment.std},
         "step": state["step"],
         "epochs": state["epoch"],

@@ -1,0 +1,138 @@
+"""ImageNet-style class-folder trees (ILSVRC-2012 ``train/<wnid>/*.JPEG`` and sorted
+``val/<wnid>/*.JPEG``; ImageNet-100 as a class list over the same tree; any ImageFolder
+tree), decoded in the loader workers to fixed-size uint8.
+
+Decoding: PIL's ``draft`` lets the JPEG decoder produce the image at 1/2, 1/4 or 1/8 scale
+directly (no full-size decode when the target is small), then the shorter side is resized
+to ``size`` and the centre ``size`` x ``size`` kept. Views are cut from that on the device.
+An unreadable image is skipped with a warning naming it: the next readable image of the
+dataset takes its place, so batches keep their size, and ``skipped`` counts them across
+worker processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from vissl_neg.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
+SPLIT_DIRS = {"train": "train", "test": "val"}
+VAL_HINT = ("sort it into val/<wnid>/ class folders first (e.g. with the widely used valprep.sh, "
+            "or from LOC_val_solution.csv)")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """One class folder name per line; blank lines and '#' comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"class list '{path}' does not exist")
+    names = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise DataError(f"class list '{path}' names no classes")
+    if len(set(names)) != len(names):
+        raise DataError(f"class list '{path}' names a class twice")
+    return names
+
+
+def scan_class_folders(split_dir: Path, classes: list[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """-> (image paths, labels (N,) int64, class names) of ``split_dir/<class>/<image>``,
+    classes sorted by name (or in the order of ``classes``)."""
+    if not split_dir.is_dir():
+        raise DataError(f"'{split_dir}' does not exist (expected {split_dir}/<class>/<image> folders)")
+    entries = list(os.scandir(split_dir))
+    folders = sorted(e.name for e in entries if e.is_dir())
+    loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
+    if not folders:
+        if loose:
+            raise DataError(f"'{split_dir}' holds {len(loose)} images but no class folders; {VAL_HINT}")
+        raise DataError(f"'{split_dir}' holds no class folders")
+    if classes is None:
+        classes = folders
+    else:
+        missing = [c for c in classes if c not in set(folders)]
+        if missing:
+            more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise DataError(f"'{split_dir}' lacks {len(missing)} of the {len(classes)} listed classes: "
+                            f"{', '.join(missing[:3])}{more}")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        images = sorted(e.path for e in os.scandir(split_dir / name) if e.is_file() and _is_image(e.name))
+        if not images:
+            raise DataError(f"class folder '{split_dir / name}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files.extend(images)
+        labels.extend([label] * len(images))
+    return files, np.asarray(labels, dtype=np.int64), list(classes)
+
+
+def decode_image(path: str, size: int, draft: bool = True) -> torch.Tensor:
+    """An image file -> uint8 (3, size, size): shorter side resized to ``size``, centre crop."""
+    with Image.open(path) as img:
+        if draft and img.format == "JPEG":
+            img.draft("RGB", (size, size))  # decoder scales by 1/2^k while both sides stay >= size
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        array = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(Dataset):
+    """(image uint8 (3, size, size), label, index) from a class-folder tree."""
+
+    in_chans = 3
+
+    def __init__(self, files: list[str], labels: np.ndarray, classes: list[str], size: int, draft: bool = True):
+        self.files = files
+        self.labels = torch.from_numpy(labels)
+        self.classes = classes
+        self.size = size
+        self.draft = draft
+        self.skipped = multiprocessing.Value("l", 0)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, i: int) -> tuple[torch.Tensor, int]:
+        """Decode item i, or the next readable one; -> (image, the index that was used)."""
+        for step in range(len(self.files)):
+            j = (i + step) % len(self.files)
+            try:
+                return decode_image(self.files[j], self.size, self.draft), j
+            except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+                warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
+                              stacklevel=2)
+                with self.skipped.get_lock():
+                    self.skipped.value += 1
+        raise DataError(f"no readable image in the {len(self.files)} files of the dataset")
+
+    def __getitem__(self, i: int):
+        image, j = self._load(i)
+        return image, self.labels[j], j
+
+    def __getitems__(self, indices: list[int]):
+        loaded = [self._load(i) for i in indices]
+        used = torch.tensor([j for _, j in loaded], dtype=torch.long)
+        return torch.stack([im for im, _ in loaded]), self.labels[used], used
