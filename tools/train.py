@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
+from vissl_neg.engine import distributed as dist  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.errors import UserError, cli_entry  # noqa: E402
 
@@ -37,7 +38,8 @@ def main(argv=None) -> int:
         overrides.append(f"train.out_dir={run_dir}")
     cfg = load_config(config_path, overrides)
     result = Trainer(cfg, resume=True if args.resume else None).fit()
-    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    if dist.is_main():
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 130 if result.get("stopped") else 0
 
 

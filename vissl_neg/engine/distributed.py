@@ -56,6 +56,15 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor / world_size()
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj`` in rank order (a one-element list on one process)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if is_dist():
         dist.barrier()

@@ -74,7 +74,8 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = Path(cfg.train.out_dir)
         self.device = resolve_device(cfg.train.device)
-        dist.init_from_env(self.device.type)
+        if dist.init_from_env(self.device.type) and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())  # torchrun's LOCAL_RANK
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.stop_signal: str | None = None
 
@@ -110,6 +111,8 @@ class Trainer:
         self.model = MoCo(encoder, neg.size, shuffle_bn, cfg.model.bn_splits, bank_items, neg.bank_momentum,
                           neg.bank_dtype).to(self.device)
         self.strategies = build_strategies(neg.strategies)
+        if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
+            seed_everything(cfg.train.seed + 7919 * dist.rank())
         if cfg.loss.name == "debiased":
             self.loss_fn = functools.partial(debiased_from_similarities, temperature=cfg.loss.temperature,
                                              tau_plus=cfg.loss.tau_plus, beta=cfg.loss.beta)
@@ -154,6 +157,7 @@ class Trainer:
             save_config(self.cfg, self.out_dir / "config.yaml")
 
     def _state(self) -> dict:
+        rng = dist.all_gather_object(ckpt.rng_state())
         return {
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
@@ -163,7 +167,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": ckpt.rng_state(),
+            "rng": rng[0],
+            "rng_per_rank": rng,
             "metrics": self.metrics,
             "train_seconds": self.train_seconds,
         }
@@ -179,15 +184,21 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank", [state["rng"]])
+        if len(per_rank) != dist.world_size() and dist.is_main():
+            print(f"note: '{self.ckpt_path}' was written by {len(per_rank)} processes, resumed on "
+                  f"{dist.world_size()}: same sample order, but the random views differ from an uninterrupted run",
+                  flush=True)
+        ckpt.set_rng_state(per_rank[dist.rank() % len(per_rank)])
         self.step = state["step"]
         self.metrics = state["metrics"]
         self.train_seconds = state.get("train_seconds", 0.0)
         self.resumed_from = self.step
 
     def save(self) -> None:
+        state = self._state()  # every rank takes part in gathering the RNG states
         if dist.is_main():
-            ckpt.save_atomic(self._state(), self.ckpt_path)
+            ckpt.save_atomic(state, self.ckpt_path)
 
     # ---------------------------------------------------------------- training
     def _autocast(self):
@@ -347,15 +358,16 @@ class Trainer:
                         ips = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
                         self.train_seconds += now - t_last
                         t_last, step_last = now, self.step
-                        n = acc["n"]
-                        scalars = {"train/loss": acc["loss"].item() / n, "train/lr": out["lr"],
+                        means = dist.all_reduce_mean(torch.stack([acc["loss"], acc["pos"], acc["neg"]]) / acc["n"])
+                        loss_mean, pos_mean, neg_mean = means.tolist()
+                        scalars = {"train/loss": loss_mean, "train/lr": out["lr"],
                                    "train/img_per_s": ips, "train/momentum": out["momentum"],
-                                   "train/pos_cos": acc["pos"].item() / n, "train/neg_cos": acc["neg"].item() / n}
+                                   "train/pos_cos": pos_mean, "train/neg_cos": neg_mean}
                         for key, tag in (("fnr", f"negatives/false_negative_rate@{cfg.negatives.diag_top}"),
                                          ("fnr_chance", "negatives/same_class_rate"),
                                          ("syn_harder", "negatives/synthetic_harder_than_hardest_real")):
                             if key in out:
-                                scalars[tag] = out[key].item()
+                                scalars[tag] = dist.all_reduce_mean(out[key].float()).item()
                         skipped = getattr(self.train_set, "skipped", None)
                         if skipped is not None and skipped.value:
                             scalars["data/skipped_images"] = float(skipped.value)
@@ -422,8 +434,10 @@ class Trainer:
         self.save()
 
     def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
-        bad = int(bad_step.item())
-        if bad >= 0:
+        """Raises on every rank if any rank saw a NaN/inf loss (a collective under DDP)."""
+        worst = dist.all_reduce_mean(torch.stack([(bad_step >= 0).float(), bad_step.float().clamp_min(0)]))
+        bad = int(bad_step.item()) if bad_step >= 0 else int(worst[1].item() * dist.world_size())
+        if worst[0] > 0:
             raise TrainingDiverged(
                 f"loss became NaN/inf at step {bad + 1}; kept the last good checkpoint "
                 f"'{self.ckpt_path}' (step {last_good}); try a lower optim.lr or train.amp=off"

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Paper-scale memory per GPU, computed: queue, memory bank, weights / optimizer state, and
+the activations autograd keeps for ResNet-50 at batch 256 in bf16.
+
+Activations are measured, not guessed: one forward of the query encoder (backbone + MoCo
+head) on a small batch runs under ``saved_tensors_hooks``, which sees every tensor
+autograd stores for the backward pass; bytes per image are scaled to the batch and to
+bf16 (tensors autograd saves in fp32 under autocast, e.g. BN statistics, stay fp32).
+
+    python benchmarks/memory_estimate.py [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import splice_readme, write_results  # noqa: E402
+from vissl_neg.config import load_config  # noqa: E402
+from vissl_neg.models import build_encoder  # noqa: E402
+
+GB = 1024**3
+
+
+def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype) -> int:
+    """Bytes autograd saves for backward in one forward of ``batch`` images under autocast."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()  # shared storages counted once
+        return t
+
+    x = torch.randn(batch, 3, size, size)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=dtype):
+            model(x)
+    return sum(seen.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/imagenet_mocov2.yaml")
+    parser.add_argument("--bank-items", type=int, default=1_281_167, help="ImageNet-1k training images")
+    parser.add_argument("--probe-batch", type=int, default=4)
+    parser.add_argument("--out", default="benchmarks/results/memory_estimate.md")
+    parser.add_argument("--readme", default=None)
+    args = parser.parse_args()
+    cfg = load_config(args.config, ["data.name=fashion_mnist"])  # the model part only; no data is read
+    batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
+
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg.model, 3, size).train()
+    params = sum(p.numel() for p in encoder.parameters())
+    per_image = saved_activation_bytes(encoder, args.probe_batch, size, torch.bfloat16) / args.probe_batch
+    rows = [
+        ("queue", f"{cfg.negatives.size} x {dim} fp32 keys (+ labels)", cfg.negatives.size * (dim * 4 + 8)),
+        ("memory bank, fp32", f"{args.bank_items:,} x {dim} (+ labels)", args.bank_items * (dim * 4 + 8)),
+        ("memory bank, bf16", f"{args.bank_items:,} x {dim} (+ labels)", args.bank_items * (dim * 2 + 8)),
+        ("query encoder weights + grads + SGD momentum", f"{params / 1e6:.1f} M parameters, fp32, x3", params * 4 * 3),
+        ("key encoder (EMA) weights", "fp32", params * 4),
+        ("activations kept for backward", f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
+         per_image * batch),
+    ]
+    queue_total = sum(b for name, _, b in rows if not name.startswith("memory bank"))
+    lines = [
+        f"{cfg.model.backbone} at {size}x{size}, batch {batch} per GPU, D {dim}, bf16 autocast; "
+        f"activations measured with saved_tensors_hooks on {args.probe_batch} images, torch {torch.__version__}",
+        "",
+        "| item | what | GiB |",
+        "|---|---|---|",
+        *[f"| {name} | {what} | {b / GB:.2f} |" for name, what, b in rows],
+        f"| **total with the queue** | everything above but the bank | **{queue_total / GB:.2f}** |",
+        f"| **total with a bf16 bank instead** | | **{(queue_total - rows[0][2] + rows[2][2]) / GB:.2f}** |",
+        "",
+        "Not counted: the key encoder's forward (no autograd, freed layer by layer), the (B, K) logits "
+        f"({batch} x {cfg.negatives.size} fp32 = {batch * cfg.negatives.size * 4 / GB:.3f} GiB), "
+        "cuDNN workspaces and the allocator's slack. Measured under CPU autocast, whose bf16 op list is close to "
+        "CUDA's.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(args.out, text, {name: b for name, _, b in rows})
+    if args.readme:
+        splice_readme(args.readme, "memory_estimate", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
