@@ -34,3 +34,20 @@ def test_amp_falls_back_cleanly_on_cpu():
     assert resolve_amp("off", cpu) is None
     assert resolve_amp("fp16", cpu) is None
     assert resolve_amp("bf16", cpu) is torch.bfloat16
+
+
+def test_cuda_only_options_fall_back_on_cpu_with_a_note(tmp_path):
+    write_fmnist_fixture(tmp_path / "data", n_train=128, n_test=32)
+    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + [
+        "train.compile=true", "model.channels_last=true", "train.max_steps=1", "eval.knn_every=-1"])
+    trainer = Trainer(cfg)
+    assert trainer.query_encoder is trainer.model.encoder_q  # not compiled on the CPU
+    assert any("CUDA only" in n for n in trainer.notes) and any("channels_last" in n for n in trainer.notes)
+    assert trainer.fit()["step"] == 1
+
+
+def test_linear_lr_scaling_uses_the_global_batch(tmp_path):
+    write_fmnist_fixture(tmp_path / "data", n_train=128, n_test=32)
+    base = tiny_overrides(tmp_path / "data", tmp_path / "run") + ["optim.lr=0.03", "optim.batch_size=64"]
+    assert Trainer(load_config(None, base + ["optim.lr_scaling=linear"])).base_lr == 0.03 * 64 / 256
+    assert Trainer(load_config(None, base), resume=False).base_lr == 0.03

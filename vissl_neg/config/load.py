@@ -230,6 +230,7 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.negatives.bank_momentum < 1.0:
         raise ConfigError(f"config key 'negatives.bank_momentum' must be in [0, 1), got {cfg.negatives.bank_momentum}")
     _choice("optim.name", cfg.optim.name, ("sgd",))
+    _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
     _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
@@ -242,6 +243,7 @@ def validate(cfg: Config) -> None:
         ("model.bn_splits", cfg.model.bn_splits),
         ("optim.batch_size", cfg.optim.batch_size),
         ("optim.lr", cfg.optim.lr),
+        ("optim.base_batch", cfg.optim.base_batch),
         ("loss.temperature", cfg.loss.temperature),
         ("train.epochs", cfg.train.epochs),
         ("train.ckpt_every", cfg.train.ckpt_every),

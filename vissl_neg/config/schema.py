@@ -90,6 +90,8 @@ class OptimConfig:
     batch_size: int = 256
     warmup_epochs: float = 1.0
     min_lr: float = 0.0
+    lr_scaling: str = "none"  # none | linear: lr * batch_size / base_batch (Goyal et al. 2017)
+    base_batch: int = 256
 
 
 @dataclass
@@ -98,6 +100,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | bf16 | fp16 | off
+    compile: bool = False  # torch.compile the query encoder (CUDA only; eager elsewhere, with a note)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels for the fixed input size
     out_dir: str = "runs/fmnist_moco"
     ckpt_every: int = 100  # steps
     log_every: int = 20  # steps
@@ -136,6 +140,8 @@ RESUMABLE_KEYS = (
     "data.pin_memory",
     "train.out_dir",
     "train.device",
+    "train.compile",
+    "train.cudnn_benchmark",
     "train.ckpt_every",
     "train.log_every",
     "train.hist_every",

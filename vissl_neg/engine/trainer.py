@@ -123,9 +123,21 @@ class Trainer:
         self.query_encoder = self.model.encoder_q
         if dist.is_dist():
             self.query_encoder = DDP(self.model.encoder_q, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.notes: list[str] = []
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        if cfg.train.compile:
+            if self.device.type == "cuda":
+                self.query_encoder = torch.compile(self.query_encoder)
+            else:
+                self.notes.append("train.compile applies on CUDA only; the query encoder runs eagerly here")
+        if cfg.model.channels_last and self.device.type != "cuda":
+            self.notes.append("model.channels_last is meant for CUDA tensor cores; kept, but it rarely helps on the CPU")
+        o = cfg.optim
+        self.base_lr = o.lr * (o.batch_size / o.base_batch if o.lr_scaling == "linear" else 1.0)
         self.optimizer = torch.optim.SGD(
             self.model.encoder_q.parameters(),
-            lr=cfg.optim.lr,
+            lr=self.base_lr,
             momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay,
         )
@@ -241,7 +253,7 @@ class Trainer:
         (no host sync): loss, pos (B,), neg (B, K) real, syn (B, S) or None, and with
         ``diagnose`` the false-negative rate and the synthetic-harder fraction."""
         cfg = self.cfg
-        lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, self.base_lr, cfg.optim.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         m = momentum_at(cfg.model.momentum, self.step, self.total_steps, cfg.model.momentum_schedule)
@@ -319,6 +331,8 @@ class Trainer:
         cfg = self.cfg
         log = RunLogger(self.out_dir, enabled=dist.is_main(), progress=cfg.train.progress,
                         total=self.total_steps, initial=self.step)
+        for note in self.notes:
+            log.info(f"note: {note}")
         if self.resumed_from is not None:
             log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
         else:
