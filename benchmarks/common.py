@@ -23,3 +23,50 @@ def splice_readme(readme: str | Path, name: str, text: str) -> None:
         raise SystemExit(f"{readme} has no {start} ... {end} markers")
     head, rest = body.split(start, 1)
     readme.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+
+
+class LightlyMoCo:
+    """MoCo v2 from lightly's own building blocks (MoCoProjectionHead, NTXentLoss with its
+    memory bank, update_momentum) on vissl_neg's kornia views, for same-process comparisons."""
+
+    def __init__(self, cfg, backbone, in_chans: int):
+        import copy
+
+        import torch
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import MoCoProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+
+        from vissl_neg.augment import ViewAugment
+
+        size = cfg.augment.size
+        self.augment = ViewAugment(cfg.augment, in_chans)
+        with torch.no_grad():
+            feat_dim = backbone.eval()(torch.zeros(2, in_chans, size, size)).shape[1]
+        backbone.train()
+        head = MoCoProjectionHead(feat_dim, cfg.model.head_hidden or feat_dim, cfg.model.dim)
+        self.query = torch.nn.Sequential(backbone, head)
+        self.key = copy.deepcopy(self.query)
+        deactivate_requires_grad(self.key)
+        self.criterion = NTXentLoss(temperature=cfg.loss.temperature,
+                                    memory_bank_size=(cfg.negatives.size, cfg.model.dim))
+        self.opt = torch.optim.SGD(self.query.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                   weight_decay=cfg.optim.weight_decay)
+
+    def step(self, images, lr: float, momentum: float):
+        """One step on a uint8 batch; returns the loss tensor."""
+        import torch
+        from lightly.models.utils import update_momentum
+
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        update_momentum(self.query, self.key, momentum)
+        x_q, x_k = self.augment(images), self.augment(images)
+        q = self.query(x_q)
+        with torch.no_grad():
+            k = self.key(x_k)
+        loss = self.criterion(q, k)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()

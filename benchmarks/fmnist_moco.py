@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
-from vissl_neg.augment import EvalTransform, ViewAugment  # noqa: E402
+from common import LightlyMoCo, splice_readme, write_results  # noqa: E402
+from vissl_neg.augment import EvalTransform  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import ResumableBatchSampler, build_dataset  # noqa: E402
 from vissl_neg.engine.schedule import warmup_cosine  # noqa: E402
@@ -36,21 +36,9 @@ from vissl_neg.models import build_backbone, momentum_at  # noqa: E402
 
 def train_lightly(cfg, backbone: torch.nn.Module) -> float:
     """MoCo v2 with lightly's modules on the same views and schedule; returns img/s."""
-    from lightly.loss import NTXentLoss
-    from lightly.models.modules import MoCoProjectionHead
-    from lightly.models.utils import deactivate_requires_grad, update_momentum
-
     torch.manual_seed(cfg.train.seed)
     data = build_dataset(cfg.data, "train")
-    augment = ViewAugment(cfg.augment, data.in_chans)
-    feat_dim = backbone(torch.zeros(2, data.in_chans, cfg.augment.size, cfg.augment.size)).shape[1]
-    head = MoCoProjectionHead(feat_dim, cfg.model.head_hidden or feat_dim, cfg.model.dim)
-    query = torch.nn.Sequential(backbone, head)
-    key = copy.deepcopy(query)
-    deactivate_requires_grad(key)
-    criterion = NTXentLoss(temperature=cfg.loss.temperature, memory_bank_size=(cfg.negatives.size, cfg.model.dim))
-    opt = torch.optim.SGD(query.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay)
+    moco = LightlyMoCo(cfg, backbone, data.in_chans)
     sampler = ResumableBatchSampler(len(data), cfg.optim.batch_size, cfg.train.seed)
     total = cfg.train.epochs * sampler.batches_per_epoch()
     warmup = round(cfg.optim.warmup_epochs * sampler.batches_per_epoch())
@@ -59,17 +47,8 @@ def train_lightly(cfg, backbone: torch.nn.Module) -> float:
         sampler.set_epoch(epoch)
         for idx in sampler:
             images, _, _ = data.__getitems__(idx)
-            for g in opt.param_groups:
-                g["lr"] = warmup_cosine(step, total, warmup, cfg.optim.lr, cfg.optim.min_lr)
-            update_momentum(query, key, momentum_at(cfg.model.momentum, step, total, cfg.model.momentum_schedule))
-            x_q, x_k = augment(images), augment(images)
-            q = query(x_q)
-            with torch.no_grad():
-                k = key(x_k)
-            loss = criterion(q, k)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            lr = warmup_cosine(step, total, warmup, cfg.optim.lr, cfg.optim.min_lr)
+            moco.step(images, lr, momentum_at(cfg.model.momentum, step, total, cfg.model.momentum_schedule))
             step += 1
     return step * cfg.optim.batch_size / (time.perf_counter() - t0)
 

@@ -231,6 +231,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'negatives.bank_momentum' must be in [0, 1), got {cfg.negatives.bank_momentum}")
     _choice("optim.name", cfg.optim.name, ("sgd",))
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
+    _choice("eval.linear_protocol", cfg.eval.linear_protocol, ("lbfgs", "sgd"))
     _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
@@ -254,6 +255,9 @@ def validate(cfg: Config) -> None:
         ("eval.knn_temperature", cfg.eval.knn_temperature),
         ("eval.chunk_size", cfg.eval.chunk_size),
         ("eval.batch_size", cfg.eval.batch_size),
+        ("eval.linear_lr", cfg.eval.linear_lr),
+        ("eval.linear_epochs", cfg.eval.linear_epochs),
+        ("eval.linear_batch_size", cfg.eval.linear_batch_size),
     ]:
         _positive(key, value)
     for key, value in [

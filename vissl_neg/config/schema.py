@@ -117,6 +117,12 @@ class EvalConfig:
     knn_temperature: float = 0.1
     chunk_size: int = 1024
     batch_size: int = 1024
+    linear_protocol: str = "lbfgs"  # lbfgs: logistic regression on cached centre-crop features | sgd: the papers'
+    linear_lr: float = 30.0  # sgd protocol (MoCo: 30, no weight decay)
+    linear_epochs: int = 100
+    linear_batch_size: int = 256
+    linear_weight_decay: float = 0.0
+    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
 
 
 @dataclass
@@ -151,4 +157,10 @@ RESUMABLE_KEYS = (
     "eval.knn_every",
     "eval.chunk_size",
     "eval.batch_size",
+    "eval.linear_protocol",
+    "eval.linear_lr",
+    "eval.linear_epochs",
+    "eval.linear_batch_size",
+    "eval.linear_weight_decay",
+    "eval.linear_milestones",
 )

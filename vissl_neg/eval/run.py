@@ -88,7 +88,14 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
                        seed=cfg.train.seed)
     else:
         backbone.load_state_dict(backbone_state_dict(state["model"]))
-    result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
+    if kind == "linear_probe" and cfg.eval.linear_protocol == "sgd":
+        from vissl_neg.eval.linear_sgd import linear_sgd
+
+        probe_dir = Path(run_dir) / ("linear_sgd_random_init" if random_init else "linear_sgd")
+        probe_dir.mkdir(exist_ok=True)
+        result = linear_sgd(cfg, backbone, torch.device(device), probe_dir)
+    else:
+        result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
     result.update({"run_dir": str(run_dir), "random_init": random_init, "step": state["step"]})
     name = f"{kind}_random_init.json" if random_init else f"{kind}.json"
     (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
