@@ -77,3 +77,13 @@ def test_synthetic_harder_fraction_by_hand():
     real = torch.tensor([[0.5, 0.2], [0.1, 0.3]])
     syn = torch.tensor([[0.6, 0.4, 0.7], [0.2, 0.31, 0.0]])
     assert float(synthetic_harder_fraction(real, syn)) == pytest.approx(3 / 6)
+
+
+def test_gathered_dot_matches_einsum_and_its_gradient():
+    from vissl_neg.negatives.negative_set import GatheredDot
+
+    q = _unit(3, 5, seed=20).requires_grad_(True)
+    source = _unit(40, 5, seed=21)
+    rows = torch.randint(40, (3, 17), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(GatheredDot.apply(q, source, rows), torch.einsum("bd,bkd->bk", q, source[rows]))
+    assert torch.autograd.gradcheck(lambda x: GatheredDot.apply(x, source, rows), (q,))

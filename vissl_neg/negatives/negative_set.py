@@ -69,6 +69,28 @@ def row_dots(source: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor) -
     return 1.0 - row_combination(source, rows_a, rows_b, one, -one, norm=True).pow(2) / 2.0
 
 
+class GatheredDot(torch.autograd.Function):
+    """sims[b, k] = q[b] · source[rows[b, k]] without a (B, K, D) tensor: the forward
+    gathers ``CHUNK // B`` columns at a time, the backward is one ``embedding_bag``
+    (grad_q[b] = Σ_k grad[b, k] · source[rows[b, k]]). No gradient reaches ``source``."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, source: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(source, rows)
+        step = max(1, CHUNK // max(1, q.shape[0]))
+        qf = full_precision(q)
+        parts = [torch.einsum("bd,bkd->bk", qf, full_precision(source[rows[:, k : k + step]]))
+                 for k in range(0, rows.shape[1], step)]
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        source, rows = ctx.saved_tensors
+        weights = grad.to(full_precision(source).dtype)
+        grad_q = F.embedding_bag(rows, full_precision(source), mode="sum", per_sample_weights=weights.contiguous())
+        return grad_q, None, None
+
+
 @dataclass
 class Mixes:
     """S synthetic negatives per query, each ``a_coef · A + b_coef · B`` with B the source
@@ -143,7 +165,7 @@ class NegativeSet:
         """Source rows (B, S) -> (B, S) q·source[rows]."""
         if self.source.shape[0] <= DENSE_ROWS:
             return self.dense_similarities().gather(1, rows)
-        return torch.einsum("bd,bsd->bs", self.q, self.vectors(rows))
+        return GatheredDot.apply(self.q, self.source, rows)
 
     def real_similarities(self) -> torch.Tensor:
         """(B, K) q·n over each query's real negatives."""
