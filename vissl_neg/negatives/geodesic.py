@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vissl_neg.negatives.mochi import MixCoefficients, hard_rows, sample_mix_coefficients
-from vissl_neg.negatives.negative_set import Mixes, NegativeSet, flat_source, full_precision, row_combination
+from vissl_neg.negatives.mochi import MixCoefficients, flat_coefficients, hard_rows, sample_mix_coefficients
+from vissl_neg.negatives.negative_set import Mixes, NegativeSet, full_precision, row_combination
 
 EPS = 1e-6
 
@@ -98,9 +98,7 @@ def geodesic_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
 def geodesic_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> torch.Tensor:
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with rows of ``negatives`` ->
     (B, s + s', D) synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq), detached."""
-    source, rows = flat_source(negatives, torch.cat([c.i, c.j, c.jq], dim=1))
-    s = c.i.shape[1]
-    flat = MixCoefficients(rows[:, :s], rows[:, s : 2 * s], c.w, rows[:, 2 * s :], c.wq)
+    source, flat = flat_coefficients(negatives, c)
     return geodesic_mixes(q, source, flat).vectors(source)
 
 

@@ -65,6 +65,13 @@ def sample_mix_coefficients(
     return MixCoefficients(i, j, w, jq, wq)
 
 
+def flat_coefficients(negatives: torch.Tensor, c: MixCoefficients) -> tuple[torch.Tensor, MixCoefficients]:
+    """Per-query (B, K, D) negatives -> one (B·K, D) source with ``c``'s rows offset into it."""
+    source, rows = flat_source(negatives, torch.cat([c.i, c.j, c.jq], dim=1))
+    s = c.i.shape[1]
+    return source, MixCoefficients(rows[:, :s], rows[:, s : 2 * s], c.w, rows[:, 2 * s :], c.wq)
+
+
 def _pair_norm(source, i, j, w):
     """‖w · source[i] + (1 − w) · source[j]‖, (B, S)."""
     return row_combination(source, i, j, w, 1.0 - w, norm=True)
@@ -102,9 +109,7 @@ def mochi_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
 def mochi_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -> torch.Tensor:
     """q (B, D); negatives (K, D) or (B, K, D); ``c`` with *rows* of ``negatives`` ->
     (B, s + s', D) synthetic negatives normalise(w h_i + (1−w) h_j), normalise(wq q + (1−wq) h_jq), detached."""
-    source, rows = flat_source(negatives, torch.cat([c.i, c.j, c.jq], dim=1))
-    s = c.i.shape[1]
-    flat = MixCoefficients(rows[:, :s], rows[:, s : 2 * s], c.w, rows[:, 2 * s :], c.wq)
+    source, flat = flat_coefficients(negatives, c)
     return mochi_mixes(q, source, flat).vectors(source)
 
 
