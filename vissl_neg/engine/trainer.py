@@ -305,6 +305,20 @@ class Trainer:
             out["syn_harder"] = synthetic_harder_fraction(real, syn)
         return out
 
+    def _agree_stop(self, now: bool) -> bool:
+        """Whether to stop after this step. One process: as soon as a signal came. Under DDP
+        the ranks agree (any rank's signal stops all) at log steps and epoch ends only, so
+        they stop at the same step without a collective on every step."""
+        if not dist.is_dist():
+            return self.stop_signal is not None
+        if not now:
+            return False
+        flag = torch.tensor([float(self.stop_signal is not None)], device=self.device)
+        if dist.all_reduce_mean(flag).item() > 0:
+            self.stop_signal = self.stop_signal or "a signal to another rank"
+            return True
+        return False
+
     def _install_signal_handlers(self):
         previous = {}
 
@@ -351,7 +365,8 @@ class Trainer:
             d = cfg.data
             loader = make_loader(self.train_set, self.sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
                                  prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
-            while self.step < stop_at and self.stop_signal is None:
+            stopped = False
+            while self.step < stop_at and not stopped:
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
                 for batch in loader:
@@ -396,13 +411,15 @@ class Trainer:
                         log.histogram("scores/negative", out["neg"][:16].flatten(), self.step)
                         if out["syn"] is not None:
                             log.histogram("scores/synthetic", out["syn"][:16].flatten(), self.step)
-                    if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
+                    stopping = self._agree_stop(self.step % cfg.train.log_every == 0 or at_end)
+                    if self.step % cfg.train.ckpt_every == 0 or at_end or stopping:
                         self._check_finite(bad_step, last_good)
                         self.save()
                         last_good = self.step
-                    if at_end or self.stop_signal:
+                    if at_end or stopping:
                         break
-                if self.stop_signal is None and self._eval_due():
+                stopped = self._agree_stop(True)
+                if not stopped and self._eval_due():
                     pause = time.perf_counter()
                     self._evaluate_and_save(log)
                     t_last += time.perf_counter() - pause
