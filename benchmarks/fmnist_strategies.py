@@ -151,8 +151,8 @@ def main() -> int:
     title = (f"Fashion-MNIST, {cfg.model.backbone}, {args.epochs} epoch(s) per run, seeds {args.seeds}, "
              f"mean ± std; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     lines = [title, "",
-             "| method | linear top-1 (%) | kNN top-1 (%) | Δ linear vs MoCo | same-class share of 64 hardest "
-             "negatives (chance) | train img/s |",
+             "| method | linear top-1 (%) | kNN top-1 (%) | Δ linear vs MoCo | same class among the 64 hardest "
+             "negatives (among all negatives of the loss) | train img/s |",
              "|---|---|---|---|---|---|"]
     for name, r in summary.items():
         delta = "-"

@@ -105,8 +105,7 @@ class Mixes:
 
     def similarities(self, q: torch.Tensor, row_similarities) -> torch.Tensor:
         """(B, S) q·mix, from ``row_similarities(rows) -> q·source[rows]``; grads reach q only."""
-        s_b = row_similarities(self.b_rows)
-        s_a = row_similarities(self.a_rows.clamp_min(0))
+        s_a, s_b = row_similarities(torch.cat([self.a_rows.clamp_min(0), self.b_rows], dim=1)).chunk(2, dim=1)
         s_a = torch.where(self.a_rows >= 0, s_a, (q * self.anchor).sum(1, keepdim=True))
         return self.a_coef * s_a + self.b_coef * s_b
 
