@@ -100,3 +100,38 @@ def test_loader_workers_decode_and_share_the_skip_counter(tmp_path):
         seen = torch.cat([indices for _, _, indices in loader])
         assert len(seen) == 5 * sampler.batches_per_epoch()
     assert data.skipped.value >= 1  # counted inside the worker processes
+
+
+def test_device_decoding_matches_worker_decoding_and_skips_corrupt_files(tmp_path):
+    from vissl_neg.data.device_decode import DeviceJpegDecoder
+
+    fx = write_imagenet_fixture(tmp_path)
+    data = build_dataset(data_cfg("imagenet", tmp_path), "train")
+    encoded = data.encoded_view()
+    good = [0, 3, 10]
+    raw, labels, indices = encoded.__getitems__(good)
+    assert isinstance(raw, list) and raw[0].dtype == torch.uint8 and raw[0].dim() == 1
+    decoder = DeviceJpegDecoder(data, 32, torch.device("cpu"))
+    on_device = decoder(raw, indices)
+    in_workers = data.__getitems__(good)[0]
+    assert on_device.shape == in_workers.shape == (3, 3, 32, 32) and on_device.dtype == torch.uint8
+    assert (on_device.float() - in_workers.float()).abs().mean() < 6.0  # PIL vs torchvision resampling
+    bad = data.files.index(str(fx["corrupt"]))
+    raw = [encoded.__getitems__([bad])[0][0], encoded.__getitems__([0])[0][0]]
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        out = decoder(raw, torch.tensor([bad, 0]))
+    assert torch.equal(out[0], out[1]) and data.skipped.value == 1
+
+
+def test_device_decoding_inside_training(tmp_path):
+    from vissl_neg.engine.trainer import Trainer
+
+    write_imagenet_fixture(tmp_path / "data", corrupt=False)
+    cfg = load_config(None, [
+        "data.name=imagenet", f"data.root={tmp_path / 'data'}", "data.decode_size=36", "data.decode_on=device",
+        "augment.size=32", "augment.mean=[0.5, 0.5, 0.5]", "augment.std=[0.25, 0.25, 0.25]",
+        "model.backbone=resnet10t", "model.bn_splits=2", "negatives.size=20", "optim.batch_size=8",
+        "train.max_steps=2", "train.progress=false", "eval.knn_every=-1", f"train.out_dir={tmp_path / 'run'}"])
+    trainer = Trainer(cfg)
+    assert any("nvJPEG needs CUDA" in n for n in trainer.notes)
+    assert trainer.fit()["step"] == 2

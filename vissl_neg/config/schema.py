@@ -14,6 +14,7 @@ class DataConfig:
     classes: str = ""  # image folders: a class-list file (imagenet100 defaults to CMC's list)
     decode_size: int = 256  # image folders: workers decode to this shorter side, centre crop
     draft: bool = True  # image folders: reduced-size JPEG decoding (PIL draft)
+    decode_on: str = "workers"  # image folders: workers (PIL) | device (torchvision decode_jpeg; nvJPEG on CUDA)
     num_workers: int = 0
     prefetch_factor: int = 2  # batches each worker loads ahead (num_workers > 0)
     persistent_workers: bool = True  # keep workers alive across epochs (num_workers > 0)
@@ -142,6 +143,7 @@ RESUMABLE_KEYS = (
     "data.root",
     "data.num_workers",
     "data.prefetch_factor",
+    "data.decode_on",
     "data.persistent_workers",
     "data.pin_memory",
     "train.out_dir",

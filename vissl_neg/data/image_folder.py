@@ -12,6 +12,7 @@ worker processes.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.io import read_file
 
 from vissl_neg.errors import DataError
 
@@ -107,6 +109,13 @@ class ImageFolderDataset(Dataset):
         self.size = size
         self.draft = draft
         self.skipped = multiprocessing.Value("l", 0)
+        self.encoded = False  # True: items are the files' encoded bytes, decoded later on the device
+
+    def encoded_view(self) -> "ImageFolderDataset":
+        """The same dataset yielding encoded bytes (uint8 1-D tensors) for ``DeviceJpegDecoder``."""
+        view = copy.copy(self)
+        view.encoded = True
+        return view
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -120,6 +129,8 @@ class ImageFolderDataset(Dataset):
         for step in range(len(self.files)):
             j = (i + step) % len(self.files)
             try:
+                if self.encoded:
+                    return read_file(self.files[j]), j
                 return decode_image(self.files[j], self.size, self.draft), j
             except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
                 warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
@@ -135,4 +146,5 @@ class ImageFolderDataset(Dataset):
     def __getitems__(self, indices: list[int]):
         loaded = [self._load(i) for i in indices]
         used = torch.tensor([j for _, j in loaded], dtype=torch.long)
-        return torch.stack([im for im, _ in loaded]), self.labels[used], used
+        images = [im for im, _ in loaded]
+        return (images if self.encoded else torch.stack(images)), self.labels[used], used

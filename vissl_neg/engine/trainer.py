@@ -124,6 +124,15 @@ class Trainer:
         if dist.is_dist():
             self.query_encoder = DDP(self.model.encoder_q, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.notes: list[str] = []
+        self.loader_set, self.decoder = self.train_set, None
+        if cfg.data.decode_on == "device":
+            from vissl_neg.data.device_decode import DeviceJpegDecoder
+
+            self.loader_set = self.train_set.encoded_view()
+            self.decoder = DeviceJpegDecoder(self.train_set, cfg.data.decode_size, self.device)
+            if self.device.type != "cuda":
+                self.notes.append("data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
+                                  "(nvJPEG needs CUDA); data.decode_on=workers spreads that over the loader workers")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
         if cfg.train.compile:
@@ -363,7 +372,7 @@ class Trainer:
         stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         try:
             d = cfg.data
-            loader = make_loader(self.train_set, self.sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
+            loader = make_loader(self.loader_set, self.sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
                                  prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
             stopped = False
             while self.step < stop_at and not stopped:
@@ -371,6 +380,8 @@ class Trainer:
                 self.sampler.set_epoch(epoch, start_batch)
                 for batch in loader:
                     images, labels, indices = to_device(batch, self.device)
+                    if self.decoder is not None:
+                        images = self.decoder(images, indices)
                     diagnose = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == stop_at
                     out = self.train_step(images, labels, indices, diagnose)
                     finite = torch.isfinite(out["loss"])

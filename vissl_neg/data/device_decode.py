@@ -1,0 +1,53 @@
+"""JPEG decoding on the training device (``data.decode_on: device``): loader workers only
+read the encoded bytes; ``torchvision.io.decode_jpeg`` decodes the batch there (nvJPEG on
+CUDA, libjpeg-turbo on the CPU), then each image's shorter side is resized to
+``data.decode_size`` and the centre square kept, as the worker path does. Images differ in
+size until that resize, so this step walks the batch image by image (outside the training
+step). An unreadable file is replaced by a readable image of the same batch, with a warning
+naming it, and counted in the dataset's ``skipped``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
+
+from vissl_neg.errors import DataError
+
+
+class DeviceJpegDecoder:
+    def __init__(self, dataset, size: int, device: torch.device):
+        self.dataset = dataset
+        self.size = size
+        self.device = device
+
+    def _square(self, image: torch.Tensor) -> torch.Tensor:
+        image = TF.resize(image, self.size, antialias=True)  # shorter side -> size
+        return TF.center_crop(image, [self.size, self.size])
+
+    def _decode_each(self, encoded: list[torch.Tensor], indices: torch.Tensor) -> list[torch.Tensor | None]:
+        out = []
+        for data, index in zip(encoded, indices.tolist()):
+            try:
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+            except RuntimeError as exc:
+                warnings.warn(f"skipping unreadable image '{self.dataset.files[index]}' ({exc})", stacklevel=3)
+                with self.dataset.skipped.get_lock():
+                    self.dataset.skipped.value += 1
+                out.append(None)
+        return out
+
+    def __call__(self, encoded: list[torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+        """Encoded bytes (list of B uint8 1-D tensors) -> uint8 (B, 3, size, size) on the device."""
+        try:
+            images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:  # one bad file fails the batched call: decode one by one
+            images = self._decode_each(encoded, indices)
+        squares = [None if im is None else self._square(im) for im in images]
+        good = next((sq for sq in squares if sq is not None), None)
+        if good is None:
+            raise DataError(f"no readable image in a batch of {len(squares)}")
+        return torch.stack([good if sq is None else sq for sq in squares])
