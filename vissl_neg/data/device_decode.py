@@ -13,8 +13,8 @@ import warnings
 
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms.v2 import functional as TF
 
+from vissl_neg.data.image_folder import square
 from vissl_neg.errors import DataError
 
 
@@ -23,10 +23,6 @@ class DeviceJpegDecoder:
         self.dataset = dataset
         self.size = size
         self.device = device
-
-    def _square(self, image: torch.Tensor) -> torch.Tensor:
-        image = TF.resize(image, self.size, antialias=True)  # shorter side -> size
-        return TF.center_crop(image, [self.size, self.size])
 
     def _decode_each(self, encoded: list[torch.Tensor], indices: torch.Tensor) -> list[torch.Tensor | None]:
         out = []
@@ -46,7 +42,7 @@ class DeviceJpegDecoder:
             images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:  # one bad file fails the batched call: decode one by one
             images = self._decode_each(encoded, indices)
-        squares = [None if im is None else self._square(im) for im in images]
+        squares = [None if im is None else square(im, self.size) for im in images]
         good = next((sq for sq in squares if sq is not None), None)
         if good is None:
             raise DataError(f"no readable image in a batch of {len(squares)}")
