@@ -206,3 +206,11 @@ def test_base_file_is_merged_under_the_config(tmp_path):
     assert "includes itself" in _config_error([], tmp_path / "c.yaml")
     (tmp_path / "d.yaml").write_text("base: missing.yaml\n")
     assert "missing.yaml" in _config_error([], tmp_path / "d.yaml")
+
+
+def test_off_and_on_stay_strings(tmp_path):
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    (tmp_path / "c.yaml").write_text("train:\n  amp: off\n  progress: false\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.train.amp == "off" and cfg.train.progress is False
+    assert "train.progress" in _config_error(["train.progress=no"])  # only true/false are booleans

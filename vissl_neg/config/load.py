@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,23 @@ import yaml
 
 from vissl_neg.config.schema import Config
 from vissl_neg.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans: YAML 1.1 also reads on/off/yes/no as booleans,
+    which would turn ``train.amp: off`` into False."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def _unknown_key(key: str, valid: list[str]) -> ConfigError:
@@ -99,7 +117,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override '{item}' must look like key=value, e.g. optim.lr=0.1")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         _set_dotted(tree, key.strip(), value)
@@ -123,7 +141,7 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
