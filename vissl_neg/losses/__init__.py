@@ -2,6 +2,7 @@
 
 from vissl_neg.losses.debiased import debiased_from_similarities, debiased_info_nce
 from vissl_neg.losses.info_nce import dual_view_info_nce, info_nce, info_nce_from_similarities, similarities
+from vissl_neg.losses.symmetric import symmetric_info_nce
 
 __all__ = [
     "debiased_from_similarities",
@@ -10,4 +11,5 @@ __all__ = [
     "info_nce",
     "info_nce_from_similarities",
     "similarities",
+    "symmetric_info_nce",
 ]

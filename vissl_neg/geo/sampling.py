@@ -1,0 +1,89 @@
+"""Hard-negative batches for cross-view training (Sample4Geo): each batch is filled by an
+unused id followed by ids from its neighbour list (the first ``neighbour_select // 2`` of
+its nearest, then as many drawn at random from the rest of its top ``neighbour_range``),
+no id twice in an epoch, the partial last batch dropped. Neighbour lists come from GPS
+(haversine on coordinates in radians) for the first epochs and from mined embedding
+similarity afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+EARTH_RADIUS_KM = 6371.0
+
+
+def neighbour_batches(ids: list[int], batch_size: int, neighbours: dict[int, list[int]] | None = None,
+                      neighbour_select: int = 64, neighbour_range: int = 128,
+                      rng: random.Random | None = None) -> list[list[int]]:
+    """-> full batches of ids for one epoch (the reference's ``shuffle``, without its
+    skipping of id 0)."""
+    rng = rng or random.Random(0)
+    pool = list(ids)
+    rng.shuffle(pool)
+    used: set[int] = set()
+    batches, batch = [], []
+    half = neighbour_select // 2
+    for idx in pool:
+        if idx in used:
+            continue
+        batch.append(idx)
+        used.add(idx)
+        if neighbours is not None and len(batch) < batch_size:
+            near = list(neighbours.get(idx, []))[:neighbour_range]
+            far = near[half:]
+            rng.shuffle(far)
+            for other in near[:half] + far[:half]:
+                if len(batch) >= batch_size:
+                    break
+                if other not in used:
+                    batch.append(other)
+                    used.add(other)
+        if len(batch) >= batch_size:
+            batches.append(batch[:batch_size])
+            batch = []
+    return batches  # a partial last batch is dropped
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> torch.Tensor:
+    """Great-circle distance in km; all angles in degrees (converted to radians here)."""
+    lat1, lon1, lat2, lon2 = (torch.deg2rad(torch.as_tensor(x, dtype=torch.float64)) for x in (lat1, lon1, lat2, lon2))
+    a = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * torch.asin(a.clamp(0, 1).sqrt())
+
+
+def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int = 1024) -> dict[int, list[int]]:
+    """coords (N, 2) latitude, longitude in degrees -> {id: the k nearest other ids, nearest first}."""
+    coords = torch.as_tensor(coords, dtype=torch.float64)
+    k = min(k, len(ids) - 1)
+    out = {}
+    for start in range(0, len(ids), chunk_size):
+        block = coords[start : start + chunk_size]
+        d = haversine_km(block[:, :1], block[:, 1:], coords[None, :, 0], coords[None, :, 1])
+        rows = torch.arange(block.shape[0])
+        d[rows, rows + start] = math.inf  # never one's own neighbour
+        nearest = d.topk(k, dim=1, largest=False).indices
+        for r, idx in enumerate(ids[start : start + chunk_size]):
+            out[idx] = [ids[j] for j in nearest[r].tolist()]
+    return out
+
+
+@torch.no_grad()
+def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tensor, k: int,
+                     chunk_size: int = 1024) -> dict[int, list[int]]:
+    """Row i of ``query`` (ground) and of ``reference`` (satellite) belong to ids[i] ->
+    {id: the k ids whose satellites are most similar to its panorama, excluding its own}.
+    Memory is O(chunk_size × N)."""
+    k = min(k, len(ids) - 1)
+    out = {}
+    for start in range(0, len(ids), chunk_size):
+        sims = query[start : start + chunk_size].float() @ reference.float().t()
+        rows = torch.arange(sims.shape[0], device=sims.device)
+        sims[rows, rows + start] = -math.inf
+        top = sims.topk(k, dim=1).indices.cpu()
+        for r, idx in enumerate(ids[start : start + chunk_size]):
+            out[idx] = [ids[j] for j in top[r].tolist()]
+    return out
