@@ -1,0 +1,79 @@
+"""CVUSA (cross-view USA) on its real layout, as Sample4Geo reads it:
+``ROOT/splits/train-19zl.csv`` and ``val-19zl.csv`` (no header; satellite path, panorama
+path, annotation path, relative to ROOT), satellite tiles under ``bingmap/``, panoramas
+under ``streetview/``; a sample's id is the number in its satellite file name. Workers
+decode both images to uint8 at fixed sizes (satellite 384 x 384, panorama 140 x 768 by
+default); the views are made on the device.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as TF
+
+from vissl_neg.errors import DataError
+
+SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
+
+
+def read_split(root: Path, split: str) -> list[tuple[int, str, str]]:
+    """-> [(id, satellite path, panorama path)] of a split file, paths absolute."""
+    if not root.is_dir():
+        raise DataError(f"CVUSA root '{root}' does not exist (data.root)")
+    path = root / "splits" / SPLIT_FILES[split]
+    if not path.is_file():
+        raise DataError(f"CVUSA split file '{path}' does not exist")
+    rows = []
+    with open(path, newline="") as f:
+        for line_no, row in enumerate(csv.reader(f), start=1):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise DataError(f"'{path}' line {line_no}: expected 'satellite,panorama,annotation' paths")
+            sat, pano = row[0].strip(), row[1].strip()
+            match = re.search(r"(\d+)\D*$", Path(sat).stem)
+            if match is None:
+                raise DataError(f"'{path}' line {line_no}: no id number in the satellite file name '{sat}'")
+            rows.append((int(match.group(1)), str(root / sat), str(root / pano)))
+    if not rows:
+        raise DataError(f"CVUSA split file '{path}' lists no pairs")
+    return rows
+
+
+def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
+    """An image file -> uint8 (3, H, W) resized to ``size``; a one-line error naming the file."""
+    if not Path(path).is_file():
+        raise DataError(f"CVUSA image '{path}' does not exist")
+    try:
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise DataError(f"CVUSA image '{path}' cannot be decoded ({exc})") from None
+    return TF.resize(image, list(size), antialias=True).contiguous()
+
+
+class CVUSADataset(Dataset):
+    """(panorama uint8 (3, ph, pw), satellite uint8 (3, s, s), id, index) per pair."""
+
+    def __init__(self, root: str | Path, split: str, sat_size: int = 384, pano_size: tuple[int, int] = (140, 768)):
+        self.pairs = read_split(Path(root), split)
+        self.ids = [p[0] for p in self.pairs]
+        self.sat_size = sat_size
+        self.pano_size = tuple(pano_size)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        idx, sat, pano = self.pairs[i]
+        return load_image(pano, self.pano_size), load_image(sat, (self.sat_size, self.sat_size)), idx, i
+
+    def __getitems__(self, indices: list[int]):
+        items = [self[i] for i in indices]
+        return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
+                torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]))

@@ -1,0 +1,48 @@
+"""A small CVUSA tree in exactly the real layout, with a planted structure: a pair's
+panorama and satellite tile are rendered from the same random colour pattern, so a model
+can learn to match them. Also writes ``coordinates.csv`` (id, lat, lon) for GPS neighbours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _pattern(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, size=(4, 8, 3)).astype(np.uint8)
+
+
+def write_cvusa_fixture(root: str | Path, n_train: int = 48, n_val: int = 16, sat_size: int = 64,
+                        pano_size: tuple[int, int] = (32, 128), seed: int = 0) -> dict:
+    """-> {"train": [ids], "test": [ids]}; JPEG panoramas and satellites, PNG annotations."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    out = {}
+    coords = []
+    next_id = 1
+    for split, n, name in (("train", n_train, "train-19zl.csv"), ("test", n_val, "val-19zl.csv")):
+        lines, ids = [], []
+        for _ in range(n):
+            idx = next_id
+            next_id += int(rng.integers(1, 4))  # ids are not contiguous in the real data either
+            pattern = _pattern(rng)
+            sat = Image.fromarray(pattern).resize((sat_size, sat_size), Image.NEAREST)
+            pano = Image.fromarray(np.concatenate([pattern[:2], pattern[2:]], axis=1)).resize(
+                (pano_size[1], pano_size[0]), Image.NEAREST)
+            sat_rel, pano_rel, anno_rel = (f"bingmap/19/{idx:07d}.jpg", f"streetview/panos/{idx:07d}.jpg",
+                                           f"streetview/annotations/{idx:07d}.png")
+            for rel, img in ((sat_rel, sat), (pano_rel, pano)):
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                img.save(root / rel, quality=95)
+            (root / anno_rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros(pano_size, dtype=np.uint8)).save(root / anno_rel)
+            lines.append(f"{sat_rel},{pano_rel},{anno_rel}")
+            ids.append(idx)
+            coords.append((idx, 40.0 + rng.uniform(0, 1), -75.0 + rng.uniform(0, 1)))
+        (root / "splits" / name).write_text("\n".join(lines) + "\n")
+        out[split] = ids
+    (root / "coordinates.csv").write_text("id,lat,lon\n" + "".join(f"{i},{a:.6f},{o:.6f}\n" for i, a, o in coords))
+    return out
