@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-# Above this many source rows, per-query similarities are computed on gathered vectors
-# instead of one (B, M) matrix product followed by a gather.
+# Above this many source rows, per-query similarities come from GatheredDot instead of one
+# (B, M) matrix product followed by a gather.
 DENSE_ROWS = 131_072
 # Pairs per chunk in row_combination: keeps the (chunk, D) intermediate in cache.
 CHUNK = 16_384
@@ -61,12 +61,6 @@ def row_combination(source: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Te
         chunks.append(v.norm(dim=1) if norm else v)
     out = torch.cat(chunks) if chunks else torch.empty(0, source.shape[1], dtype=dtype, device=source.device)
     return out.reshape(shape) if norm else out.reshape(*shape, source.shape[1])
-
-
-def row_dots(source: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
-    """source[rows_a] · source[rows_b] for unit rows, as 1 − ‖a − b‖²/2 (exact for close rows)."""
-    one = torch.ones(rows_a.shape, dtype=full_precision(source).dtype, device=source.device)
-    return 1.0 - row_combination(source, rows_a, rows_b, one, -one, norm=True).pow(2) / 2.0
 
 
 class GatheredDot(torch.autograd.Function):
@@ -149,10 +143,6 @@ class NegativeSet:
     def rows(self, positions: torch.Tensor) -> torch.Tensor:
         """Positions (B, S) within each query's real negatives -> rows of ``source``."""
         return positions if self.index is None else self.index.gather(1, positions)
-
-    def vectors(self, rows: torch.Tensor) -> torch.Tensor:
-        """Source rows (B, S) -> vectors (B, S, D), detached."""
-        return full_precision(self.source[rows])
 
     def dense_similarities(self) -> torch.Tensor:
         """(B, M) q·n against every source row, computed once per (q, source)."""
