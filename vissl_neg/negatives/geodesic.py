@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vissl_neg.negatives.mochi import MixCoefficients, flat_coefficients, hard_rows, sample_mix_coefficients
-from vissl_neg.negatives.negative_set import Mixes, NegativeSet, full_precision, row_combination
+from vissl_neg.negatives.mochi import MixCoefficients, Mochi, flat_coefficients
+from vissl_neg.negatives.negative_set import Mixes, full_precision, row_combination
 
 EPS = 1e-6
 
@@ -103,24 +103,20 @@ def geodesic_mix(q: torch.Tensor, negatives: torch.Tensor, c: MixCoefficients) -
 
 
 @dataclass
-class Geodesic:
-    """Config ``{name: geodesic, n_hard: 1024, s: 1024, s_prime: 0, alpha: 1.0}``."""
+class Geodesic(Mochi):
+    """Config ``{name: geodesic, n_hard: 1024, s: 1024, s_prime: 0, alpha: 1.0}``: MoCHi's
+    sampling with slerp mixes and Beta(alpha, alpha) weights."""
 
-    n_hard: int = 1024
-    s: int = 1024
     s_prime: int = 0
     alpha: float = 1.0
-    start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
-    mixes = True  # makes synthetic negatives from the current source
+    make_mixes = staticmethod(geodesic_mixes)
+
+    @property
+    def beta_alpha(self) -> float:
+        return self.alpha
 
     def check(self) -> None:
-        if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0 or self.alpha <= 0:
-            raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0, s + s_prime > 0 and alpha > 0")
-
-    def __call__(self, negs: NegativeSet) -> NegativeSet:
-        hard = hard_rows(negs, self.n_hard)
-        c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device,
-                                    beta_alpha=self.alpha)
-        rows = c.rows(hard)
-        return negs.add_synthetic(geodesic_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))
+        super().check()
+        if self.alpha <= 0:
+            raise ValueError("needs alpha > 0")

@@ -149,8 +149,12 @@ class Mochi:
         if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0:
             raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0 and s + s_prime > 0")
 
+    beta_alpha = None  # mixing weights: U(0, 1) pairs, U(0, 0.5) query mixes
+    make_mixes = staticmethod(mochi_mixes)
+
     def __call__(self, negs: NegativeSet) -> NegativeSet:
         hard = hard_rows(negs, self.n_hard)
-        c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device)
+        c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device,
+                                    beta_alpha=self.beta_alpha)
         rows = c.rows(hard)
-        return negs.add_synthetic(mochi_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))
+        return negs.add_synthetic(self.make_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))
