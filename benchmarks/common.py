@@ -14,6 +14,19 @@ def write_results(out: str | Path, text: str, data) -> None:
     out.with_suffix(".json").write_text(json.dumps(data, indent=2))
 
 
+def publish(lines: list[str], data, out: str | Path, readme: str | Path | None, name: str,
+            readme_extra: str = "") -> str:
+    """Join ``lines`` into the results text, print it, write it (and ``data`` as JSON) to
+    ``out``, and splice it (plus ``readme_extra``) into ``readme`` between the ``name``
+    markers when a README is given. Returns the text."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(out, text, data)
+    if readme:
+        splice_readme(readme, name, text + readme_extra)
+    return text
+
+
 def splice_readme(readme: str | Path, name: str, text: str) -> None:
     """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     readme = Path(readme)

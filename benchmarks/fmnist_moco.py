@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LightlyMoCo, splice_readme, write_results  # noqa: E402
+from common import LightlyMoCo, publish  # noqa: E402
 from vissl_neg.augment import EvalTransform  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import ResumableBatchSampler, build_dataset  # noqa: E402
@@ -112,11 +112,7 @@ def main() -> int:
         lines.append(f"| {name} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {ips} |")
     lines.append(f"| vissl_neg / lightly | {v['linear_probe'] / lt['linear_probe']:.3f} | "
                  f"{v['knn'] / lt['knn']:.3f} | {v['img_s'] / lt['img_s']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, table)
-    if args.readme:
-        splice_readme(args.readme, "fmnist_moco", text)
+    publish(lines, table, args.out, args.readme, "fmnist_moco")
     return 0
 
 

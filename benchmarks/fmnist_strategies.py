@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
+from common import publish  # noqa: E402
 from vissl_neg.augment import EvalTransform  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import build_dataset  # noqa: E402
@@ -162,14 +162,11 @@ def main() -> int:
         ips = f"{r['img_s']:.0f}" if r.get("img_s") else "-"
         lines.append(f"| {name} | {r['linear_probe'][0]:.2f} ± {r['linear_probe'][1]:.2f} | "
                      f"{r['knn'][0]:.2f} ± {r['knn'][1]:.2f} | {delta} | {fnr} | {ips} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    write_results(out, text, {"summary": summary, "per_seed": per_seed, "epochs": args.epochs, "seeds": args.seeds})
-    chart(summary, out.with_suffix(".png"), title)
-    if args.readme:
-        splice_readme(args.readme, "fmnist_strategies",
-                      text + f"\n![linear probe and kNN per strategy]({out.with_suffix('.png').as_posix()})\n")
+    png = Path(args.out).with_suffix(".png")
+    chart(summary, png, title)
+    publish(lines, {"summary": summary, "per_seed": per_seed, "epochs": args.epochs, "seeds": args.seeds},
+            args.out, args.readme, "fmnist_strategies",
+            readme_extra=f"\n![linear probe and kNN per strategy]({png.as_posix()})\n")
     return 0
 
 

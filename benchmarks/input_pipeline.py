@@ -33,7 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
+from common import publish  # noqa: E402
 from vissl_neg.augment import ViewAugment  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data.image_folder import decode_image  # noqa: E402
@@ -121,11 +121,7 @@ def main() -> int:
         "scale for a 256 target, so both worker rows match at that size. Without a GPU the kornia views "
         "are the bottleneck: on a CPU-only machine per-image transforms in workers are cheaper.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, rows)
-    if args.readme:
-        splice_readme(args.readme, "input_pipeline", text)
+    publish(lines, rows, args.out, args.readme, "input_pipeline")
     return 0
 
 

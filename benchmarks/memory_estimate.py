@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
+from common import publish  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.models import build_encoder  # noqa: E402
 
@@ -84,11 +84,7 @@ def main() -> int:
         "cuDNN workspaces and the allocator's slack. Measured under CPU autocast, whose bf16 op list is close to "
         "CUDA's.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, {name: b for name, _, b in rows})
-    if args.readme:
-        splice_readme(args.readme, "memory_estimate", text)
+    publish(lines, {name: b for name, _, b in rows}, args.out, args.readme, "memory_estimate")
     return 0
 
 

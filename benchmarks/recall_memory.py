@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
+from common import publish  # noqa: E402
 from vissl_neg.geo.metrics import DEFAULT_BUDGET, recall_at_k  # noqa: E402
 
 MB = 2**20
@@ -72,11 +72,7 @@ def main() -> int:
         "",
         f"{seconds:.0f} s on this CPU (R@1 {result['R@1']:.2f} on these synthetic embeddings).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, rows)
-    if args.readme:
-        splice_readme(args.readme, "recall_memory", text)
+    publish(lines, rows, args.out, args.readme, "recall_memory")
     return 0
 
 

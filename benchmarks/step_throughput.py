@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LightlyMoCo, splice_readme, write_results  # noqa: E402
+from common import LightlyMoCo, publish  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.models import build_backbone  # noqa: E402
@@ -106,11 +106,7 @@ def main() -> int:
         f"| vissl_neg with split shuffle-BN (its default on one process) | {ips['vissl_neg']:.2f} |",
         f"| shuffle-BN's cost (with / without) | {ips['vissl_neg'] / ips['vissl_neg_plain']:.3f} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, {"img_s": ips, "ratio": ratio, "batch": args.batch})
-    if args.readme:
-        splice_readme(args.readme, "step_throughput", text)
+    publish(lines, {"img_s": ips, "ratio": ratio, "batch": args.batch}, args.out, args.readme, "step_throughput")
     return 0
 
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import splice_readme, write_results  # noqa: E402
+from common import publish  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 
@@ -116,11 +116,7 @@ def main() -> int:
     for name, r in rows.items():
         lines.append(f"| {name} | {r['step_ms']:.0f} | {r['step_ratio']:.3f} | {r['negatives_ms']:.1f} | "
                      f"{r['added_ms']:+.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(args.out, text, rows)
-    if args.readme:
-        splice_readme(args.readme, "strategy_overhead", text)
+    publish(lines, rows, args.out, args.readme, "strategy_overhead")
     return 0
 
 
