@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, read_file
+from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as decode_any
 from torchvision.transforms.v2 import functional as TF
 
@@ -98,20 +98,31 @@ def decode_image(path: str, size: int, draft: bool = True) -> torch.Tensor:
     in benchmarks/input_pipeline.py); with ``draft``, a JPEG at least twice the target on its
     shorter side is decoded by PIL at a reduced scale instead (1/2, 1/4 or 1/8 of the pixels).
     Other formats fall back to PIL. Raises OSError for an unreadable file."""
-    data = read_file(path)
+    raw = Path(path).read_bytes()  # OSError (e.g. a vanished file) is handled like a corrupt one
     if draft:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+        with Image.open(io.BytesIO(raw)) as img:
             if img.format == "JPEG" and min(img.size) >= 2 * size:
                 img.draft("RGB", (size, size))  # the decoder scales by 1/2^k while both sides stay >= size
-                array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-                return square(torch.from_numpy(array.copy()).permute(2, 0, 1), size)
+                return square(_pil_rgb(img), size)
     try:
-        image = decode_any(data, mode=ImageReadMode.RGB)
+        image = decode_any(_as_tensor(raw), mode=ImageReadMode.RGB)
     except RuntimeError:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        image = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        with Image.open(io.BytesIO(raw)) as img:
+            image = _pil_rgb(img)
     return square(image, size)
+
+
+def _as_tensor(raw: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
+def _file_bytes(path: str) -> torch.Tensor:
+    """The encoded file as a uint8 1-D tensor (for decoding on the device)."""
+    return _as_tensor(Path(path).read_bytes())
+
+
+def _pil_rgb(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
 
 
 class ImageFolderDataset(Dataset):
@@ -147,7 +158,7 @@ class ImageFolderDataset(Dataset):
             j = (i + step) % len(self.files)
             try:
                 if self.encoded:
-                    return read_file(self.files[j]), j
+                    return _file_bytes(self.files[j]), j
                 return decode_image(self.files[j], self.size, self.draft), j
             except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
                 warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
