@@ -477,9 +477,11 @@ class Trainer:
 
     def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
         """Raises on every rank if any rank saw a NaN/inf loss (a collective under DDP)."""
-        worst = dist.all_reduce_mean(torch.stack([(bad_step >= 0).float(), bad_step.float().clamp_min(0)]))
-        bad = int(bad_step.item()) if bad_step >= 0 else int(worst[1].item() * dist.world_size())
-        if worst[0] > 0:
+        local = int(bad_step)
+        flags = torch.tensor([float(local >= 0), float(max(local, 0))], device=self.device)
+        any_bad, step_sum = dist.all_reduce_mean(flags).tolist()
+        if any_bad > 0:
+            bad = local if local >= 0 else round(step_sum * dist.world_size())
             raise TrainingDiverged(
                 f"loss became NaN/inf at step {bad + 1}; kept the last good checkpoint "
                 f"'{self.ckpt_path}' (step {last_good}); try a lower optim.lr or train.amp=off"
