@@ -7,6 +7,7 @@ from vissl_neg.config.load import (
     load_config,
     parse_overrides,
     read_yaml,
+    resumable_keys,
     save_config,
     to_dict,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "read_yaml",
+    "resumable_keys",
     "save_config",
     "to_dict",
 ]

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from vissl_neg.config.schema import Config
+from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
+from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
 
 
@@ -161,10 +162,26 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_yaml(base_path, _seen + (path.resolve(),)), data)
 
 
-def config_from_dict(values: dict) -> Config:
-    cfg = _build(Config, values)
-    validate(cfg)
+TASKS = {"moco": Config, "geo": GeoConfig}
+
+
+def config_from_dict(values: dict) -> Config | GeoConfig:
+    """A MoCo :class:`Config`, or a :class:`GeoConfig` when the top-level ``task`` is geo."""
+    task = values.get("task", "moco")
+    _choice("task", str(task), tuple(TASKS))
+    if task == "moco":
+        values = {k: v for k, v in values.items() if k != "task"}
+        cfg = _build(Config, values)
+        validate(cfg)
+    else:
+        cfg = _build(GeoConfig, values)
+        validate_geo(cfg)
     return cfg
+
+
+def resumable_keys(cfg) -> tuple[str, ...]:
+    """Keys that may change between a run and its resumption (they do not alter the result)."""
+    return GEO_RESUMABLE_KEYS if isinstance(cfg, GeoConfig) else RESUMABLE_KEYS
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -314,3 +331,61 @@ def validate(cfg: Config) -> None:
             f"optim.batch_size={cfg.optim.batch_size} must be divisible by model.bn_splits={cfg.model.bn_splits} "
             "for split shuffle-BN"
         )
+
+
+def validate_geo(cfg: GeoConfig) -> None:
+    """Value checks of a cross-view config that types alone cannot express."""
+    _choice("data.name", cfg.data.name, ("cvusa",))
+    _choice("optim.name", cfg.optim.name, ("adamw",))
+    _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
+    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
+    if len(cfg.data.pano_size) != 2 or min(cfg.data.pano_size) <= 0:
+        raise ConfigError(f"config key 'data.pano_size' must be [height, width] > 0, got {cfg.data.pano_size}")
+    if cfg.data.pano_size[1] % 4:
+        raise ConfigError(f"config key 'data.pano_size' width {cfg.data.pano_size[1]} must be divisible by 4 "
+                          "(rotations roll the panorama by quarter turns)")
+    if cfg.model.pretrained and cfg.model.pretrained_file:
+        raise ConfigError("set model.pretrained or model.pretrained_file, not both")
+    for key, value in [
+        ("data.sat_size", cfg.data.sat_size),
+        ("data.prefetch_factor", cfg.data.prefetch_factor),
+        ("model.init_temperature", cfg.model.init_temperature),
+        ("optim.lr", cfg.optim.lr),
+        ("optim.batch_size", cfg.optim.batch_size),
+        ("sampling.neighbour_select", cfg.sampling.neighbour_select),
+        ("sampling.neighbour_range", cfg.sampling.neighbour_range),
+        ("sampling.chunk_size", cfg.sampling.chunk_size),
+        ("train.epochs", cfg.train.epochs),
+        ("train.ckpt_every", cfg.train.ckpt_every),
+        ("train.log_every", cfg.train.log_every),
+        ("train.hist_every", cfg.train.hist_every),
+        ("eval.batch_size", cfg.eval.batch_size),
+    ]:
+        _positive(key, value)
+    for key, value in [
+        ("data.num_workers", cfg.data.num_workers),
+        ("optim.weight_decay", cfg.optim.weight_decay),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
+        ("optim.min_lr", cfg.optim.min_lr),
+        ("optim.clip_grad", cfg.optim.clip_grad),
+        ("sampling.gps_epochs", cfg.sampling.gps_epochs),
+        ("sampling.mine_every", cfg.sampling.mine_every),
+        ("train.max_steps", cfg.train.max_steps),
+        ("eval.chunk_size", cfg.eval.chunk_size),
+    ]:
+        _positive(key, value, allow_zero=True)
+    if cfg.eval.every < -1:
+        raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
+    if cfg.sampling.neighbour_select > cfg.sampling.neighbour_range:
+        raise ConfigError(f"sampling.neighbour_select={cfg.sampling.neighbour_select} must not exceed "
+                          f"sampling.neighbour_range={cfg.sampling.neighbour_range}")
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
+    a = cfg.augment
+    for key in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p", "dropout_p"):
+        p = getattr(a, key)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"config key 'augment.{key}' must be a probability in [0, 1], got {p}")
+    if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
+        raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import json
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -17,14 +16,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vissl_neg.augment import EvalTransform, ViewAugment
-from vissl_neg.config import RESUMABLE_KEYS, Config, build_strategies, config_from_dict, flatten, save_config, to_dict
+from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.distributed import concat_all_gather
 from vissl_neg.engine.logging import RunLogger
+from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
-from vissl_neg.errors import ConfigError, TrainingDiverged, UserError
+from vissl_neg.errors import ConfigError, TrainingDiverged
 from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarities
 from vissl_neg.models import MoCo, build_encoder, momentum_at
@@ -58,12 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    a, b = flatten(saved), flatten(current)
-    keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
 
 
 class Trainer:
@@ -165,17 +159,9 @@ class Trainer:
         return self.out_dir / ckpt.CHECKPOINT
 
     def _prepare_run_dir(self, resume: bool | None) -> None:
-        """resume=True: a checkpoint must exist; None: resume if one exists; False: start anew."""
-        exists = self.ckpt_path.is_file()
-        if dist.is_main():
-            ckpt.remove_stale_temporaries(self.out_dir)
-        if resume and not exists:
-            raise UserError(f"cannot resume: no checkpoint '{self.ckpt_path}' (the run directory holds none)")
-        if exists and resume is not False:
-            self._restore(ckpt.load(self.ckpt_path))
-        elif dist.is_main():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out_dir / "config.yaml")
+        state = open_run_dir(self.cfg, resume, dist.is_main())
+        if state is not None:
+            self._restore(state)
 
     def _state(self) -> dict:
         rng = dist.all_gather_object(ckpt.rng_state())
@@ -195,13 +181,6 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        diffs = config_differences(state.get("config", {}), to_dict(self.cfg))
-        if diffs:
-            more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
-            raise UserError(
-                f"'{self.ckpt_path}' comes from a different config ({'; '.join(diffs[:3])}{more}); "
-                "use another train.out_dir or the same config"
-            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -328,18 +307,8 @@ class Trainer:
             return True
         return False
 
-    def _install_signal_handlers(self):
-        previous = {}
-
-        def handler(signum, frame):
-            self.stop_signal = signal.Signals(signum).name
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
-        return previous
+    def _on_signal(self, name: str) -> None:
+        self.stop_signal = name
 
     def evaluate_knn(self) -> float:
         backbone = self.model.encoder_q.backbone
@@ -362,7 +331,7 @@ class Trainer:
             log.info(f"training {self.out_dir}: {len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
                      f"{cfg.train.epochs} epochs on {self.device}"
                      + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
-        previous = self._install_signal_handlers()
+        previous = install_stop_handlers(self._on_signal)
         self.model.train()
         last_good = self.step
         acc = {"loss": torch.zeros((), device=self.device), "pos": torch.zeros((), device=self.device),
@@ -437,8 +406,7 @@ class Trainer:
             if self.step >= self.total_steps and self._eval_due():  # a kill between the last save and its eval
                 self._evaluate_and_save(log)
         finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
+            restore_handlers(previous)
             log.close()
         if self.stop_signal:
             log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "

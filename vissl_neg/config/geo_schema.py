@@ -1,0 +1,126 @@
+"""Typed configuration of cross-view training (Sample4Geo, Deuser et al. ICCV 2023), selected
+by ``task: geo`` at the top of a config. Defaults are the reference CVUSA recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vissl_neg.config.schema import TrainConfig
+
+
+@dataclass
+class GeoDataConfig:
+    name: str = "cvusa"
+    root: str = "data/CVUSA"
+    sat_size: int = 384
+    pano_size: list[int] = field(default_factory=lambda: [140, 768])  # height, width
+    neighbours: str = ""  # GPS neighbours: a CSV (id,lat,lon) or a {id: [ids]} pickle; "" = random batches
+    num_workers: int = 0
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    pin_memory: bool = True
+
+
+@dataclass
+class GeoAugmentConfig:
+    """Pair-consistent geometry (flip both; rotate the satellite, roll the panorama),
+    photometric changes per image."""
+
+    flip_p: float = 0.5
+    rotate_p: float = 0.75
+    jitter: float = 0.15
+    jitter_p: float = 0.5
+    blur_p: float = 0.3
+    sharpen_p: float = 0.3
+    dropout_p: float = 0.3
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class GeoModelConfig:
+    """One shared timm backbone, pooled features, no head, L2-normalised."""
+
+    backbone: str = "convnext_base"
+    pretrained: bool = False  # timm's ImageNet weights (downloaded from the Hugging Face hub)
+    pretrained_file: str = ""  # or a local weights file for the same timm model
+    init_temperature: float = 0.07  # the learnable logit scale starts at log(1 / init_temperature)
+    channels_last: bool = False
+
+
+@dataclass
+class GeoLossConfig:
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class GeoOptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    clip_grad: float = 100.0  # clip gradients by value (0 = off)
+
+
+@dataclass
+class GeoSamplingConfig:
+    """Hard-negative batches: GPS neighbours for ``gps_epochs`` epochs, then neighbours mined
+    from embedding similarity, refreshed every ``mine_every`` epochs."""
+
+    neighbour_select: int = 64
+    neighbour_range: int = 128
+    gps_epochs: int = 4
+    mine_every: int = 4  # 0 = never mine (GPS neighbours, or random batches, throughout)
+    chunk_size: int = 1024  # panoramas scored at once while mining
+
+
+@dataclass
+class GeoTrainConfig(TrainConfig):
+    epochs: int = 40
+    out_dir: str = "runs/cvusa_sample4geo"
+    ckpt_every: int = 200
+    log_every: int = 20
+
+
+@dataclass
+class GeoEvalConfig:
+    every: int = 4  # epochs; 0 = only at the end; -1 = never
+    batch_size: int = 128
+    chunk_size: int = 0  # queries scored at once (0 = as many as a 256 MiB budget holds)
+
+
+@dataclass
+class GeoConfig:
+    task: str = "geo"
+    data: GeoDataConfig = field(default_factory=GeoDataConfig)
+    augment: GeoAugmentConfig = field(default_factory=GeoAugmentConfig)
+    model: GeoModelConfig = field(default_factory=GeoModelConfig)
+    loss: GeoLossConfig = field(default_factory=GeoLossConfig)
+    optim: GeoOptimConfig = field(default_factory=GeoOptimConfig)
+    sampling: GeoSamplingConfig = field(default_factory=GeoSamplingConfig)
+    train: GeoTrainConfig = field(default_factory=GeoTrainConfig)
+    eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
+
+
+GEO_RESUMABLE_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "data.prefetch_factor",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "train.out_dir",
+    "train.device",
+    "train.compile",
+    "train.cudnn_benchmark",
+    "train.ckpt_every",
+    "train.log_every",
+    "train.hist_every",
+    "train.progress",
+    "train.max_steps",
+    "eval.every",
+    "eval.batch_size",
+    "eval.chunk_size",
+    "sampling.chunk_size",
+)

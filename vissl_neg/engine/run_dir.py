@@ -1,0 +1,58 @@
+"""What every trainer does with its run directory: start it (config.yaml), or find its
+checkpoint and check that it comes from the same config; and stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
+from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.errors import UserError
+
+
+def config_differences(saved: dict, cfg) -> list[str]:
+    """'key: saved -> current' for every key that differs and would change the result."""
+    a, b = flatten(saved), flatten(to_dict(cfg))
+    skip = resumable_keys(cfg)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
+
+
+def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
+    """resume=True: a checkpoint must exist; None: resume if one exists; False: start anew.
+    -> the checkpoint state to restore, or None after writing config.yaml for a new run."""
+    out_dir = Path(cfg.train.out_dir)
+    path = out_dir / ckpt.CHECKPOINT
+    exists = path.is_file()
+    if is_main:
+        ckpt.remove_stale_temporaries(out_dir)
+    if resume and not exists:
+        raise UserError(f"cannot resume: no checkpoint '{path}' (the run directory holds none)")
+    if exists and resume is not False:
+        state = ckpt.load(path)
+        diffs = config_differences(state.get("config", {}), cfg)
+        if diffs:
+            more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            raise UserError(f"'{path}' comes from a different config ({'; '.join(diffs[:3])}{more}); "
+                            "use another train.out_dir or the same config")
+        return state
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    return None
+
+
+def install_stop_handlers(on_signal) -> dict:
+    """SIGINT / SIGTERM call ``on_signal(name)`` instead of killing; -> the previous handlers."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: on_signal(signal.Signals(signum).name))
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def restore_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
