@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Pretrain with a config and dotted overrides; re-running on an existing run directory resumes.
+A config with ``task: geo`` trains cross-view retrieval (Sample4Geo) instead of MoCo.
 
     python tools/train.py --config configs/fmnist_moco.yaml optim.lr=0.1 data.root=/path
+    python tools/train.py --config configs/cvusa_sample4geo.yaml data.root=/data/CVUSA
     python tools/train.py --resume runs/fmnist_moco
 """
 
@@ -16,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine import distributed as dist  # noqa: E402
+from vissl_neg.config.geo_schema import GeoConfig  # noqa: E402
+from vissl_neg.engine.geo_trainer import GeoTrainer  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.errors import UserError, cli_entry  # noqa: E402
 
@@ -37,7 +41,8 @@ def main(argv=None) -> int:
         config_path = config_path or run_dir / "config.yaml"
         overrides.append(f"train.out_dir={run_dir}")
     cfg = load_config(config_path, overrides)
-    result = Trainer(cfg, resume=True if args.resume else None).fit()
+    trainer_cls = GeoTrainer if isinstance(cfg, GeoConfig) else Trainer
+    result = trainer_cls(cfg, resume=True if args.resume else None).fit()
     if dist.is_main():
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 130 if result.get("stopped") else 0

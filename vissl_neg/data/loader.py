@@ -49,6 +49,24 @@ class ResumableBatchSampler(Sampler[list[int]]):
             yield chunk[self.rank :: self.world_size].tolist()
 
 
+class FixedBatchSampler(Sampler[list[int]]):
+    """Yields the batches it was last given, from ``start``: an epoch whose batches were
+    built elsewhere (e.g. hard-negative batches), resumable at any batch."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.start = 0
+
+    def set_batches(self, batches: list[list[int]], start: int = 0) -> None:
+        self.batches, self.start = batches, start
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __iter__(self):
+        yield from self.batches[self.start :]
+
+
 def _default_collate_items(batch):
     if isinstance(batch, tuple):  # already a batch from __getitems__
         return batch

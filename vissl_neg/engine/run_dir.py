@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
 from vissl_neg.engine import checkpoint as ckpt
-from vissl_neg.errors import UserError
+from vissl_neg.errors import TrainingDiverged, UserError
 
 
 def config_differences(saved: dict, cfg) -> list[str]:
@@ -56,3 +56,9 @@ def install_stop_handlers(on_signal) -> dict:
 def restore_handlers(previous: dict) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+
+
+def diverged(bad_step: int, last_good: int, path: Path) -> TrainingDiverged:
+    """The error for a NaN/inf loss at 0-based ``bad_step``; the checkpoint of ``last_good`` is kept."""
+    return TrainingDiverged(f"loss became NaN/inf at step {bad_step + 1}; kept the last good checkpoint "
+                            f"'{path}' (step {last_good}); try a lower optim.lr or train.amp=off")

@@ -22,9 +22,9 @@ from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.distributed import concat_all_gather
 from vissl_neg.engine.logging import RunLogger
-from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
+from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
-from vissl_neg.errors import ConfigError, TrainingDiverged
+from vissl_neg.errors import ConfigError
 from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarities
 from vissl_neg.models import MoCo, build_encoder, momentum_at
@@ -450,10 +450,7 @@ class Trainer:
         any_bad, step_sum = dist.all_reduce_mean(flags).tolist()
         if any_bad > 0:
             bad = local if local >= 0 else round(step_sum * dist.world_size())
-            raise TrainingDiverged(
-                f"loss became NaN/inf at step {bad + 1}; kept the last good checkpoint "
-                f"'{self.ckpt_path}' (step {last_good}); try a lower optim.lr or train.amp=off"
-            )
+            raise diverged(bad, last_good, self.ckpt_path)
 
 
 def build_trainer(values: dict, resume: bool | None = None) -> Trainer:

@@ -1,6 +1,7 @@
 """A small CVUSA tree in exactly the real layout, with a planted structure: a pair's
-panorama and satellite tile are rendered from the same random colour pattern, so a model
-can learn to match them. Also writes ``coordinates.csv`` (id, lat, lon) for GPS neighbours."""
+panorama and satellite tile are rendered from the same random colour pattern (the panorama
+rearranged and in different colours), so a model can learn to match them while an untrained
+one cannot. Also writes ``coordinates.csv`` (id, lat, lon) for GPS neighbours."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ def _pattern(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=(4, 8, 3)).astype(np.uint8)
 
 
-def write_cvusa_fixture(root: str | Path, n_train: int = 48, n_val: int = 16, sat_size: int = 64,
+def _ground_colours(cells: np.ndarray) -> np.ndarray:
+    """The ground view's rendering of the shared pattern: inverted, channels rotated. A model
+    has to learn this mapping; an untrained one does not match the two views."""
+    return (255 - cells)[..., [1, 2, 0]]
+
+
+def write_cvusa_fixture(root: str | Path, n_train: int = 96, n_val: int = 32, sat_size: int = 64,
                         pano_size: tuple[int, int] = (32, 128), seed: int = 0) -> dict:
     """-> {"train": [ids], "test": [ids]}; JPEG panoramas and satellites, PNG annotations."""
     root = Path(root)
@@ -30,8 +37,8 @@ def write_cvusa_fixture(root: str | Path, n_train: int = 48, n_val: int = 16, sa
             next_id += int(rng.integers(1, 4))  # ids are not contiguous in the real data either
             pattern = _pattern(rng)
             sat = Image.fromarray(pattern).resize((sat_size, sat_size), Image.NEAREST)
-            pano = Image.fromarray(np.concatenate([pattern[:2], pattern[2:]], axis=1)).resize(
-                (pano_size[1], pano_size[0]), Image.NEAREST)
+            ground = np.concatenate([pattern[:2], pattern[2:]], axis=1)  # (2, 16, 3)
+            pano = Image.fromarray(_ground_colours(ground)).resize((pano_size[1], pano_size[0]), Image.NEAREST)
             sat_rel, pano_rel, anno_rel = (f"bingmap/19/{idx:07d}.jpg", f"streetview/panos/{idx:07d}.jpg",
                                            f"streetview/annotations/{idx:07d}.png")
             for rel, img in ((sat_rel, sat), (pano_rel, pano)):

@@ -8,10 +8,15 @@ similarity afterwards.
 
 from __future__ import annotations
 
+import csv
 import math
+import pickle
 import random
+from pathlib import Path
 
 import torch
+
+from vissl_neg.errors import DataError
 
 EARTH_RADIUS_KM = 6371.0
 
@@ -87,3 +92,35 @@ def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tenso
         for r, idx in enumerate(ids[start : start + chunk_size]):
             out[idx] = [ids[j] for j in top[r].tolist()]
     return out
+
+
+def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[int]]:
+    """GPS neighbours of ``ids`` from a coordinates CSV (``id,lat,lon`` in degrees, header
+    optional) or a precomputed ``{id: [neighbour ids]}`` pickle as Sample4Geo ships them;
+    -> {id: up to k neighbour ids among ``ids``, nearest first}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"neighbour file '{path}' does not exist (data.neighbours)")
+    wanted = set(ids)
+    if path.suffix in (".pkl", ".pickle"):
+        try:
+            with open(path, "rb") as f:
+                table = pickle.load(f)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise DataError(f"neighbour file '{path}' cannot be read as a pickle ({type(exc).__name__})") from None
+        if not isinstance(table, dict):
+            raise DataError(f"neighbour file '{path}' must hold a dict {{id: [neighbour ids]}}, got {type(table).__name__}")
+        return {i: [int(n) for n in table.get(i, []) if int(n) in wanted and int(n) != i][:k] for i in ids}
+    coords: dict[int, tuple[float, float]] = {}
+    with open(path, newline="") as f:
+        for line_no, row in enumerate(csv.reader(f), start=1):
+            if not row or (line_no == 1 and not row[0].strip().lstrip("-").isdigit()):
+                continue  # blank line or header
+            try:
+                coords[int(row[0])] = (float(row[1]), float(row[2]))
+            except (ValueError, IndexError):
+                raise DataError(f"'{path}' line {line_no}: expected 'id,lat,lon' in degrees, got {row}") from None
+    missing = [i for i in ids if i not in coords]
+    if missing:
+        raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")
+    return gps_neighbours(ids, torch.tensor([coords[i] for i in ids]), k)

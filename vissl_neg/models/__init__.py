@@ -1,17 +1,20 @@
 """timm encoder + MoCo head, momentum update, shuffle-BN."""
 
+from vissl_neg.models.cross_view import CrossViewModel, build_cross_view_model
 from vissl_neg.models.encoder import Encoder, ProjectionHead, apply_small_stem, build_backbone, build_encoder
 from vissl_neg.models.moco import MoCo
 from vissl_neg.models.momentum import momentum_at, momentum_update
 from vissl_neg.models.shuffle_bn import SplitBatchNorm2d, convert_split_bn
 
 __all__ = [
+    "CrossViewModel",
     "Encoder",
     "MoCo",
     "ProjectionHead",
     "SplitBatchNorm2d",
     "apply_small_stem",
     "build_backbone",
+    "build_cross_view_model",
     "build_encoder",
     "convert_split_bn",
     "momentum_at",

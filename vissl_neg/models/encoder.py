@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import timm
 import torch
@@ -28,13 +29,26 @@ def apply_small_stem(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_backbone(name: str, in_chans: int, small_stem: bool = False) -> nn.Module:
-    """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features."""
+def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretrained: bool = False,
+                   pretrained_file: str = "") -> nn.Module:
+    """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features.
+    ``pretrained`` loads timm's weights (a download), ``pretrained_file`` a local weights file."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown timm model '{name}' in model.backbone{hint}")
-    model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+    kwargs = {}
+    if pretrained_file:
+        if not Path(pretrained_file).is_file():
+            raise ConfigError(f"model.pretrained_file '{pretrained_file}' does not exist")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+    try:
+        model = timm.create_model(name, pretrained=bool(pretrained or pretrained_file), num_classes=0,
+                                  in_chans=in_chans, **kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:  # no network, a wrong or damaged file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot load pretrained weights for '{name}' ({first}); "
+                          "use model.pretrained_file=PATH or model.pretrained=false") from None
     if small_stem:
         apply_small_stem(model)
     return model

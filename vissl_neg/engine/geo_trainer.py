@@ -1,0 +1,323 @@
+"""Cross-view training (Sample4Geo, Deuser et al. ICCV 2023): one shared encoder for ground
+panoramas and satellite tiles, symmetric InfoNCE with a learnable scale, AdamW with warm-up
++ cosine, gradient clipping by value, AMP on CUDA; each epoch's batches are hard-negative
+batches built from GPS neighbours first and from mined embedding neighbours later. Recall
+is evaluated every ``eval.every`` epochs; checkpoints are atomic and resume exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from vissl_neg.augment.cross_view import CrossViewAugment
+from vissl_neg.augment.views import Normalize
+from vissl_neg.config.geo_schema import GeoConfig
+from vissl_neg.config.load import to_dict
+from vissl_neg.data.cvusa import CVUSADataset
+from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
+from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine.logging import RunLogger
+from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
+from vissl_neg.engine.schedule import warmup_cosine
+from vissl_neg.engine.trainer import resolve_amp, resolve_device, seed_everything
+from vissl_neg.errors import ConfigError
+from vissl_neg.geo.embed import embed_pairs, evaluate_recall
+from vissl_neg.geo.sampling import mined_neighbours, neighbour_batches, read_neighbours
+from vissl_neg.losses import symmetric_info_nce
+from vissl_neg.models.cross_view import build_cross_view_model
+
+
+def geo_datasets(cfg: GeoConfig, test: bool = True) -> tuple[CVUSADataset, CVUSADataset | None]:
+    d = cfg.data
+    train = CVUSADataset(d.root, "train", d.sat_size, tuple(d.pano_size))
+    return train, CVUSADataset(d.root, "test", d.sat_size, tuple(d.pano_size)) if test else None
+
+
+def eval_normalize(cfg: GeoConfig) -> Normalize:
+    return Normalize(cfg.augment.mean, cfg.augment.std, 3)
+
+
+class GeoTrainer:
+    """Build with a validated :class:`GeoConfig`; ``fit()`` trains (resuming if the run
+    directory holds a checkpoint) and returns the final metrics. One process."""
+
+    def __init__(self, cfg: GeoConfig, resume: bool | None = None):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("cross-view training runs in one process; start tools/train.py without torchrun")
+        self.cfg = cfg
+        self.out_dir = Path(cfg.train.out_dir)
+        self.device = resolve_device(cfg.train.device)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.stop_signal: str | None = None
+        self.train_set, self.test_set = geo_datasets(cfg, test=cfg.eval.every >= 0)
+        n, batch = len(self.train_set), cfg.optim.batch_size
+        if batch > n:
+            raise ConfigError(f"optim.batch_size={batch} is larger than the training set ({n} pairs)")
+        s = cfg.sampling
+        self.gps = None
+        if cfg.data.neighbours:
+            index = {idx: i for i, idx in enumerate(self.train_set.ids)}
+            by_id = read_neighbours(cfg.data.neighbours, self.train_set.ids, s.neighbour_range)
+            self.gps = {index[i]: [index[j] for j in near] for i, near in by_id.items()}
+        self.notes: list[str] = []
+        if self.gps is None and s.gps_epochs > 0:
+            self.notes.append(f"no data.neighbours file: the first {s.gps_epochs} epochs use random batches")
+        self.steps_per_epoch = n // batch  # every id lands in a batch; only the partial last one is dropped
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+
+        seed_everything(cfg.train.seed)
+        a = cfg.augment
+        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jitter, a.jitter_p, a.blur_p, a.sharpen_p,
+                                        a.dropout_p, a.mean, a.std).to(self.device)
+        self.normalize = eval_normalize(cfg).to(self.device)
+        self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
+        if cfg.model.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = self.model
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        if cfg.train.compile:
+            if self.device.type == "cuda":
+                self.forward = torch.compile(self.model)
+            else:
+                self.notes.append("train.compile applies on CUDA only; the encoder runs eagerly here")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
+                                           weight_decay=cfg.optim.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.batch_sampler = FixedBatchSampler()
+        self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
+        self.mined_epoch = -1
+        self.step = 0
+        self.metrics: list[dict] = []
+        self.train_seconds = 0.0
+        self.resumed_from: int | None = None
+        self.last_scalars: dict = {}
+        state = open_run_dir(cfg, resume)
+        if state is not None:
+            self._restore(state)
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / ckpt.CHECKPOINT
+
+    def save(self) -> None:
+        ckpt.save_atomic({
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "config": to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "mined": self.mined,
+            "mined_epoch": self.mined_epoch,
+            "metrics": self.metrics,
+            "train_seconds": self.train_seconds,
+        }, self.ckpt_path)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.mined = state["mined"]
+        self.mined_epoch = state["mined_epoch"]
+        self.step = state["step"]
+        self.metrics = state["metrics"]
+        self.train_seconds = state["train_seconds"]
+        self.resumed_from = self.step
+
+    # ---------------------------------------------------------------- batches
+    def refresh_epoch(self, epoch: int) -> int | None:
+        """The epoch whose start mined the neighbours ``epoch`` uses; None while GPS (or random) batches apply."""
+        s = self.cfg.sampling
+        if epoch < s.gps_epochs or s.mine_every == 0:
+            return None
+        return s.gps_epochs + (epoch - s.gps_epochs) // s.mine_every * s.mine_every
+
+    def mine(self, log: RunLogger) -> None:
+        """Embed every training pair and keep each panorama's ``neighbour_range`` most similar
+        other satellites (dataset indices)."""
+        t0 = time.perf_counter()
+        s = self.cfg.sampling
+        pano, sat = embed_pairs(self.model, self.train_set, self.normalize, self.device, self.cfg.eval.batch_size,
+                                self.cfg.data.num_workers, self.amp_dtype, self.cfg.train.progress, "mine")
+        near = mined_neighbours(list(range(len(self.train_set))), pano, sat, s.neighbour_range, s.chunk_size)
+        self.mined = torch.tensor([near[i] for i in range(len(self.train_set))], dtype=torch.int32)
+        log.info(f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs "
+                 f"({time.perf_counter() - t0:.0f}s)")
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The hard-negative batches of ``epoch`` (dataset indices): a pure function of the
+        seed, the epoch and the neighbour table in use."""
+        if self.refresh_epoch(epoch) is None:
+            neighbours = self.gps
+        else:
+            neighbours = {i: row.tolist() for i, row in enumerate(self.mined)}
+        s = self.cfg.sampling
+        rng = random.Random(self.cfg.train.seed * 100_003 + epoch)
+        return neighbour_batches(list(range(len(self.train_set))), self.cfg.optim.batch_size, neighbours,
+                                 s.neighbour_select, s.neighbour_range, rng)
+
+    # ---------------------------------------------------------------- training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, pano_u8: torch.Tensor, sat_u8: torch.Tensor) -> dict:
+        """One step on uint8 pairs already on the device; returns detached device tensors."""
+        cfg = self.cfg
+        lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        pano, sat = self.augment(pano_u8, sat_u8)
+        if cfg.model.channels_last:
+            pano = pano.contiguous(memory_format=torch.channels_last)
+            sat = sat.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            f_pano, f_sat = self.forward(pano), self.forward(sat)
+        loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        with torch.no_grad():
+            sims = f_pano.detach() @ f_sat.detach().t()
+            pos = sims.diagonal().clone()
+            hardest = sims.fill_diagonal_(-2.0).amax(dim=1)
+        return {"loss": loss.detach(), "pos": pos, "hardest_neg": hardest, "lr": lr,
+                "scale": self.model.logit_scale.detach().exp()}
+
+    def evaluate(self) -> dict[str, float]:
+        e = self.cfg.eval
+        return evaluate_recall(self.model, self.test_set, self.normalize, self.device, e.batch_size,
+                               self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
+                               self.cfg.train.progress)
+
+    def _eval_due(self) -> bool:
+        if self.test_set is None or self.step % self.steps_per_epoch:
+            return False
+        if self.metrics and self.metrics[-1]["step"] == self.step:
+            return False
+        every = self.cfg.eval.every
+        return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
+
+    def _evaluate_and_save(self, log: RunLogger) -> None:
+        t0 = time.perf_counter()
+        recall = self.evaluate()
+        epoch = self.step // self.steps_per_epoch
+        self.metrics.append({"epoch": epoch, "step": self.step, **recall})
+        log.scalars({f"eval/{k}": v for k, v in recall.items()}, self.step)
+        log.info(f"epoch {epoch}: " + "  ".join(f"{k} {v:.2f}" for k, v in recall.items())
+                 + f" ({time.perf_counter() - t0:.0f}s)")
+        self.save()
+
+    def _on_signal(self, name: str) -> None:
+        self.stop_signal = name
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        log = RunLogger(self.out_dir, progress=cfg.train.progress, total=self.total_steps, initial=self.step)
+        for note in self.notes:
+            log.info(f"note: {note}")
+        if self.resumed_from is not None:
+            log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
+        else:
+            log.info(f"training {self.out_dir}: {len(self.train_set)} pairs, {self.steps_per_epoch} steps/epoch, "
+                     f"{cfg.train.epochs} epochs on {self.device}"
+                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+        previous = install_stop_handlers(self._on_signal)
+        self.model.train()
+        zero = torch.zeros((), device=self.device)
+        acc = {"loss": zero.clone(), "pos": zero.clone(), "hardest_neg": zero.clone(), "n": 0}
+        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        last_good = self.step
+        t_last, step_last = time.perf_counter(), self.step
+        stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
+        d = cfg.data
+        try:
+            loader = make_loader(self.train_set, self.batch_sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
+                                 prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
+            while self.step < stop_at and self.stop_signal is None:
+                epoch, start_batch = divmod(self.step, self.steps_per_epoch)
+                refresh = self.refresh_epoch(epoch)
+                if refresh is not None and self.mined_epoch != refresh:
+                    pause = time.perf_counter()
+                    self.mine(log)
+                    self.mined_epoch = refresh
+                    self.save()
+                    t_last += time.perf_counter() - pause
+                self.batch_sampler.set_batches(self.epoch_batches(epoch), start_batch)
+                for pano, sat, _, _ in (to_device(b, self.device) for b in loader):
+                    out = self.train_step(pano, sat)
+                    finite = torch.isfinite(out["loss"])
+                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step - 1), bad_step)
+                    for key in ("loss", "pos", "hardest_neg"):
+                        acc[key] += out[key].mean()
+                    acc["n"] += 1
+                    log.advance(1)
+                    at_end = self.step >= stop_at
+                    if self.step % cfg.train.log_every == 0 or at_end:
+                        now = time.perf_counter()
+                        self.train_seconds += now - t_last
+                        pairs_s = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
+                        t_last, step_last = now, self.step
+                        means = (torch.stack([acc["loss"], acc["pos"], acc["hardest_neg"], out["scale"]])
+                                 / torch.tensor([acc["n"]] * 3 + [1], device=self.device)).tolist()
+                        scalars = {"train/loss": means[0], "train/pos_cos": means[1], "train/hardest_neg_cos": means[2],
+                                   "train/logit_scale": means[3], "train/lr": out["lr"], "train/pairs_per_s": pairs_s}
+                        log.scalars(scalars, self.step)
+                        log.postfix(loss=f"{means[0]:.3f}", lr=f"{out['lr']:.3g}", pairs_s=f"{pairs_s:.0f}")
+                        self.last_scalars = scalars
+                        for key in ("loss", "pos", "hardest_neg"):
+                            acc[key].zero_()
+                        acc["n"] = 0
+                        if int(bad_step) >= 0:
+                            raise diverged(int(bad_step), last_good, self.ckpt_path)
+                    if self.step % cfg.train.hist_every == 0:
+                        log.histogram("scores/positive", out["pos"], self.step)
+                        log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
+                    if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
+                        if int(bad_step) >= 0:
+                            raise diverged(int(bad_step), last_good, self.ckpt_path)
+                        self.save()
+                        last_good = self.step
+                    if at_end or self.stop_signal:
+                        break
+                if self.stop_signal is None and self._eval_due():
+                    pause = time.perf_counter()
+                    self._evaluate_and_save(log)
+                    t_last += time.perf_counter() - pause
+            if self.step >= self.total_steps and self._eval_due():  # a kill between the last save and its eval
+                self._evaluate_and_save(log)
+        finally:
+            restore_handlers(previous)
+            log.close()
+        if self.stop_signal:
+            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
+                     "run the same command again to resume")
+            return {"stopped": self.stop_signal, "step": self.step}
+        result = {
+            "step": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "train_seconds": round(self.train_seconds, 1),
+            "pairs_per_s": round(self.step * cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
+            "recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None,
+            "last_log": {k: round(v, 6) for k, v in self.last_scalars.items()},
+            "history": self.metrics,
+        }
+        (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result

@@ -1,0 +1,44 @@
+"""Embed every pair of a CVUSA split with the shared encoder (for mining and evaluation)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.utils.data import BatchSampler, SequentialSampler
+from tqdm.auto import tqdm
+
+from vissl_neg.data.loader import make_loader, to_device
+from vissl_neg.geo.metrics import recall_at_k
+
+
+@torch.no_grad()
+def embed_pairs(model: torch.nn.Module, dataset, normalize: torch.nn.Module, device: torch.device,
+                batch_size: int = 128, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
+                progress: bool = False, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (panorama (N, F), satellite (N, F)) unit rows in float32 on ``device``, in dataset
+    order. The model is put in eval mode for the pass and restored after."""
+    was_training = model.training
+    model.eval()
+    loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
+                         num_workers, pin_memory=True)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    panos, sats = [], []
+    try:
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+            pano, sat = to_device(batch[:2], device)
+            with autocast:
+                panos.append(model(normalize(pano.float().div_(255.0))))
+                sats.append(model(normalize(sat.float().div_(255.0))))
+    finally:
+        model.train(was_training)
+    return torch.cat(panos), torch.cat(sats)
+
+
+def evaluate_recall(model: torch.nn.Module, dataset, normalize: torch.nn.Module, device: torch.device,
+                    batch_size: int = 128, num_workers: int = 0, chunk_size: int | None = None,
+                    amp_dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
+    """Ground panoramas (queries) against satellite tiles (references) of ``dataset``:
+    {"R@1", "R@5", "R@10", "R@1%"} in percent."""
+    pano, sat = embed_pairs(model, dataset, normalize, device, batch_size, num_workers, amp_dtype, progress, "eval")
+    return recall_at_k(pano, sat, torch.arange(pano.shape[0]), chunk_size=chunk_size or None)
