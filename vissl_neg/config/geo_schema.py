@@ -14,7 +14,9 @@ class GeoDataConfig:
     root: str = "data/CVUSA"
     sat_size: int = 384
     pano_size: list[int] = field(default_factory=lambda: [140, 768])  # height, width
-    neighbours: str = ""  # GPS neighbours: a CSV (id,lat,lon) or a {id: [ids]} pickle; "" = random batches
+    # GPS neighbours: auto (ROOT/split_locations/all.csv when present) | none (random batches) | a path to
+    # CVUSA's all.csv, a CSV of id,lat,lon or a {id: [neighbour ids]} pickle
+    neighbours: str = "auto"
     num_workers: int = 0
     prefetch_factor: int = 2
     persistent_workers: bool = True

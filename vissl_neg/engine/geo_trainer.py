@@ -39,6 +39,20 @@ def geo_datasets(cfg: GeoConfig, test: bool = True) -> tuple[CVUSADataset, CVUSA
     return train, CVUSADataset(d.root, "test", d.sat_size, tuple(d.pano_size)) if test else None
 
 
+GPS_FILE = "split_locations/all.csv"
+
+
+def gps_neighbour_file(cfg: GeoConfig) -> Path | None:
+    """data.neighbours resolved: auto = ROOT/split_locations/all.csv if it exists, none = no file."""
+    choice = cfg.data.neighbours
+    if choice == "none":
+        return None
+    if choice == "auto":
+        path = Path(cfg.data.root) / GPS_FILE
+        return path if path.is_file() else None
+    return Path(choice)
+
+
 def eval_normalize(cfg: GeoConfig) -> Normalize:
     return Normalize(cfg.augment.mean, cfg.augment.std, 3)
 
@@ -61,13 +75,15 @@ class GeoTrainer:
             raise ConfigError(f"optim.batch_size={batch} is larger than the training set ({n} pairs)")
         s = cfg.sampling
         self.gps = None
-        if cfg.data.neighbours:
-            index = {idx: i for i, idx in enumerate(self.train_set.ids)}
-            by_id = read_neighbours(cfg.data.neighbours, self.train_set.ids, s.neighbour_range)
-            self.gps = {index[i]: [index[j] for j in near] for i, near in by_id.items()}
         self.notes: list[str] = []
-        if self.gps is None and s.gps_epochs > 0:
-            self.notes.append(f"no data.neighbours file: the first {s.gps_epochs} epochs use random batches")
+        gps_file = gps_neighbour_file(cfg)
+        if gps_file is not None:
+            index = {idx: i for i, idx in enumerate(self.train_set.ids)}
+            by_id = read_neighbours(gps_file, self.train_set.ids, s.neighbour_range)
+            self.gps = {index[i]: [index[j] for j in near] for i, near in by_id.items()}
+        elif s.gps_epochs > 0:
+            self.notes.append(f"no GPS neighbours (data.neighbours={cfg.data.neighbours}, no "
+                              f"{Path(cfg.data.root) / GPS_FILE}): the first {s.gps_epochs} epochs use random batches")
         self.steps_per_epoch = n // batch  # every id lands in a batch; only the partial last one is dropped
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)

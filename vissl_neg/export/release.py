@@ -11,15 +11,15 @@ import torch
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.errors import UserError
 
-BACKBONE_PREFIX = "encoder_q.backbone."
+BACKBONE_PREFIX = "encoder_q.backbone."  # MoCo's query encoder
+GEO_BACKBONE_PREFIX = "backbone."  # the shared cross-view encoder
 
 
-def backbone_state_dict(model_state: dict) -> dict[str, torch.Tensor]:
-    """The query encoder's backbone from a MoCo state dict, keys as timm names them."""
-    sd = {k[len(BACKBONE_PREFIX):]: v.detach().clone().contiguous() for k, v in model_state.items()
-          if k.startswith(BACKBONE_PREFIX)}
+def backbone_state_dict(model_state: dict, prefix: str = BACKBONE_PREFIX) -> dict[str, torch.Tensor]:
+    """The backbone from a MoCo (or, with GEO_BACKBONE_PREFIX, a cross-view) state dict, keys as timm names them."""
+    sd = {k[len(prefix):]: v.detach().clone().contiguous() for k, v in model_state.items() if k.startswith(prefix)}
     if not sd:
-        raise UserError("the checkpoint holds no 'encoder_q.backbone' weights")
+        raise UserError(f"the checkpoint holds no '{prefix.rstrip('.')}' weights")
     return sd
 
 
@@ -36,10 +36,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
     returns the card. Linear-probe / kNN results found in RUN_DIR (from tools/linear_probe.py,
     tools/knn.py) go into the card."""
     run_dir = Path(run_dir)
-    cfg, state = ckpt.load_run(run_dir)
+    cfg, state = ckpt.load_run(run_dir, task=None)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "backbone.pth"
+    if getattr(cfg, "task", "moco") == "geo":
+        return _export_geo(run_dir, cfg, state, weights)
     torch.save(backbone_state_dict(state["model"]), weights)
     metrics = state.get("metrics", [])
     probes = {}
@@ -69,4 +71,28 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
         "sha256": sha256(weights),
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def _export_geo(run_dir: Path, cfg, state: dict, weights: Path) -> dict:
+    """A cross-view run's shared encoder (Sample4Geo): backbone weights and its recall."""
+    torch.save(backbone_state_dict(state["model"], GEO_BACKBONE_PREFIX), weights)
+    result = run_dir / "eval_geo.json"
+    card = {
+        "backbone": cfg.model.backbone,
+        "timm_kwargs": {"num_classes": 0, "in_chans": 3},
+        "load": (f"timm.create_model('{cfg.model.backbone}', num_classes=0)"
+                 ".load_state_dict(torch.load('backbone.pth'), strict=True)"),
+        "method": "sample4geo",
+        "data": {"name": cfg.data.name, "sat_size": cfg.data.sat_size, "pano_size": cfg.data.pano_size,
+                 "mean": cfg.augment.mean, "std": cfg.augment.std},
+        "logit_scale": float(state["model"]["logit_scale"].exp()),
+        "step": state["step"],
+        "epochs": state["epoch"],
+        "recall_monitor": state["metrics"][-1] if state["metrics"] else None,
+        "recall": json.loads(result.read_text()) if result.is_file() else None,
+        "config": state["config"],
+        "sha256": sha256(weights),
+    }
+    (weights.parent / "model_card.json").write_text(json.dumps(card, indent=2))
     return card

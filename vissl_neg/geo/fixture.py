@@ -1,7 +1,8 @@
 """A small CVUSA tree in exactly the real layout, with a planted structure: a pair's
 panorama and satellite tile are rendered from the same random colour pattern (the panorama
 rearranged and in different colours), so a model can learn to match them while an untrained
-one cannot. Also writes ``coordinates.csv`` (id, lat, lon) for GPS neighbours."""
+one cannot. GPS comes as in the real release: ``split_locations/all.csv``, no header, row
+``id - 1`` holding satellite lat, lon, ground lat, lon (degrees) and a fifth column."""
 
 from __future__ import annotations
 
@@ -51,5 +52,11 @@ def write_cvusa_fixture(root: str | Path, n_train: int = 96, n_val: int = 32, sa
             coords.append((idx, 40.0 + rng.uniform(0, 1), -75.0 + rng.uniform(0, 1)))
         (root / "splits" / name).write_text("\n".join(lines) + "\n")
         out[split] = ids
-    (root / "coordinates.csv").write_text("id,lat,lon\n" + "".join(f"{i},{a:.6f},{o:.6f}\n" for i, a, o in coords))
+    by_id = {i: (a, o) for i, a, o in coords}
+    rows = []
+    for i in range(1, next_id):  # every id up to the last, as the real file has a row per id
+        lat, lon = by_id.get(i, (40.0 + rng.uniform(0, 1), -75.0 + rng.uniform(0, 1)))
+        rows.append(f"{lat:.6f},{lon:.6f},{lat:.6f},{lon:.6f},0\n")
+    (root / "split_locations").mkdir(exist_ok=True)
+    (root / "split_locations" / "all.csv").write_text("".join(rows))
     return out

@@ -95,9 +95,10 @@ def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tenso
 
 
 def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[int]]:
-    """GPS neighbours of ``ids`` from a coordinates CSV (``id,lat,lon`` in degrees, header
-    optional) or a precomputed ``{id: [neighbour ids]}`` pickle as Sample4Geo ships them;
-    -> {id: up to k neighbour ids among ``ids``, nearest first}."""
+    """GPS neighbours of ``ids`` -> {id: up to k neighbour ids among ``ids``, nearest first}, from
+    CVUSA's ``split_locations/all.csv`` (no header; row id − 1 = satellite lat, lon, ground lat,
+    lon, …; the ground position is used, as by Sample4Geo), a CSV of ``id,lat,lon`` (header
+    optional), both in degrees, or a precomputed ``{id: [neighbour ids]}`` pickle."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"neighbour file '{path}' does not exist (data.neighbours)")
@@ -114,12 +115,16 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
     coords: dict[int, tuple[float, float]] = {}
     with open(path, newline="") as f:
         for line_no, row in enumerate(csv.reader(f), start=1):
-            if not row or (line_no == 1 and not row[0].strip().lstrip("-").isdigit()):
+            if not row or (line_no == 1 and len(row) == 3 and not row[0].strip().isdigit()):
                 continue  # blank line or header
             try:
-                coords[int(row[0])] = (float(row[1]), float(row[2]))
+                if len(row) >= 4:
+                    coords[line_no] = (float(row[2]), float(row[3]))
+                else:
+                    coords[int(row[0])] = (float(row[1]), float(row[2]))
             except (ValueError, IndexError):
-                raise DataError(f"'{path}' line {line_no}: expected 'id,lat,lon' in degrees, got {row}") from None
+                raise DataError(f"'{path}' line {line_no}: expected 'id,lat,lon' or CVUSA's "
+                                f"'sat_lat,sat_lon,ground_lat,ground_lon,…' in degrees, got {row}") from None
     missing = [i for i in ids if i not in coords]
     if missing:
         raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")
