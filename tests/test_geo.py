@@ -89,11 +89,13 @@ def test_sampler_fills_from_near_then_random_far_neighbours():
     assert set(first[3:5]) <= set(near[anchor][2:8])  # the rest drawn from the top neighbour_range
 
 
-def test_gps_neighbours_match_brute_force_haversine():
+@pytest.mark.parametrize("spread_deg", [2.0, 1e-4], ids=["region", "metres-apart"])
+def test_gps_neighbours_match_brute_force_haversine(spread_deg):
     g = torch.Generator().manual_seed(0)
-    coords = torch.stack([torch.rand(30, generator=g) * 2 + 40, torch.rand(30, generator=g) * 2 - 75], dim=1)
+    coords = torch.stack([torch.rand(30, generator=g) * spread_deg + 40,
+                          torch.rand(30, generator=g) * spread_deg - 75], dim=1).double()
     ids = [1000 + i for i in range(30)]
-    got = gps_neighbours(ids, coords, k=5, chunk_size=7)
+    got = gps_neighbours(ids, coords, k=5, chunk_size=7, slack=2)
 
     def hav(p, q):
         la1, lo1, la2, lo2 = map(math.radians, (p[0], p[1], q[0], q[1]))
@@ -102,7 +104,10 @@ def test_gps_neighbours_match_brute_force_haversine():
 
     for i, idx in enumerate(ids):
         dists = sorted((hav(coords[i].tolist(), coords[j].tolist()), ids[j]) for j in range(30) if j != i)
-        assert got[idx] == [d[1] for d in dists[:5]]
+        got_dists = [hav(coords[i].tolist(), coords[ids.index(j)].tolist()) for j in got[idx]]
+        assert got_dists == pytest.approx([d[0] for d in dists[:5]], rel=1e-9, abs=0)  # exact ties may swap ids
+        if spread_deg > 1:
+            assert got[idx] == [d[1] for d in dists[:5]]
     assert float(haversine_km(0.0, 0.0, 1.0, 0.0)) == pytest.approx(111.19, abs=0.01)  # degrees in, km out
 
 

@@ -60,17 +60,31 @@ def haversine_km(lat1, lon1, lat2, lon2) -> torch.Tensor:
     return 2 * EARTH_RADIUS_KM * torch.asin(a.clamp(0, 1).sqrt())
 
 
-def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int = 1024) -> dict[int, list[int]]:
-    """coords (N, 2) latitude, longitude in degrees -> {id: the k nearest other ids, nearest first}."""
+def unit_vectors(coords_deg: torch.Tensor) -> torch.Tensor:
+    """(N, 2) latitude, longitude in degrees -> (N, 3) points on the unit sphere (float64)."""
+    lat, lon = torch.deg2rad(coords_deg[:, 0]), torch.deg2rad(coords_deg[:, 1])
+    return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=1)
+
+
+def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int = 1024,
+                   slack: int = 16) -> dict[int, list[int]]:
+    """coords (N, 2) latitude, longitude in degrees -> {id: the k nearest other ids by
+    haversine distance, nearest first}. Candidates come from one matrix product of unit
+    vectors (the chord is monotonic in the great-circle distance); the k + ``slack`` best
+    are re-ranked by haversine, so the order is haversine's. Memory is O(chunk_size × N)."""
     coords = torch.as_tensor(coords, dtype=torch.float64)
     k = min(k, len(ids) - 1)
+    m = min(k + slack, len(ids) - 1)
+    u = unit_vectors(coords)
     out = {}
     for start in range(0, len(ids), chunk_size):
         block = coords[start : start + chunk_size]
-        d = haversine_km(block[:, :1], block[:, 1:], coords[None, :, 0], coords[None, :, 1])
         rows = torch.arange(block.shape[0])
-        d[rows, rows + start] = math.inf  # never one's own neighbour
-        nearest = d.topk(k, dim=1, largest=False).indices
+        dots = u[start : start + chunk_size] @ u.t()
+        dots[rows, rows + start] = -math.inf  # never one's own neighbour
+        cand = dots.topk(m, dim=1).indices
+        d = haversine_km(block[:, :1], block[:, 1:], coords[cand, 0], coords[cand, 1])
+        nearest = cand.gather(1, d.topk(k, dim=1, largest=False).indices)
         for r, idx in enumerate(ids[start : start + chunk_size]):
             out[idx] = [ids[j] for j in nearest[r].tolist()]
     return out
