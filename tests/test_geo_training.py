@@ -91,7 +91,7 @@ def test_train_mine_evaluate_and_resume_exactly(cvusa, tmp_path):
 
     part = make(root, tmp_path / "part", "train.max_steps=4")  # stops inside epoch 1, after one mining
     assert part.fit()["step"] == 4 and part.mined_epoch == 1
-    resumed = make(root, tmp_path / "part", resume=True)
+    resumed = make(root, tmp_path / "part", "data.num_workers=2", resume=True)  # workers do not change the result
     assert resumed.step == 4 and resumed.mined_epoch == 1
     assert torch.equal(resumed.mined, part.mined)
     resumed.fit()
@@ -117,6 +117,17 @@ def test_a_signal_saves_and_the_same_command_resumes(cvusa, tmp_path):
     again = make(root, tmp_path / "run")
     assert again.step == 2
     assert again.fit()["step"] == 3 * (N_TRAIN // 8)
+
+def test_bf16_autocast_and_channels_last_on_cpu(cvusa, tmp_path):
+    root, _ = cvusa
+    t = make(root, tmp_path / "run", "train.amp=bf16", "model.channels_last=true")
+    assert t.amp_dtype == torch.bfloat16
+    pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
+    before = t.model.backbone.conv1[0].weight.detach().clone()
+    out = t.train_step(pano, sat)
+    assert torch.isfinite(out["loss"]) and out["pos"].dtype == torch.float32
+    assert not torch.equal(before, t.model.backbone.conv1[0].weight)
+
 
 def test_changed_recipe_refuses_to_resume(cvusa, tmp_path):
     root, _ = cvusa
