@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vissl_neg.config.schema import TrainConfig
+from vissl_neg.config.schema import RUN_KEYS, TrainConfig
 
 
 @dataclass
@@ -106,23 +106,4 @@ class GeoConfig:
     eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
 
 
-GEO_RESUMABLE_KEYS = (
-    "data.root",
-    "data.num_workers",
-    "data.prefetch_factor",
-    "data.persistent_workers",
-    "data.pin_memory",
-    "train.out_dir",
-    "train.device",
-    "train.compile",
-    "train.cudnn_benchmark",
-    "train.ckpt_every",
-    "train.log_every",
-    "train.hist_every",
-    "train.progress",
-    "train.max_steps",
-    "eval.every",
-    "eval.batch_size",
-    "eval.chunk_size",
-    "sampling.chunk_size",
-)
+GEO_RESUMABLE_KEYS = RUN_KEYS + ("eval.every", "eval.batch_size", "eval.chunk_size", "sampling.chunk_size")

@@ -222,6 +222,37 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"config key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _check_ranges(cfg, positive=(), non_negative=(), probabilities=()) -> None:
+    """Dotted keys whose values must be > 0, >= 0, or in [0, 1]."""
+    for key in positive:
+        _positive(key, _get(cfg, key))
+    for key in non_negative:
+        _positive(key, _get(cfg, key), allow_zero=True)
+    for key in probabilities:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"config key '{key}' must be a probability in [0, 1], got {_get(cfg, key)}")
+
+
+def _check_run(cfg) -> None:
+    """The keys every task has: device, precision, loop lengths, loader, optimiser basics."""
+    _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
+    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
+    _check_ranges(
+        cfg,
+        positive=("data.prefetch_factor", "optim.batch_size", "optim.lr", "train.epochs", "train.ckpt_every",
+                  "train.log_every", "train.hist_every"),
+        non_negative=("data.num_workers", "optim.weight_decay", "optim.warmup_epochs", "optim.min_lr",
+                      "train.max_steps"),
+    )
+
+
 def build_strategies(specs: list[dict]) -> list:
     """``negatives.strategies`` -> strategy objects, each checked; errors name the entry."""
     from vissl_neg.negatives import STRATEGIES
@@ -270,52 +301,19 @@ def validate(cfg: Config) -> None:
     _choice("optim.name", cfg.optim.name, ("sgd",))
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
     _choice("eval.linear_protocol", cfg.eval.linear_protocol, ("lbfgs", "sgd"))
-    _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
-    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
-        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
-    for key, value in [
-        ("negatives.size", cfg.negatives.size),
-        ("negatives.diag_top", cfg.negatives.diag_top),
-        ("data.decode_size", cfg.data.decode_size),
-        ("data.prefetch_factor", cfg.data.prefetch_factor),
-        ("model.dim", cfg.model.dim),
-        ("model.bn_splits", cfg.model.bn_splits),
-        ("optim.batch_size", cfg.optim.batch_size),
-        ("optim.lr", cfg.optim.lr),
-        ("optim.base_batch", cfg.optim.base_batch),
-        ("loss.temperature", cfg.loss.temperature),
-        ("train.epochs", cfg.train.epochs),
-        ("train.ckpt_every", cfg.train.ckpt_every),
-        ("train.log_every", cfg.train.log_every),
-        ("train.hist_every", cfg.train.hist_every),
-        ("augment.size", cfg.augment.size),
-        ("eval.knn_k", cfg.eval.knn_k),
-        ("eval.knn_temperature", cfg.eval.knn_temperature),
-        ("eval.chunk_size", cfg.eval.chunk_size),
-        ("eval.batch_size", cfg.eval.batch_size),
-        ("eval.linear_lr", cfg.eval.linear_lr),
-        ("eval.linear_epochs", cfg.eval.linear_epochs),
-        ("eval.linear_batch_size", cfg.eval.linear_batch_size),
-    ]:
-        _positive(key, value)
-    for key, value in [
-        ("data.subset", cfg.data.subset),
-        ("data.num_workers", cfg.data.num_workers),
-        ("model.head_hidden", cfg.model.head_hidden),
-        ("optim.weight_decay", cfg.optim.weight_decay),
-        ("loss.beta", cfg.loss.beta),
-        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
-        ("optim.min_lr", cfg.optim.min_lr),
-        ("train.max_steps", cfg.train.max_steps),
-    ]:
-        _positive(key, value, allow_zero=True)
+    _check_run(cfg)
+    _check_ranges(
+        cfg,
+        positive=("negatives.size", "negatives.diag_top", "data.decode_size", "model.dim", "model.bn_splits",
+                  "optim.base_batch", "loss.temperature", "augment.size", "eval.knn_k", "eval.knn_temperature",
+                  "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
+                  "eval.linear_batch_size"),
+        non_negative=("data.subset", "model.head_hidden", "loss.beta"),
+        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p")),
+    )
     if not 0.0 <= cfg.model.momentum < 1.0:
         raise ConfigError(f"config key 'model.momentum' must be in [0, 1), got {cfg.model.momentum}")
     a = cfg.augment
-    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p"):
-        p = getattr(a, key)
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"config key 'augment.{key}' must be a probability in [0, 1], got {p}")
     for key in ("crop_scale", "crop_ratio", "blur_sigma"):
         lo_hi = getattr(a, key)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
@@ -337,9 +335,7 @@ def validate_geo(cfg: GeoConfig) -> None:
     """Value checks of a cross-view config that types alone cannot express."""
     _choice("data.name", cfg.data.name, ("cvusa",))
     _choice("optim.name", cfg.optim.name, ("adamw",))
-    _choice("train.amp", cfg.train.amp, ("auto", "bf16", "fp16", "off"))
-    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
-        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
+    _check_run(cfg)
     if len(cfg.data.pano_size) != 2 or min(cfg.data.pano_size) <= 0:
         raise ConfigError(f"config key 'data.pano_size' must be [height, width] > 0, got {cfg.data.pano_size}")
     if cfg.data.pano_size[1] % 4:
@@ -347,34 +343,14 @@ def validate_geo(cfg: GeoConfig) -> None:
                           "(rotations roll the panorama by quarter turns)")
     if cfg.model.pretrained and cfg.model.pretrained_file:
         raise ConfigError("set model.pretrained or model.pretrained_file, not both")
-    for key, value in [
-        ("data.sat_size", cfg.data.sat_size),
-        ("data.prefetch_factor", cfg.data.prefetch_factor),
-        ("model.init_temperature", cfg.model.init_temperature),
-        ("optim.lr", cfg.optim.lr),
-        ("optim.batch_size", cfg.optim.batch_size),
-        ("sampling.neighbour_select", cfg.sampling.neighbour_select),
-        ("sampling.neighbour_range", cfg.sampling.neighbour_range),
-        ("sampling.chunk_size", cfg.sampling.chunk_size),
-        ("train.epochs", cfg.train.epochs),
-        ("train.ckpt_every", cfg.train.ckpt_every),
-        ("train.log_every", cfg.train.log_every),
-        ("train.hist_every", cfg.train.hist_every),
-        ("eval.batch_size", cfg.eval.batch_size),
-    ]:
-        _positive(key, value)
-    for key, value in [
-        ("data.num_workers", cfg.data.num_workers),
-        ("optim.weight_decay", cfg.optim.weight_decay),
-        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
-        ("optim.min_lr", cfg.optim.min_lr),
-        ("optim.clip_grad", cfg.optim.clip_grad),
-        ("sampling.gps_epochs", cfg.sampling.gps_epochs),
-        ("sampling.mine_every", cfg.sampling.mine_every),
-        ("train.max_steps", cfg.train.max_steps),
-        ("eval.chunk_size", cfg.eval.chunk_size),
-    ]:
-        _positive(key, value, allow_zero=True)
+    _check_ranges(
+        cfg,
+        positive=("data.sat_size", "model.init_temperature", "sampling.neighbour_select", "sampling.neighbour_range",
+                  "sampling.chunk_size", "eval.batch_size"),
+        non_negative=("optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every", "eval.chunk_size"),
+        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p",
+                                                      "dropout_p")),
+    )
     if cfg.eval.every < -1:
         raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
     if cfg.sampling.neighbour_select > cfg.sampling.neighbour_range:
@@ -383,9 +359,5 @@ def validate_geo(cfg: GeoConfig) -> None:
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
     a = cfg.augment
-    for key in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p", "dropout_p"):
-        p = getattr(a, key)
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"config key 'augment.{key}' must be a probability in [0, 1], got {p}")
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")

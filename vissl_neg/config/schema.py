@@ -139,11 +139,10 @@ class Config:
 
 
 # Keys that may change between a run and its resumption: they do not alter the result.
-RESUMABLE_KEYS = (
+RUN_KEYS = (
     "data.root",
     "data.num_workers",
     "data.prefetch_factor",
-    "data.decode_on",
     "data.persistent_workers",
     "data.pin_memory",
     "train.out_dir",
@@ -155,6 +154,9 @@ RESUMABLE_KEYS = (
     "train.hist_every",
     "train.progress",
     "train.max_steps",
+)
+RESUMABLE_KEYS = RUN_KEYS + (
+    "data.decode_on",
     "negatives.diag_top",
     "eval.knn_every",
     "eval.chunk_size",

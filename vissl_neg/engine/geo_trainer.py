@@ -7,7 +7,6 @@ is evaluated every ``eval.every`` epochs; checkpoints are atomic and resume exac
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import time
@@ -22,6 +21,7 @@ from vissl_neg.config.load import to_dict
 from vissl_neg.data.cvusa import CVUSADataset
 from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
@@ -57,7 +57,7 @@ def eval_normalize(cfg: GeoConfig) -> Normalize:
     return Normalize(cfg.augment.mean, cfg.augment.std, 3)
 
 
-class GeoTrainer:
+class GeoTrainer(TrainerBase):
     """Build with a validated :class:`GeoConfig`; ``fit()`` trains (resuming if the run
     directory holds a checkpoint) and returns the final metrics. One process."""
 
@@ -120,10 +120,6 @@ class GeoTrainer:
             self._restore(state)
 
     # ---------------------------------------------------------------- checkpoints
-    @property
-    def ckpt_path(self) -> Path:
-        return self.out_dir / ckpt.CHECKPOINT
-
     def save(self) -> None:
         ckpt.save_atomic({
             "step": self.step,
@@ -223,38 +219,16 @@ class GeoTrainer:
                                self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
                                self.cfg.train.progress)
 
-    def _eval_due(self) -> bool:
-        if self.test_set is None or self.step % self.steps_per_epoch:
-            return False
-        if self.metrics and self.metrics[-1]["step"] == self.step:
-            return False
-        every = self.cfg.eval.every
-        return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
+    @property
+    def eval_every(self) -> int:
+        return self.cfg.eval.every
 
-    def _evaluate_and_save(self, log: RunLogger) -> None:
-        t0 = time.perf_counter()
-        recall = self.evaluate()
-        epoch = self.step // self.steps_per_epoch
-        self.metrics.append({"epoch": epoch, "step": self.step, **recall})
-        log.scalars({f"eval/{k}": v for k, v in recall.items()}, self.step)
-        log.info(f"epoch {epoch}: " + "  ".join(f"{k} {v:.2f}" for k, v in recall.items())
-                 + f" ({time.perf_counter() - t0:.0f}s)")
-        self.save()
-
-    def _on_signal(self, name: str) -> None:
-        self.stop_signal = name
+    def evaluate_metrics(self) -> dict:
+        return self.evaluate()
 
     def fit(self) -> dict:
         cfg = self.cfg
-        log = RunLogger(self.out_dir, progress=cfg.train.progress, total=self.total_steps, initial=self.step)
-        for note in self.notes:
-            log.info(f"note: {note}")
-        if self.resumed_from is not None:
-            log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
-        else:
-            log.info(f"training {self.out_dir}: {len(self.train_set)} pairs, {self.steps_per_epoch} steps/epoch, "
-                     f"{cfg.train.epochs} epochs on {self.device}"
-                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+        log = self._open_log("pairs")
         previous = install_stop_handlers(self._on_signal)
         self.model.train()
         zero = torch.zeros((), device=self.device)
@@ -322,18 +296,5 @@ class GeoTrainer:
         finally:
             restore_handlers(previous)
             log.close()
-        if self.stop_signal:
-            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
-                     "run the same command again to resume")
-            return {"stopped": self.stop_signal, "step": self.step}
-        result = {
-            "step": self.step,
-            "epochs": self.step / self.steps_per_epoch,
-            "train_seconds": round(self.train_seconds, 1),
-            "pairs_per_s": round(self.step * cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
-            "recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None,
-            "last_log": {k: round(v, 6) for k, v in self.last_scalars.items()},
-            "history": self.metrics,
-        }
-        (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-        return result
+        final = {"recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None}
+        return self._finish(log, "pairs_per_s", final)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import random
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
+from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.distributed import concat_all_gather
-from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
@@ -60,7 +59,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer:
+class Trainer(TrainerBase):
     """Build with a validated :class:`Config`; ``fit()`` trains (resuming if the run
     directory holds a checkpoint) and returns the final metrics."""
 
@@ -72,6 +71,7 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())  # torchrun's LOCAL_RANK
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.stop_signal: str | None = None
+        self.is_main = dist.is_main()
 
         self.train_set = build_dataset(cfg.data, "train")
         self.test_set = build_dataset(cfg.data, "test") if cfg.eval.knn_every >= 0 else None
@@ -154,10 +154,6 @@ class Trainer:
         self._prepare_run_dir(resume)
 
     # ---------------------------------------------------------------- run directory
-    @property
-    def ckpt_path(self) -> Path:
-        return self.out_dir / ckpt.CHECKPOINT
-
     def _prepare_run_dir(self, resume: bool | None) -> None:
         state = open_run_dir(self.cfg, resume, dist.is_main())
         if state is not None:
@@ -307,9 +303,6 @@ class Trainer:
             return True
         return False
 
-    def _on_signal(self, name: str) -> None:
-        self.stop_signal = name
-
     def evaluate_knn(self) -> float:
         backbone = self.model.encoder_q.backbone
         cl = self.cfg.model.channels_last
@@ -321,16 +314,7 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg = self.cfg
-        log = RunLogger(self.out_dir, enabled=dist.is_main(), progress=cfg.train.progress,
-                        total=self.total_steps, initial=self.step)
-        for note in self.notes:
-            log.info(f"note: {note}")
-        if self.resumed_from is not None:
-            log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
-        else:
-            log.info(f"training {self.out_dir}: {len(self.train_set)} images, {self.steps_per_epoch} steps/epoch, "
-                     f"{cfg.train.epochs} epochs on {self.device}"
-                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+        log = self._open_log("images")
         previous = install_stop_handlers(self._on_signal)
         self.model.train()
         last_good = self.step
@@ -408,40 +392,18 @@ class Trainer:
         finally:
             restore_handlers(previous)
             log.close()
-        if self.stop_signal:
-            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
-                     "run the same command again to resume")
-            return {"stopped": self.stop_signal, "step": self.step}
-        result = {
-            "step": self.step,
-            "epochs": self.step / self.steps_per_epoch,
-            "train_seconds": round(self.train_seconds, 1),
-            "img_per_s": round(self.step * cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
-            "knn_top1": self.metrics[-1]["knn_top1"] if self.metrics else None,
-            "last_log": {k: round(v, 6) for k, v in self.last_scalars.items()},
-            "history": self.metrics,
-        }
-        if dist.is_main():
-            (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-        return result
+        final = {"knn_top1": self.metrics[-1]["knn_top1"] if self.metrics else None}
+        return self._finish(log, "img_per_s", final)
 
-    def _eval_due(self) -> bool:
-        """At an epoch boundary every ``eval.knn_every`` epochs and at the end, once per step."""
-        if self.test_set is None or self.step % self.steps_per_epoch:
-            return False
-        if self.metrics and self.metrics[-1]["step"] == self.step:
-            return False
-        every = self.cfg.eval.knn_every
-        return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
+    @property
+    def eval_every(self) -> int:
+        return self.cfg.eval.knn_every
 
-    def _evaluate_and_save(self, log) -> None:
-        t0 = time.perf_counter()
-        top1 = self.evaluate_knn()
-        epoch = self.step // self.steps_per_epoch
-        self.metrics.append({"epoch": epoch, "step": self.step, "knn_top1": top1})
-        log.scalars({"eval/knn_top1": top1}, self.step)
-        log.info(f"epoch {epoch}: kNN top-1 {top1:.2f}% ({time.perf_counter() - t0:.0f}s)")
-        self.save()
+    def evaluate_metrics(self) -> dict:
+        return {"knn_top1": self.evaluate_knn()}
+
+    def describe_metrics(self, values: dict) -> str:
+        return f"kNN top-1 {values['knn_top1']:.2f}%"
 
     def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
         """Raises on every rank if any rank saw a NaN/inf loss (a collective under DDP)."""

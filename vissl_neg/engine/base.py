@@ -1,0 +1,84 @@
+"""What the MoCo and cross-view trainers share around their loops: the checkpoint path, the
+stop flag a signal sets, evaluation at epoch ends, and the final result / metrics.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from vissl_neg.engine import checkpoint as ckpt
+
+
+class TrainerBase:
+    """Subclasses set cfg, out_dir, device, amp_dtype, train_set, notes, step, resumed_from,
+    steps_per_epoch, total_steps, metrics (list of dicts with epoch and step), train_seconds,
+    last_scalars, stop_signal, and define
+    ``evaluate_metrics() -> dict``, ``eval_every`` (epochs; 0 = at the end only, -1 never),
+    ``save()``."""
+
+    is_main = True
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / ckpt.CHECKPOINT
+
+    def _on_signal(self, name: str) -> None:
+        self.stop_signal = name
+
+    def _open_log(self, unit: str):
+        """A RunLogger (bar, TensorBoard) that has announced the run or its resumption."""
+        from vissl_neg.engine.logging import RunLogger
+
+        cfg = self.cfg
+        log = RunLogger(self.out_dir, enabled=self.is_main, progress=cfg.train.progress, total=self.total_steps,
+                        initial=self.step)
+        for note in self.notes:
+            log.info(f"note: {note}")
+        if self.resumed_from is not None:
+            log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
+        else:
+            log.info(f"training {self.out_dir}: {len(self.train_set)} {unit}, {self.steps_per_epoch} steps/epoch, "
+                     f"{cfg.train.epochs} epochs on {self.device}"
+                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+        return log
+
+    def _eval_due(self) -> bool:
+        """At an epoch boundary every ``eval_every`` epochs and at the end, once per step."""
+        if self.eval_every < 0 or self.step % self.steps_per_epoch:
+            return False
+        if self.metrics and self.metrics[-1]["step"] == self.step:
+            return False
+        every = self.eval_every
+        return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
+
+    def _evaluate_and_save(self, log) -> None:
+        t0 = time.perf_counter()
+        values = self.evaluate_metrics()
+        epoch = self.step // self.steps_per_epoch
+        self.metrics.append({"epoch": epoch, "step": self.step, **values})
+        log.scalars({f"eval/{k}": v for k, v in values.items()}, self.step)
+        log.info(f"epoch {epoch}: {self.describe_metrics(values)} ({time.perf_counter() - t0:.0f}s)")
+        self.save()
+
+    def describe_metrics(self, values: dict) -> str:
+        return "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+
+    def _finish(self, log, rate_key: str, final: dict) -> dict:
+        """-> the stop notice, or the run's result (also written to metrics.json)."""
+        if self.stop_signal:
+            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
+                     "run the same command again to resume")
+            return {"stopped": self.stop_signal, "step": self.step}
+        result = {
+            "step": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "train_seconds": round(self.train_seconds, 1),
+            rate_key: round(self.step * self.cfg.optim.batch_size / max(self.train_seconds, 1e-9), 1),
+            **final,
+            "last_log": {k: round(v, 6) for k, v in self.last_scalars.items()},
+            "history": self.metrics,
+        }
+        if self.is_main:
+            (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result
