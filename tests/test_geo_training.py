@@ -129,6 +129,25 @@ def test_bf16_autocast_and_channels_last_on_cpu(cvusa, tmp_path):
     assert not torch.equal(before, t.model.backbone.conv1[0].weight)
 
 
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cvusa, tmp_path):
+    from vissl_neg.errors import TrainingDiverged
+
+    root, _ = cvusa
+    t = make(root, tmp_path / "run", "train.ckpt_every=2", "train.log_every=100")
+    step = t.train_step
+
+    def nan_at_step_3(*a):
+        out = step(*a)
+        if t.step == 3:
+            out["loss"] = torch.full_like(out["loss"], float("nan"))
+        return out
+
+    t.train_step = nan_at_step_3
+    with pytest.raises(TrainingDiverged, match="NaN/inf at step 3; kept the last good checkpoint .*step 2"):
+        t.fit()
+    assert torch.load(t.ckpt_path, weights_only=False)["step"] == 2
+
+
 def test_changed_recipe_refuses_to_resume(cvusa, tmp_path):
     root, _ = cvusa
     make(root, tmp_path / "run", "train.max_steps=1").fit()

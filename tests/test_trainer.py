@@ -51,3 +51,27 @@ def test_linear_lr_scaling_uses_the_global_batch(tmp_path):
     base = tiny_overrides(tmp_path / "data", tmp_path / "run") + ["optim.lr=0.03", "optim.batch_size=64"]
     assert Trainer(load_config(None, base + ["optim.lr_scaling=linear"])).base_lr == 0.03 * 64 / 256
     assert Trainer(load_config(None, base), resume=False).base_lr == 0.03
+
+
+def test_a_nan_on_an_epochs_last_step_is_caught_before_its_evaluation_saves(tmp_path):
+    """The epoch-end kNN evaluation writes a checkpoint: it must not write NaN-touched weights."""
+    import pytest
+
+    from vissl_neg.errors import TrainingDiverged
+
+    write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
+    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=3",
+                                                                                  "train.log_every=100"])
+    trainer = Trainer(cfg)
+    step = trainer.train_step
+
+    def nan_on_step_4(*a, **k):
+        out = step(*a, **k)
+        if trainer.step == 4:  # the last of 4 steps per epoch; not a log or checkpoint step
+            out["loss"] = torch.full_like(out["loss"], float("nan"))
+        return out
+
+    trainer.train_step = nan_on_step_4
+    with pytest.raises(TrainingDiverged, match="NaN/inf at step 4; kept the last good checkpoint .*step 3"):
+        trainer.fit()
+    assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 3

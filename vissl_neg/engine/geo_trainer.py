@@ -226,6 +226,11 @@ class GeoTrainer(TrainerBase):
     def evaluate_metrics(self) -> dict:
         return self.evaluate()
 
+    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
+        """Raises if a step since the start saw a NaN/inf loss (one host read)."""
+        if int(bad_step) >= 0:
+            raise diverged(int(bad_step), last_good, self.ckpt_path)
+
     def fit(self) -> dict:
         cfg = self.cfg
         log = self._open_log("pairs")
@@ -245,6 +250,7 @@ class GeoTrainer(TrainerBase):
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 refresh = self.refresh_epoch(epoch)
                 if refresh is not None and self.mined_epoch != refresh:
+                    self._check_finite(bad_step, last_good)  # never save (or mine with) weights a NaN step has touched
                     pause = time.perf_counter()
                     self.mine(log)
                     self.mined_epoch = refresh
@@ -275,19 +281,18 @@ class GeoTrainer(TrainerBase):
                         for key in ("loss", "pos", "hardest_neg"):
                             acc[key].zero_()
                         acc["n"] = 0
-                        if int(bad_step) >= 0:
-                            raise diverged(int(bad_step), last_good, self.ckpt_path)
+                        self._check_finite(bad_step, last_good)
                     if self.step % cfg.train.hist_every == 0:
                         log.histogram("scores/positive", out["pos"], self.step)
                         log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
                     if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
-                        if int(bad_step) >= 0:
-                            raise diverged(int(bad_step), last_good, self.ckpt_path)
+                        self._check_finite(bad_step, last_good)
                         self.save()
                         last_good = self.step
                     if at_end or self.stop_signal:
                         break
                 if self.stop_signal is None and self._eval_due():
+                    self._check_finite(bad_step, last_good)
                     pause = time.perf_counter()
                     self._evaluate_and_save(log)
                     t_last += time.perf_counter() - pause

@@ -338,7 +338,7 @@ class Trainer(TrainerBase):
                     diagnose = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == stop_at
                     out = self.train_step(images, labels, indices, diagnose)
                     finite = torch.isfinite(out["loss"])
-                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step), bad_step)
+                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step - 1), bad_step)
                     acc["loss"] += out["loss"]
                     acc["pos"] += out["pos"].mean()
                     acc["neg"] += out["neg"].mean()
@@ -384,6 +384,7 @@ class Trainer(TrainerBase):
                         break
                 stopped = self._agree_stop(True)
                 if not stopped and self._eval_due():
+                    self._check_finite(bad_step, last_good)  # the evaluation saves a checkpoint
                     pause = time.perf_counter()
                     self._evaluate_and_save(log)
                     t_last += time.perf_counter() - pause
