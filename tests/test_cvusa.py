@@ -41,3 +41,21 @@ def test_errors_name_the_path(tmp_path):
     (tmp_path / "c" / pano_path).write_bytes(b"\xff\xd8\xff not a jpeg")
     with pytest.raises(DataError, match=f"CVUSA image '{pano_path}' cannot be decoded"):
         data[1]
+
+
+def test_a_corrupt_image_in_a_loader_worker_is_still_one_line(tmp_path):
+    """A worker re-raises the DataError with its traceback in the message; the tools print
+    only the original line."""
+    from vissl_neg.data.loader import make_loader
+    from vissl_neg.errors import one_line
+
+    write_cvusa_fixture(tmp_path, n_train=4, n_val=1)
+    data = CVUSADataset(tmp_path, "train", sat_size=16, pano_size=(8, 32))
+    pano_path = data.pairs[2][2]
+    blob = (tmp_path / pano_path).read_bytes()
+    (tmp_path / pano_path).write_bytes(blob[: len(blob) // 3])  # truncated JPEG
+    loader = make_loader(data, [[0, 1], [2, 3]], num_workers=1, pin_memory=False)
+    with pytest.raises(DataError) as caught:
+        list(loader)
+    assert "Original Traceback" in str(caught.value)
+    assert one_line(caught.value) == f"CVUSA image '{pano_path}' cannot be decoded (Image is incomplete or truncated)"

@@ -26,6 +26,16 @@ class TrainingDiverged(UserError):
     exit_code = 3
 
 
+def one_line(exc: Exception) -> str:
+    """An error's message as one line. A DataLoader worker's error reaches the main process
+    re-raised with the worker's traceback in its message; its last line holds the original."""
+    msg = str(exc).strip()
+    if "Original Traceback" in msg:
+        last = msg.splitlines()[-1]
+        msg = last.split(": ", 1)[1] if ": " in last else last
+    return msg
+
+
 def cli_entry(main):
     """Wrap a tool's ``main`` so that a :class:`UserError` prints ``error: ...`` and exits 2."""
 
@@ -34,7 +44,7 @@ def cli_entry(main):
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             sys.exit(exc.exit_code)
 
     return wrapper

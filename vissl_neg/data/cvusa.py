@@ -53,7 +53,8 @@ def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
     try:
         image = decode_image(read_file(path), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
-        raise DataError(f"CVUSA image '{path}' cannot be decoded ({exc})") from None
+        reason = str(exc).strip().splitlines()[-1].split(", ")[-1]  # torchvision prefixes its source location
+        raise DataError(f"CVUSA image '{path}' cannot be decoded ({reason})") from None
     return TF.resize(image, list(size), antialias=True).contiguous()
 
 
