@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_results(out: str | Path, text: str, data) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -26,14 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import publish  # noqa: E402
+from common import peak_rss_mb, publish  # noqa: E402
 from vissl_neg.geo.sampling import gps_neighbours, mined_neighbours, neighbour_batches  # noqa: E402
 
 MB = 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_part(part: str, n: int, dim: int) -> dict:

@@ -11,7 +11,6 @@ normalised in place) first, so the increase is what recall_at_k itself needs.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,14 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import publish  # noqa: E402
+from common import peak_rss_mb, publish  # noqa: E402
 from vissl_neg.geo.metrics import DEFAULT_BUDGET, recall_at_k  # noqa: E402
 
 MB = 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> int:
