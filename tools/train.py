@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.engine import distributed as dist  # noqa: E402
 from vissl_neg.config.geo_schema import GeoConfig  # noqa: E402
+from vissl_neg.engine import distributed as dist  # noqa: E402
 from vissl_neg.engine.geo_trainer import GeoTrainer  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.errors import UserError, cli_entry  # noqa: E402
