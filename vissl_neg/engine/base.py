@@ -3,11 +3,16 @@ stop flag a signal sets, evaluation at epoch ends, and the final result / metric
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
+import torch
+
 from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine import distributed as dist
+from vissl_neg.engine.run_dir import diverged
 
 
 class TrainerBase:
@@ -25,6 +30,21 @@ class TrainerBase:
 
     def _on_signal(self, name: str) -> None:
         self.stop_signal = name
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
+        """Raises (on every rank, a collective under DDP) if any rank saw a NaN/inf loss;
+        ``bad_step`` is the 0-based first bad step or -1."""
+        local = int(bad_step)
+        flags = torch.tensor([float(local >= 0), float(max(local, 0))], device=self.device)
+        any_bad, step_sum = dist.all_reduce_mean(flags).tolist()
+        if any_bad > 0:
+            bad = local if local >= 0 else round(step_sum * dist.world_size())
+            raise diverged(bad, last_good, self.ckpt_path)
 
     def _open_log(self, unit: str):
         """A RunLogger (bar, TensorBoard) that has announced the run or its resumption."""

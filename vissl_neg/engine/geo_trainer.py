@@ -6,7 +6,6 @@ is evaluated every ``eval.every`` epochs; checkpoints are atomic and resume exac
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import time
@@ -23,7 +22,7 @@ from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.logging import RunLogger
-from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
+from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.engine.trainer import resolve_amp, resolve_device, seed_everything
 from vissl_neg.errors import ConfigError
@@ -180,11 +179,6 @@ class GeoTrainer(TrainerBase):
                                  s.neighbour_select, s.neighbour_range, rng)
 
     # ---------------------------------------------------------------- training
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_step(self, pano_u8: torch.Tensor, sat_u8: torch.Tensor) -> dict:
         """One step on uint8 pairs already on the device; returns detached device tensors."""
         cfg = self.cfg
@@ -213,23 +207,16 @@ class GeoTrainer(TrainerBase):
         return {"loss": loss.detach(), "pos": pos, "hardest_neg": hardest, "lr": lr,
                 "scale": self.model.logit_scale.detach().exp()}
 
-    def evaluate(self) -> dict[str, float]:
-        e = self.cfg.eval
-        return evaluate_recall(self.model, self.test_set, self.normalize, self.device, e.batch_size,
-                               self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
-                               self.cfg.train.progress)
-
     @property
     def eval_every(self) -> int:
         return self.cfg.eval.every
 
-    def evaluate_metrics(self) -> dict:
-        return self.evaluate()
-
-    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
-        """Raises if a step since the start saw a NaN/inf loss (one host read)."""
-        if int(bad_step) >= 0:
-            raise diverged(int(bad_step), last_good, self.ckpt_path)
+    def evaluate_metrics(self) -> dict[str, float]:
+        """Recall of the test panoramas against the test satellites."""
+        e = self.cfg.eval
+        return evaluate_recall(self.model, self.test_set, self.normalize, self.device, e.batch_size,
+                               self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
+                               self.cfg.train.progress)
 
     def fit(self) -> dict:
         cfg = self.cfg

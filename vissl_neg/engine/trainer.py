@@ -4,7 +4,6 @@ tqdm, kNN monitor."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import time
@@ -21,7 +20,7 @@ from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.distributed import concat_all_gather
-from vissl_neg.engine.run_dir import diverged, install_stop_handlers, open_run_dir, restore_handlers
+from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.eval import extract_features, knn_top1
@@ -197,11 +196,6 @@ class Trainer(TrainerBase):
             ckpt.save_atomic(state, self.ckpt_path)
 
     # ---------------------------------------------------------------- training
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v1, v2 = self.augment(images), self.augment(images)
         if self.cfg.model.channels_last:
@@ -405,15 +399,6 @@ class Trainer(TrainerBase):
 
     def describe_metrics(self, values: dict) -> str:
         return f"kNN top-1 {values['knn_top1']:.2f}%"
-
-    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
-        """Raises on every rank if any rank saw a NaN/inf loss (a collective under DDP)."""
-        local = int(bad_step)
-        flags = torch.tensor([float(local >= 0), float(max(local, 0))], device=self.device)
-        any_bad, step_sum = dist.all_reduce_mean(flags).tolist()
-        if any_bad > 0:
-            bad = local if local >= 0 else round(step_sum * dist.world_size())
-            raise diverged(bad, last_good, self.ckpt_path)
 
 
 def build_trainer(values: dict, resume: bool | None = None) -> Trainer:
