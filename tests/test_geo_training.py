@@ -51,7 +51,7 @@ def test_step_loss_is_symmetric_info_nce_with_clipped_gradients(cvusa, tmp_path)
     t.model.train()
     with torch.no_grad():
         state = {k: v.clone() for k, v in t.model.state_dict().items()}
-        expected = symmetric_info_nce(t.model(t.normalize(pano.float() / 255)), t.model(t.normalize(sat.float() / 255)),
+        expected = symmetric_info_nce(t.model(t.eval_transform(pano)), t.model(t.eval_transform(sat)),
                                       t.model.logit_scale, label_smoothing=0.1)
     t.model.load_state_dict(state)  # the reference pass moved BN statistics
     scale_before = t.model.logit_scale.item()

@@ -73,3 +73,14 @@ class CrossViewAugment(nn.Module):
         pano = self.pano_ops(pano.float().div_(255.0))
         sat = self.sat_ops(sat.float().div_(255.0))
         return self.normalize(pano), self.normalize(sat)
+
+
+class EvalPairTransform(nn.Module):
+    """uint8 images of either view -> float, normalised (no augmentation): for embedding."""
+
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        super().__init__()
+        self.normalize = Normalize(list(mean), list(std), 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images.float().div_(255.0))

@@ -78,3 +78,8 @@ class CVUSADataset(Dataset):
         items = [self[i] for i in indices]
         return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
                 torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]))
+
+
+def cvusa_split(data_cfg, split: str, root: str | Path | None = None) -> CVUSADataset:
+    """A split at the sizes of a geo config's ``data`` section (``root`` overrides data.root)."""
+    return CVUSADataset(root or data_cfg.root, split, data_cfg.sat_size, tuple(data_cfg.pano_size))

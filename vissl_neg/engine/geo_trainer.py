@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 
-from vissl_neg.augment.cross_view import CrossViewAugment
-from vissl_neg.augment.views import Normalize
+from vissl_neg.augment.cross_view import CrossViewAugment, EvalPairTransform
 from vissl_neg.config.geo_schema import GeoConfig
 from vissl_neg.config.load import to_dict
-from vissl_neg.data.cvusa import CVUSADataset
+from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
@@ -30,12 +29,6 @@ from vissl_neg.geo.embed import embed_pairs, evaluate_recall
 from vissl_neg.geo.sampling import mined_neighbours, neighbour_batches, read_neighbours
 from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
-
-
-def geo_datasets(cfg: GeoConfig, test: bool = True) -> tuple[CVUSADataset, CVUSADataset | None]:
-    d = cfg.data
-    train = CVUSADataset(d.root, "train", d.sat_size, tuple(d.pano_size))
-    return train, CVUSADataset(d.root, "test", d.sat_size, tuple(d.pano_size)) if test else None
 
 
 GPS_FILE = "split_locations/all.csv"
@@ -52,10 +45,6 @@ def gps_neighbour_file(cfg: GeoConfig) -> Path | None:
     return Path(choice)
 
 
-def eval_normalize(cfg: GeoConfig) -> Normalize:
-    return Normalize(cfg.augment.mean, cfg.augment.std, 3)
-
-
 class GeoTrainer(TrainerBase):
     """Build with a validated :class:`GeoConfig`; ``fit()`` trains (resuming if the run
     directory holds a checkpoint) and returns the final metrics. One process."""
@@ -68,7 +57,8 @@ class GeoTrainer(TrainerBase):
         self.device = resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.stop_signal: str | None = None
-        self.train_set, self.test_set = geo_datasets(cfg, test=cfg.eval.every >= 0)
+        self.train_set = cvusa_split(cfg.data, "train")
+        self.test_set = cvusa_split(cfg.data, "test") if cfg.eval.every >= 0 else None
         n, batch = len(self.train_set), cfg.optim.batch_size
         if batch > n:
             raise ConfigError(f"optim.batch_size={batch} is larger than the training set ({n} pairs)")
@@ -91,7 +81,7 @@ class GeoTrainer(TrainerBase):
         a = cfg.augment
         self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jitter, a.jitter_p, a.blur_p, a.sharpen_p,
                                         a.dropout_p, a.mean, a.std).to(self.device)
-        self.normalize = eval_normalize(cfg).to(self.device)
+        self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
         if cfg.model.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -159,7 +149,7 @@ class GeoTrainer(TrainerBase):
         other satellites (dataset indices)."""
         t0 = time.perf_counter()
         s = self.cfg.sampling
-        pano, sat = embed_pairs(self.model, self.train_set, self.normalize, self.device, self.cfg.eval.batch_size,
+        pano, sat = embed_pairs(self.model, self.train_set, self.eval_transform, self.device, self.cfg.eval.batch_size,
                                 self.cfg.data.num_workers, self.amp_dtype, self.cfg.train.progress, "mine")
         near = mined_neighbours(list(range(len(self.train_set))), pano, sat, s.neighbour_range, s.chunk_size)
         self.mined = torch.tensor([near[i] for i in range(len(self.train_set))], dtype=torch.int32)
@@ -214,7 +204,7 @@ class GeoTrainer(TrainerBase):
     def evaluate_metrics(self) -> dict[str, float]:
         """Recall of the test panoramas against the test satellites."""
         e = self.cfg.eval
-        return evaluate_recall(self.model, self.test_set, self.normalize, self.device, e.batch_size,
+        return evaluate_recall(self.model, self.test_set, self.eval_transform, self.device, e.batch_size,
                                self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
                                self.cfg.train.progress)
 

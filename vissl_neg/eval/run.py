@@ -31,8 +31,10 @@ def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device
 
 @torch.no_grad()
 def recalibrate_bn(backbone: torch.nn.Module, dataset, transform, device: torch.device,
-                   batches: int = 50, batch_size: int = 256, seed: int = 0) -> None:
-    """Re-estimate BN running statistics as plain averages over ``batches`` random batches.
+                   batches: int = 50, batch_size: int = 256, seed: int = 0, views: tuple[int, ...] = (0,)) -> None:
+    """Re-estimate BN running statistics as plain averages over ``batches`` random batches,
+    feeding the tensors at positions ``views`` of each ``dataset.__getitems__`` batch
+    (images: (0,); cross-view pairs: (0, 1), panoramas and satellites).
 
     For the random-init baseline: with the initial running statistics (mean 0, var 1) a
     deep random network's eval-mode features collapse, which would make the baseline
@@ -47,8 +49,9 @@ def recalibrate_bn(backbone: torch.nn.Module, dataset, transform, device: torch.
     backbone.train()
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     for b in range(min(batches, len(dataset) // batch_size)):
-        images, _, _ = dataset.__getitems__(order[b * batch_size : (b + 1) * batch_size].tolist())
-        backbone(transform(images.to(device)))
+        batch = dataset.__getitems__(order[b * batch_size : (b + 1) * batch_size].tolist())
+        for view in views:
+            backbone(transform(batch[view].to(device)))
     backbone.eval()
 
 

@@ -13,11 +13,12 @@ from vissl_neg.geo.metrics import recall_at_k
 
 
 @torch.no_grad()
-def embed_pairs(model: torch.nn.Module, dataset, normalize: torch.nn.Module, device: torch.device,
+def embed_pairs(model: torch.nn.Module, dataset, transform: torch.nn.Module, device: torch.device,
                 batch_size: int = 128, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
                 progress: bool = False, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
     """-> (panorama (N, F), satellite (N, F)) unit rows in float32 on ``device``, in dataset
-    order. The model is put in eval mode for the pass and restored after."""
+    order; ``transform`` turns uint8 images into model inputs. The model is put in eval mode
+    for the pass and restored after."""
     was_training = model.training
     model.eval()
     loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
@@ -28,17 +29,17 @@ def embed_pairs(model: torch.nn.Module, dataset, normalize: torch.nn.Module, dev
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
             pano, sat = to_device(batch[:2], device)
             with autocast:
-                panos.append(model(normalize(pano.float().div_(255.0))))
-                sats.append(model(normalize(sat.float().div_(255.0))))
+                panos.append(model(transform(pano)))
+                sats.append(model(transform(sat)))
     finally:
         model.train(was_training)
     return torch.cat(panos), torch.cat(sats)
 
 
-def evaluate_recall(model: torch.nn.Module, dataset, normalize: torch.nn.Module, device: torch.device,
+def evaluate_recall(model: torch.nn.Module, dataset, transform: torch.nn.Module, device: torch.device,
                     batch_size: int = 128, num_workers: int = 0, chunk_size: int | None = None,
                     amp_dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
     """Ground panoramas (queries) against satellite tiles (references) of ``dataset``:
     {"R@1", "R@5", "R@10", "R@1%"} in percent."""
-    pano, sat = embed_pairs(model, dataset, normalize, device, batch_size, num_workers, amp_dtype, progress, "eval")
+    pano, sat = embed_pairs(model, dataset, transform, device, batch_size, num_workers, amp_dtype, progress, "eval")
     return recall_at_k(pano, sat, torch.arange(pano.shape[0]), chunk_size=chunk_size or None)
