@@ -26,7 +26,7 @@ from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.engine.trainer import resolve_amp, resolve_device, seed_everything
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs, evaluate_recall
-from vissl_neg.geo.sampling import mined_neighbours, neighbour_batches, read_neighbours
+from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
 from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
 
@@ -151,8 +151,7 @@ class GeoTrainer(TrainerBase):
         s = self.cfg.sampling
         pano, sat = embed_pairs(self.model, self.train_set, self.eval_transform, self.device, self.cfg.eval.batch_size,
                                 self.cfg.data.num_workers, self.amp_dtype, self.cfg.train.progress, "mine")
-        near = mined_neighbours(list(range(len(self.train_set))), pano, sat, s.neighbour_range, s.chunk_size)
-        self.mined = torch.tensor([near[i] for i in range(len(self.train_set))], dtype=torch.int32)
+        self.mined = mined_neighbour_indices(pano, sat, s.neighbour_range, s.chunk_size).int()
         log.info(f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs "
                  f"({time.perf_counter() - t0:.0f}s)")
 

@@ -91,21 +91,29 @@ def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int
 
 
 @torch.no_grad()
+def mined_neighbour_indices(query: torch.Tensor, reference: torch.Tensor, k: int,
+                            chunk_size: int = 1024) -> torch.Tensor:
+    """query (N, D) panoramas, reference (N, D) satellites, row i of each the same pair ->
+    (N, min(k, N − 1)) long on the CPU: for each panorama the rows of the k most similar
+    satellites, most similar first, never its own. Memory is O(chunk_size × N)."""
+    n = query.shape[0]
+    k = min(k, n - 1)
+    out = torch.empty(n, k, dtype=torch.long)
+    ref_t = reference.float().t()
+    for start in range(0, n, chunk_size):
+        sims = query[start : start + chunk_size].float() @ ref_t
+        rows = torch.arange(sims.shape[0], device=sims.device)
+        sims[rows, rows + start] = -math.inf
+        out[start : start + sims.shape[0]] = sims.topk(k, dim=1).indices.cpu()
+    return out
+
+
 def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tensor, k: int,
                      chunk_size: int = 1024) -> dict[int, list[int]]:
     """Row i of ``query`` (ground) and of ``reference`` (satellite) belong to ids[i] ->
-    {id: the k ids whose satellites are most similar to its panorama, excluding its own}.
-    Memory is O(chunk_size × N)."""
-    k = min(k, len(ids) - 1)
-    out = {}
-    for start in range(0, len(ids), chunk_size):
-        sims = query[start : start + chunk_size].float() @ reference.float().t()
-        rows = torch.arange(sims.shape[0], device=sims.device)
-        sims[rows, rows + start] = -math.inf
-        top = sims.topk(k, dim=1).indices.cpu()
-        for r, idx in enumerate(ids[start : start + chunk_size]):
-            out[idx] = [ids[j] for j in top[r].tolist()]
-    return out
+    {id: the k ids whose satellites are most similar to its panorama, excluding its own}."""
+    top = mined_neighbour_indices(query, reference, k, chunk_size).tolist()
+    return {idx: [ids[j] for j in row] for idx, row in zip(ids, top)}
 
 
 def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[int]]:
