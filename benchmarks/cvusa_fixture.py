@@ -47,7 +47,11 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/cvusa_fixture.md")
     parser.add_argument("--readme", default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="cvusa_fixture_"))
+    with tempfile.TemporaryDirectory(prefix="cvusa_fixture_") as work:
+        return run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     ids = write_cvusa_fixture(work / "data")
     rows: dict[str, dict] = {"untrained encoder": {k: [] for k in KEYS} | {"seconds": []}}
     for name in VARIANTS:

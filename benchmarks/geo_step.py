@@ -66,7 +66,11 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/geo_step.md")
     parser.add_argument("--readme", default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="geo_step_"))
+    with tempfile.TemporaryDirectory(prefix="geo_step_") as work:
+        return run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     write_cvusa_fixture(work / "data", n_train=args.batch, n_val=4, sat_size=args.sat, pano_size=tuple(args.pano))
     cfg = load_config("configs/cvusa_sample4geo.yaml", [
         f"data.root={work / 'data'}", f"data.sat_size={args.sat}", f"data.pano_size=[{args.pano[0]},{args.pano[1]}]",

@@ -69,7 +69,11 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every variant")
     args = parser.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="strategy_overhead_")
+    with tempfile.TemporaryDirectory(prefix="strategy_overhead_") as tmp:
+        return run(args, tmp)
+
+
+def run(args: argparse.Namespace, tmp: str) -> int:
     base = ["negatives.size=16384", "train.progress=false", "eval.knn_every=-1"] + list(args.overrides)
     trainers, batch = {}, None
     for i, (name, extra) in enumerate(VARIANTS.items()):
