@@ -87,6 +87,19 @@ def write_fmnist_fixture(root: str | Path, n_train: int = 512, n_test: int = 128
     return written
 
 
+def nan_loss_at(trainer, step: int) -> None:
+    """Makes ``trainer.train_step`` report a NaN loss for the (1-based) ``step``; the weights stay as trained."""
+    train_step = trainer.train_step
+
+    def patched(*args, **kwargs):
+        out = train_step(*args, **kwargs)
+        if trainer.step == step:
+            out["loss"] = torch.full_like(out["loss"], float("nan"))
+        return out
+
+    trainer.train_step = patched
+
+
 def tiny_overrides(root: str | Path, out_dir: str | Path) -> list[str]:
     """Dotted overrides for a fast CPU run on the fixture written by :func:`write_fmnist_fixture`."""
     return [

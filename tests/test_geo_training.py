@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import nan_loss_at  # importing helpers also pins torch to one CPU thread
 from vissl_neg.config import load_config
 from vissl_neg.engine.geo_trainer import GeoTrainer
 from vissl_neg.errors import ConfigError, DataError, UserError
@@ -134,18 +134,22 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cvu
 
     root, _ = cvusa
     t = make(root, tmp_path / "run", "train.ckpt_every=2", "train.log_every=100")
-    step = t.train_step
-
-    def nan_at_step_3(*a):
-        out = step(*a)
-        if t.step == 3:
-            out["loss"] = torch.full_like(out["loss"], float("nan"))
-        return out
-
-    t.train_step = nan_at_step_3
+    nan_loss_at(t, 3)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 3; kept the last good checkpoint .*step 2"):
         t.fit()
     assert torch.load(t.ckpt_path, weights_only=False)["step"] == 2
+
+
+def test_a_nan_after_a_mining_names_the_checkpoint_that_mining_saved(cvusa, tmp_path):
+    from vissl_neg.errors import TrainingDiverged
+
+    root, _ = cvusa
+    t = make(root, tmp_path / "run", "train.ckpt_every=100", "train.log_every=100", "eval.every=-1")
+    spe = t.steps_per_epoch  # epoch 1 starts with a mining, which saves
+    nan_loss_at(t, spe + 1)
+    with pytest.raises(TrainingDiverged, match=f"NaN/inf at step {spe + 1}; kept the last good checkpoint .*step {spe}"):
+        t.fit()
+    assert torch.load(t.ckpt_path, weights_only=False)["step"] == spe
 
 
 def test_changed_recipe_refuses_to_resume(cvusa, tmp_path):

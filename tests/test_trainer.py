@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from helpers import tiny_overrides, write_fmnist_fixture
+from helpers import nan_loss_at, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer, resolve_amp
 
@@ -63,15 +63,22 @@ def test_a_nan_on_an_epochs_last_step_is_caught_before_its_evaluation_saves(tmp_
     cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=3",
                                                                                   "train.log_every=100"])
     trainer = Trainer(cfg)
-    step = trainer.train_step
-
-    def nan_on_step_4(*a, **k):
-        out = step(*a, **k)
-        if trainer.step == 4:  # the last of 4 steps per epoch; not a log or checkpoint step
-            out["loss"] = torch.full_like(out["loss"], float("nan"))
-        return out
-
-    trainer.train_step = nan_on_step_4
+    nan_loss_at(trainer, 4)  # the last of 4 steps per epoch; not a log or checkpoint step
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 4; kept the last good checkpoint .*step 3"):
         trainer.fit()
     assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 3
+
+
+def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tmp_path):
+    import pytest
+
+    from vissl_neg.errors import TrainingDiverged
+
+    write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
+    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=100",
+                                                                                  "train.log_every=100"])
+    trainer = Trainer(cfg)
+    nan_loss_at(trainer, 6)  # epoch 1 ends at step 4 with a kNN evaluation, which saves
+    with pytest.raises(TrainingDiverged, match="NaN/inf at step 6; kept the last good checkpoint .*step 4"):
+        trainer.fit()
+    assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 4

@@ -36,15 +36,33 @@ class TrainerBase:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _check_finite(self, bad_step: torch.Tensor, last_good: int) -> None:
-        """Raises (on every rank, a collective under DDP) if any rank saw a NaN/inf loss;
-        ``bad_step`` is the 0-based first bad step or -1."""
-        local = int(bad_step)
+    def _start_watch(self) -> None:
+        """Before a fit loop: no NaN/inf step seen yet; the checkpoint on disk (if any) is of this step."""
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._last_good = self.step
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """After a step (``self.step`` advanced): remembers the first step whose loss is NaN/inf, on the device."""
+        bad = self._bad_step
+        self._bad_step = torch.where((bad < 0) & ~torch.isfinite(loss), torch.full_like(bad, self.step - 1), bad)
+
+    def _check_finite(self) -> None:
+        """Raises (on every rank, a collective under DDP) if any rank saw a NaN/inf loss since the watch began."""
+        local = int(self._bad_step)
         flags = torch.tensor([float(local >= 0), float(max(local, 0))], device=self.device)
         any_bad, step_sum = dist.all_reduce_mean(flags).tolist()
         if any_bad > 0:
             bad = local if local >= 0 else round(step_sum * dist.world_size())
-            raise diverged(bad, last_good, self.ckpt_path)
+            raise diverged(bad, self._last_good, self.ckpt_path)
+
+    def _save_good(self) -> None:
+        """Saves a checkpoint that :meth:`_check_finite` has just cleared."""
+        self.save()
+        self._last_good = self.step
+
+    def _save_checked(self) -> None:
+        self._check_finite()
+        self._save_good()
 
     def _open_log(self, unit: str):
         """A RunLogger (bar, TensorBoard) that has announced the run or its resumption."""
@@ -72,14 +90,19 @@ class TrainerBase:
         every = self.eval_every
         return self.step >= self.total_steps or (every > 0 and (self.step // self.steps_per_epoch) % every == 0)
 
-    def _evaluate_and_save(self, log) -> None:
+    def _evaluate_if_due(self, log) -> float:
+        """At an epoch end: evaluates and saves if due; -> the seconds it took (kept out of the training rate)."""
+        if not self._eval_due():
+            return 0.0
         t0 = time.perf_counter()
+        self._check_finite()  # never evaluate, or save, weights a NaN step has touched
         values = self.evaluate_metrics()
         epoch = self.step // self.steps_per_epoch
         self.metrics.append({"epoch": epoch, "step": self.step, **values})
         log.scalars({f"eval/{k}": v for k, v in values.items()}, self.step)
         log.info(f"epoch {epoch}: {self.describe_metrics(values)} ({time.perf_counter() - t0:.0f}s)")
-        self.save()
+        self._save_good()
+        return time.perf_counter() - t0
 
     def describe_metrics(self, values: dict) -> str:
         return "  ".join(f"{k} {v:.2f}" for k, v in values.items())

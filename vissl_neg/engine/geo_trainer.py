@@ -214,8 +214,7 @@ class GeoTrainer(TrainerBase):
         self.model.train()
         zero = torch.zeros((), device=self.device)
         acc = {"loss": zero.clone(), "pos": zero.clone(), "hardest_neg": zero.clone(), "n": 0}
-        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        last_good = self.step
+        self._start_watch()
         t_last, step_last = time.perf_counter(), self.step
         stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         d = cfg.data
@@ -226,17 +225,16 @@ class GeoTrainer(TrainerBase):
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 refresh = self.refresh_epoch(epoch)
                 if refresh is not None and self.mined_epoch != refresh:
-                    self._check_finite(bad_step, last_good)  # never save (or mine with) weights a NaN step has touched
+                    self._check_finite()  # never save (or mine with) weights a NaN step has touched
                     pause = time.perf_counter()
                     self.mine(log)
                     self.mined_epoch = refresh
-                    self.save()
+                    self._save_good()
                     t_last += time.perf_counter() - pause
                 self.batch_sampler.set_batches(self.epoch_batches(epoch), start_batch)
                 for pano, sat, _, _ in (to_device(b, self.device) for b in loader):
                     out = self.train_step(pano, sat)
-                    finite = torch.isfinite(out["loss"])
-                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step - 1), bad_step)
+                    self._watch_loss(out["loss"])
                     for key in ("loss", "pos", "hardest_neg"):
                         acc[key] += out[key].mean()
                     acc["n"] += 1
@@ -257,23 +255,18 @@ class GeoTrainer(TrainerBase):
                         for key in ("loss", "pos", "hardest_neg"):
                             acc[key].zero_()
                         acc["n"] = 0
-                        self._check_finite(bad_step, last_good)
+                        self._check_finite()
                     if self.step % cfg.train.hist_every == 0:
                         log.histogram("scores/positive", out["pos"], self.step)
                         log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
                     if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
-                        self._check_finite(bad_step, last_good)
-                        self.save()
-                        last_good = self.step
+                        self._save_checked()
                     if at_end or self.stop_signal:
                         break
-                if self.stop_signal is None and self._eval_due():
-                    self._check_finite(bad_step, last_good)
-                    pause = time.perf_counter()
-                    self._evaluate_and_save(log)
-                    t_last += time.perf_counter() - pause
-            if self.step >= self.total_steps and self._eval_due():  # a kill between the last save and its eval
-                self._evaluate_and_save(log)
+                if self.stop_signal is None:
+                    t_last += self._evaluate_if_due(log)
+            if self.step >= self.total_steps:  # a kill between the last save and its eval
+                self._evaluate_if_due(log)
         finally:
             restore_handlers(previous)
             log.close()

@@ -311,10 +311,9 @@ class Trainer(TrainerBase):
         log = self._open_log("images")
         previous = install_stop_handlers(self._on_signal)
         self.model.train()
-        last_good = self.step
+        self._start_watch()
         acc = {"loss": torch.zeros((), device=self.device), "pos": torch.zeros((), device=self.device),
                "neg": torch.zeros((), device=self.device), "n": 0}
-        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         t_last, step_last = time.perf_counter(), self.step
         stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         try:
@@ -331,8 +330,7 @@ class Trainer(TrainerBase):
                         images = self.decoder(images, indices)
                     diagnose = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == stop_at
                     out = self.train_step(images, labels, indices, diagnose)
-                    finite = torch.isfinite(out["loss"])
-                    bad_step = torch.where((bad_step < 0) & ~finite, torch.full_like(bad_step, self.step - 1), bad_step)
+                    self._watch_loss(out["loss"])
                     acc["loss"] += out["loss"]
                     acc["pos"] += out["pos"].mean()
                     acc["neg"] += out["neg"].mean()
@@ -340,7 +338,7 @@ class Trainer(TrainerBase):
                     log.advance(1)
                     at_end = self.step >= stop_at
                     if self.step % cfg.train.log_every == 0 or at_end:
-                        self._check_finite(bad_step, last_good)
+                        self._check_finite()
                         now = time.perf_counter()
                         ips = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
                         self.train_seconds += now - t_last
@@ -371,19 +369,14 @@ class Trainer(TrainerBase):
                             log.histogram("scores/synthetic", out["syn"][:16].flatten(), self.step)
                     stopping = self._agree_stop(self.step % cfg.train.log_every == 0 or at_end)
                     if self.step % cfg.train.ckpt_every == 0 or at_end or stopping:
-                        self._check_finite(bad_step, last_good)
-                        self.save()
-                        last_good = self.step
+                        self._save_checked()
                     if at_end or stopping:
                         break
                 stopped = self._agree_stop(True)
-                if not stopped and self._eval_due():
-                    self._check_finite(bad_step, last_good)  # the evaluation saves a checkpoint
-                    pause = time.perf_counter()
-                    self._evaluate_and_save(log)
-                    t_last += time.perf_counter() - pause
-            if self.step >= self.total_steps and self._eval_due():  # a kill between the last save and its eval
-                self._evaluate_and_save(log)
+                if not stopped:
+                    t_last += self._evaluate_if_due(log)
+            if self.step >= self.total_steps:  # a kill between the last save and its eval
+                self._evaluate_if_due(log)
         finally:
             restore_handlers(previous)
             log.close()
