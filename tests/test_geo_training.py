@@ -118,10 +118,13 @@ def test_a_signal_saves_and_the_same_command_resumes(cvusa, tmp_path):
     assert again.step == 2
     assert again.fit()["step"] == 3 * (N_TRAIN // 8)
 
+
 def test_bf16_autocast_and_channels_last_on_cpu(cvusa, tmp_path):
     root, _ = cvusa
-    t = make(root, tmp_path / "run", "train.amp=bf16", "model.channels_last=true")
+    t = make(root, tmp_path / "run", "train.amp=bf16", "model.channels_last=true", "train.compile=true")
     assert t.amp_dtype == torch.bfloat16
+    assert t.forward is t.model  # not compiled on the CPU
+    assert any("CUDA only" in n for n in t.notes) and any("channels_last" in n for n in t.notes)
     pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
     before = t.model.backbone.conv1[0].weight.detach().clone()
     out = t.train_step(pano, sat)

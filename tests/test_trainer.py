@@ -8,7 +8,8 @@ import torch
 
 from helpers import nan_loss_at, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
-from vissl_neg.engine.trainer import Trainer, resolve_amp
+from vissl_neg.engine.device import resolve_amp
+from vissl_neg.engine.trainer import Trainer
 
 
 def test_bf16_autocast_on_cpu_trains_and_writes_the_run_directory(tmp_path):

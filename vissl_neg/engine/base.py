@@ -3,7 +3,6 @@ stop flag a signal sets, evaluation at epoch ends, and the final result / metric
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
+from vissl_neg.engine.device import autocast
 from vissl_neg.engine.run_dir import diverged
 
 
@@ -32,9 +32,21 @@ class TrainerBase:
         self.stop_signal = name
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
+
+    def _cuda_options(self, module: torch.nn.Module, name: str) -> torch.nn.Module:
+        """train.cudnn_benchmark and train.compile on CUDA -> ``module``, compiled if asked; elsewhere
+        notes that compile and model.channels_last (cfg.model) are for CUDA, and ``module`` as is."""
+        cfg, cuda = self.cfg, self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        if cfg.train.compile:
+            if cuda:
+                return torch.compile(module)
+            self.notes.append(f"train.compile applies on CUDA only; {name} runs eagerly here")
+        if cfg.model.channels_last and not cuda:
+            self.notes.append("model.channels_last is meant for CUDA tensor cores; kept, but it rarely helps on the CPU")
+        return module
 
     def _start_watch(self) -> None:
         """Before a fit loop: no NaN/inf step seen yet; the checkpoint on disk (if any) is of this step."""

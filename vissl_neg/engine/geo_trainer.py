@@ -20,10 +20,10 @@ from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
+from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
-from vissl_neg.engine.trainer import resolve_amp, resolve_device, seed_everything
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs, evaluate_recall
 from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
@@ -85,14 +85,7 @@ class GeoTrainer(TrainerBase):
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
         if cfg.model.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward = self.model
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-        if cfg.train.compile:
-            if self.device.type == "cuda":
-                self.forward = torch.compile(self.model)
-            else:
-                self.notes.append("train.compile applies on CUDA only; the encoder runs eagerly here")
+        self.forward = self._cuda_options(self.model, "the encoder")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

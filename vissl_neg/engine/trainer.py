@@ -5,11 +5,9 @@ tqdm, kNN monitor."""
 from __future__ import annotations
 
 import functools
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -19,6 +17,7 @@ from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.base import TrainerBase
+from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything
 from vissl_neg.engine.distributed import concat_all_gather
 from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
@@ -28,34 +27,6 @@ from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarit
 from vissl_neg.models import MoCo, build_encoder, momentum_at
 from vissl_neg.negatives import NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """-> autocast dtype or None. 'auto' is bf16 on CUDA where supported, else fp16; off on CPU."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda":
-        if mode in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    if mode == "fp16":
-        print("note: fp16 autocast needs CUDA; training in fp32 on the CPU", flush=True)
-        return None
-    return torch.bfloat16  # bf16 autocast works on CPU
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Trainer(TrainerBase):
@@ -126,15 +97,7 @@ class Trainer(TrainerBase):
             if self.device.type != "cuda":
                 self.notes.append("data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
                                   "(nvJPEG needs CUDA); data.decode_on=workers spreads that over the loader workers")
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-        if cfg.train.compile:
-            if self.device.type == "cuda":
-                self.query_encoder = torch.compile(self.query_encoder)
-            else:
-                self.notes.append("train.compile applies on CUDA only; the query encoder runs eagerly here")
-        if cfg.model.channels_last and self.device.type != "cuda":
-            self.notes.append("model.channels_last is meant for CUDA tensor cores; kept, but it rarely helps on the CPU")
+        self.query_encoder = self._cuda_options(self.query_encoder, "the query encoder")
         o = cfg.optim
         self.base_lr = o.lr * (o.batch_size / o.base_batch if o.lr_scaling == "linear" else 1.0)
         self.optimizer = torch.optim.SGD(

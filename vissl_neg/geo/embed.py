@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch.utils.data import BatchSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from vissl_neg.data.loader import make_loader, to_device
+from vissl_neg.engine.device import autocast
 from vissl_neg.geo.metrics import recall_at_k
 
 
@@ -23,12 +22,11 @@ def embed_pairs(model: torch.nn.Module, dataset, transform: torch.nn.Module, dev
     model.eval()
     loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
                          num_workers, pin_memory=True)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     panos, sats = [], []
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
             pano, sat = to_device(batch[:2], device)
-            with autocast:
+            with autocast(device, amp_dtype):
                 panos.append(model(transform(pano)))
                 sats.append(model(transform(sat)))
     finally:

@@ -11,7 +11,7 @@ import torch
 from vissl_neg.augment.cross_view import EvalPairTransform
 from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.engine import checkpoint as ckpt
-from vissl_neg.engine.trainer import resolve_amp
+from vissl_neg.engine.device import resolve_amp
 from vissl_neg.eval.run import recalibrate_bn
 from vissl_neg.geo.embed import evaluate_recall
 from vissl_neg.models.cross_view import build_cross_view_model
