@@ -154,7 +154,7 @@ class GeoTrainer(TrainerBase):
         if self.refresh_epoch(epoch) is None:
             neighbours = self.gps
         else:
-            neighbours = {i: row.tolist() for i, row in enumerate(self.mined)}
+            neighbours = dict(enumerate(self.mined.tolist()))
         s = self.cfg.sampling
         rng = random.Random(self.cfg.train.seed * 100_003 + epoch)
         return neighbour_batches(list(range(len(self.train_set))), self.cfg.optim.batch_size, neighbours,

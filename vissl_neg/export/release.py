@@ -33,24 +33,37 @@ def sha256(path: Path) -> str:
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
     """Write ``backbone.pth`` and ``model_card.json`` into ``out_dir`` (default RUN_DIR/export);
-    returns the card. Linear-probe / kNN results found in RUN_DIR (from tools/linear_probe.py,
-    tools/knn.py) go into the card."""
+    returns the card. Evaluation results found in RUN_DIR (tools/linear_probe.py, tools/knn.py,
+    tools/eval_geo.py) go into the card."""
     run_dir = Path(run_dir)
     cfg, state = ckpt.load_run(run_dir, task=None)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "backbone.pth"
-    if getattr(cfg, "task", "moco") == "geo":
-        return _export_geo(run_dir, cfg, state, weights)
-    torch.save(backbone_state_dict(state["model"]), weights)
-    metrics = state.get("metrics", [])
-    probes = {}
-    for name in ("linear_probe", "knn"):
-        result = run_dir / f"{name}.json"
-        if result.is_file():
-            probes[name] = json.loads(result.read_text())
+    geo = getattr(cfg, "task", "moco") == "geo"
+    torch.save(backbone_state_dict(state["model"], GEO_BACKBONE_PREFIX if geo else BACKBONE_PREFIX), weights)
     card = {
         "backbone": cfg.model.backbone,
+        **(_geo_card(run_dir, cfg, state) if geo else _moco_card(run_dir, cfg, state)),
+        "step": state["step"],
+        "epochs": state["epoch"],
+        "config": state["config"],
+        "sha256": sha256(weights),
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    return card
+
+
+def _read_result(run_dir: Path, name: str) -> dict | None:
+    path = run_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _moco_card(run_dir: Path, cfg, state: dict) -> dict:
+    """A MoCo run's query-encoder backbone: how to load it, the recipe, kNN / linear-probe top-1."""
+    metrics = state.get("metrics", [])
+    probes = {name: r for name in ("linear_probe", "knn") if (r := _read_result(run_dir, name)) is not None}
+    return {
         "timm_kwargs": {"num_classes": 0, "in_chans": state["in_chans"]},
         "small_stem": cfg.model.small_stem,
         "load": (
@@ -63,23 +76,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
                       "strategies": cfg.negatives.strategies},
         "loss": {"name": cfg.loss.name, "temperature": cfg.loss.temperature, "dual_view": cfg.loss.dual_view},
         "data": {"name": cfg.data.name, "image_size": cfg.augment.size, "mean": cfg.augment.mean, "std": cfg.augment.std},
-        "step": state["step"],
-        "epochs": state["epoch"],
         "knn_top1_monitor": metrics[-1]["knn_top1"] if metrics else None,
         **{f"{name}_top1": r["top1"] for name, r in probes.items()},
-        "config": state["config"],
-        "sha256": sha256(weights),
     }
-    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
-    return card
 
 
-def _export_geo(run_dir: Path, cfg, state: dict, weights: Path) -> dict:
-    """A cross-view run's shared encoder (Sample4Geo): backbone weights and its recall."""
-    torch.save(backbone_state_dict(state["model"], GEO_BACKBONE_PREFIX), weights)
-    result = run_dir / "eval_geo.json"
-    card = {
-        "backbone": cfg.model.backbone,
+def _geo_card(run_dir: Path, cfg, state: dict) -> dict:
+    """A cross-view run's shared encoder (Sample4Geo): how to load it, its inputs, its recall."""
+    return {
         "timm_kwargs": {"num_classes": 0, "in_chans": 3},
         "load": (f"timm.create_model('{cfg.model.backbone}', num_classes=0)"
                  ".load_state_dict(torch.load('backbone.pth'), strict=True)"),
@@ -87,12 +91,6 @@ def _export_geo(run_dir: Path, cfg, state: dict, weights: Path) -> dict:
         "data": {"name": cfg.data.name, "sat_size": cfg.data.sat_size, "pano_size": cfg.data.pano_size,
                  "mean": cfg.augment.mean, "std": cfg.augment.std},
         "logit_scale": float(state["model"]["logit_scale"].exp()),
-        "step": state["step"],
-        "epochs": state["epoch"],
         "recall_monitor": state["metrics"][-1] if state["metrics"] else None,
-        "recall": json.loads(result.read_text()) if result.is_file() else None,
-        "config": state["config"],
-        "sha256": sha256(weights),
+        "recall": _read_result(run_dir, "eval_geo"),
     }
-    (weights.parent / "model_card.json").write_text(json.dumps(card, indent=2))
-    return card
