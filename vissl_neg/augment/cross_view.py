@@ -10,10 +10,10 @@ function of explicit per-sample coefficients (``flip`` (B,) bool, ``k`` (B,) in 
 
 from __future__ import annotations
 
-import kornia.augmentation as K
 import torch
 import torch.nn as nn
 
+from vissl_neg.augment import ops
 from vissl_neg.augment.views import Normalize
 
 
@@ -47,31 +47,39 @@ def sample_pair_geometry(batch: int, flip_p: float, rotate_p: float, device=None
 
 
 class CrossViewAugment(nn.Module):
-    """uint8 (pano, sat) batches -> normalised float views, geometry shared within a pair."""
+    """uint8 (pano, sat) batches -> normalised float views, geometry shared within a pair.
+
+    Per image: colour jitter (brightness, contrast, saturation), Gaussian blur (5×5, σ ∈
+    [0.1, 1.5]), sharpening (PIL sharpness factor 1 + U(0.2, 0.5), the reference's
+    albumentations ``Sharpen`` alpha range) and coarse dropout (one box of 2-10 % of the
+    image set to 0), each with its own probability; all drawn on the device."""
 
     def __init__(self, flip_p: float = 0.5, rotate_p: float = 0.75, jitter: float = 0.15, jitter_p: float = 0.5,
                  blur_p: float = 0.3, sharpen_p: float = 0.3, dropout_p: float = 0.3,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
         self.flip_p, self.rotate_p = flip_p, rotate_p
-
-        def photometric():
-            return nn.Sequential(
-                K.ColorJitter(jitter, jitter, jitter, 0.0, p=jitter_p),
-                K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=blur_p),
-                K.RandomSharpness(0.5, p=sharpen_p),
-                K.RandomErasing(scale=(0.02, 0.1), p=dropout_p),
-            )
-
-        self.pano_ops, self.sat_ops = photometric(), photometric()
+        self.jitter, self.jitter_p, self.blur_p, self.sharpen_p, self.dropout_p = jitter, jitter_p, blur_p, sharpen_p, dropout_p
         self.normalize = Normalize(list(mean), list(std), 3)
+
+    def photometric(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """float images (B, C, H, W) in [0, 1] -> the same with this pipeline's photometric changes."""
+        b, dev = x.shape[0], x.device
+        factors = ops.sample_jitter(b, self.jitter, self.jitter, self.jitter, 0.0, dev, generator)
+        x = ops.color_jitter(x, *factors, ops.bernoulli(b, self.jitter_p, dev, generator))
+        x = ops.gaussian_blur(x, ops.uniform(b, 0.1, 1.5, dev, generator), 5,
+                              ops.bernoulli(b, self.blur_p, dev, generator))
+        x = ops.sharpen(x, ops.uniform(b, 1.2, 1.5, dev, generator), ops.bernoulli(b, self.sharpen_p, dev, generator))
+        boxes, found = ops.sample_boxes(b, x.shape[-2], x.shape[-1], (0.02, 0.1), (0.3, 3.3), dev, generator,
+                                        fallback="none")
+        return ops.erase(x, boxes, found & ops.bernoulli(b, self.dropout_p, dev, generator))
 
     @torch.no_grad()
     def forward(self, pano: torch.Tensor, sat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flip, k = sample_pair_geometry(pano.shape[0], self.flip_p, self.rotate_p, pano.device)
         pano, sat = rotate_pair(*flip_pair(pano, sat, flip), k)
-        pano = self.pano_ops(pano.float().div_(255.0))
-        sat = self.sat_ops(sat.float().div_(255.0))
+        pano = self.photometric(pano.float().div_(255.0))
+        sat = self.photometric(sat.float().div_(255.0))
         return self.normalize(pano), self.normalize(sat)
 
 

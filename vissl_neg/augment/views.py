@@ -1,4 +1,4 @@
-"""MoCo-v2 views with kornia, made batch-wise on the training device.
+"""MoCo-v2 views, made batch-wise on the training device.
 
 Input: uint8 images (B, C, H, W) on any device. Output: float views (B, C, size, size),
 normalised. Every sample draws its own crop, flip, jitter and blur parameters.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import kornia.augmentation as K
+
+from vissl_neg.augment import ops
 
 
 class Normalize(nn.Module):
@@ -28,40 +29,38 @@ class Normalize(nn.Module):
 
 
 class ViewAugment(nn.Module):
-    """One random view per image; call it twice for MoCo's two independent views."""
+    """One random view per image; call it twice for MoCo's two independent views.
+
+    MoCo v2's pipeline (random resized crop, flip, colour jitter, grayscale, Gaussian blur;
+    optional erasing), every parameter drawn per sample on the images' device by the
+    samplers of :mod:`vissl_neg.augment.ops`, so no step waits for the host."""
 
     def __init__(self, cfg, in_chans: int):
         super().__init__()
-        ops: list[nn.Module] = [
-            K.RandomResizedCrop((cfg.size, cfg.size), scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio)),
-        ]
-        if cfg.flip_p > 0:
-            ops.append(K.RandomHorizontalFlip(p=cfg.flip_p))
-        if cfg.jitter_p > 0:
-            color = in_chans == 3
-            ops.append(
-                K.ColorJitter(
-                    cfg.brightness,
-                    cfg.contrast,
-                    cfg.saturation if color else 0.0,
-                    cfg.hue if color else 0.0,
-                    p=cfg.jitter_p,
-                )
-            )
-        if in_chans == 3 and cfg.grayscale_p > 0:
-            ops.append(K.RandomGrayscale(p=cfg.grayscale_p))
-        if cfg.blur_p > 0:
-            k = cfg.blur_kernel
-            ops.append(K.RandomGaussianBlur((k, k), tuple(cfg.blur_sigma), p=cfg.blur_p))
-        if cfg.erase_p > 0:
-            ops.append(K.RandomErasing(p=cfg.erase_p))
-        self.ops = nn.Sequential(*ops)
+        self.cfg = cfg
+        self.color = in_chans == 3
         self.normalize = Normalize(cfg.mean, cfg.std, in_chans)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg, dev, b = self.cfg, images.device, images.shape[0]
         x = images.float().div_(255.0)
-        x = self.ops(x)
+        boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio), dev,
+                                    generator)
+        x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
+        if cfg.jitter_p > 0:
+            factors = ops.sample_jitter(b, cfg.brightness, cfg.contrast, cfg.saturation if self.color else 0.0,
+                                        cfg.hue if self.color else 0.0, dev, generator)
+            x = ops.color_jitter(x, *factors, ops.bernoulli(b, cfg.jitter_p, dev, generator))
+        if self.color and cfg.grayscale_p > 0:
+            x = ops.random_grayscale(x, ops.bernoulli(b, cfg.grayscale_p, dev, generator))
+        if cfg.blur_p > 0:
+            sigma = ops.uniform(b, cfg.blur_sigma[0], cfg.blur_sigma[1], dev, generator)
+            x = ops.gaussian_blur(x, sigma, cfg.blur_kernel, ops.bernoulli(b, cfg.blur_p, dev, generator))
+        if cfg.erase_p > 0:
+            boxes, found = ops.sample_boxes(b, cfg.size, cfg.size, (0.02, 0.33), (0.3, 3.3), dev, generator,
+                                            fallback="none")
+            x = ops.erase(x, boxes, found & ops.bernoulli(b, cfg.erase_p, dev, generator))
         return self.normalize(x)
 
 

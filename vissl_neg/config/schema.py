@@ -103,6 +103,7 @@ class TrainConfig:
     amp: str = "auto"  # auto | bf16 | fp16 | off
     compile: bool = False  # torch.compile the query encoder (CUDA only; eager elsewhere, with a note)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels for the fixed input size
+    deterministic: bool = False  # deterministic kernels (cuDNN, cuBLAS, index ops): a resumed CUDA run repeats exactly
     out_dir: str = "runs/fmnist_moco"
     ckpt_every: int = 100  # steps
     log_every: int = 20  # steps
@@ -149,6 +150,7 @@ RUN_KEYS = (
     "train.device",
     "train.compile",
     "train.cudnn_benchmark",
+    "train.deterministic",
     "train.ckpt_every",
     "train.log_every",
     "train.hist_every",

@@ -11,7 +11,7 @@ import torch
 
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
-from vissl_neg.engine.device import autocast
+from vissl_neg.engine.device import autocast, use_deterministic_kernels
 from vissl_neg.engine.run_dir import diverged
 
 
@@ -35,11 +35,13 @@ class TrainerBase:
         return autocast(self.device, self.amp_dtype)
 
     def _cuda_options(self, module: torch.nn.Module, name: str) -> torch.nn.Module:
-        """train.cudnn_benchmark and train.compile on CUDA -> ``module``, compiled if asked; elsewhere
+        """train.cudnn_benchmark, train.deterministic and train.compile on CUDA -> ``module``, compiled if asked; elsewhere
         notes that compile and model.channels_last (cfg.model) are for CUDA, and ``module`` as is."""
         cfg, cuda = self.cfg, self.device.type == "cuda"
         if cuda:
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.train.deterministic
+        if cfg.train.deterministic:
+            use_deterministic_kernels()
         if cfg.train.compile:
             if cuda:
                 return torch.compile(module)

@@ -33,6 +33,29 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16  # bf16 autocast works on CPU
 
 
+def use_fused(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Fused (one-kernel) optimizer steps on CUDA, the for-each path elsewhere. With fp16 the
+    GradScaler hands a fused optimizer its inf check as a tensor; any other optimizer makes
+    the scaler read it on the host every step. Call again after ``load_state_dict``, which
+    restores the flag the checkpoint was written with."""
+    for group in optimizer.param_groups:
+        group["fused"] = device.type == "cuda"
+        if group["fused"]:
+            group["foreach"] = None
+    optimizer._step_supports_amp_scaling = device.type == "cuda"
+
+
+def use_deterministic_kernels() -> None:
+    """Deterministic cuDNN / cuBLAS / index kernels (``train.deterministic``). cuBLAS needs its
+    workspace setting before its first call; ops without a deterministic kernel warn."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

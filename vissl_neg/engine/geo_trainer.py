@@ -20,7 +20,7 @@ from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything
+from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
@@ -88,6 +88,7 @@ class GeoTrainer(TrainerBase):
         self.forward = self._cuda_options(self.model, "the encoder")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
+        use_fused(self.optimizer, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.batch_sampler = FixedBatchSampler()
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
@@ -120,6 +121,7 @@ class GeoTrainer(TrainerBase):
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        use_fused(self.optimizer, self.device)
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.mined = state["mined"]

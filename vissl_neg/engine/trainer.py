@@ -17,7 +17,7 @@ from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything
+from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.distributed import concat_all_gather
 from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
 from vissl_neg.engine.schedule import warmup_cosine
@@ -106,6 +106,7 @@ class Trainer(TrainerBase):
             momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay,
         )
+        use_fused(self.optimizer, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         self.step = 0
@@ -141,6 +142,7 @@ class Trainer(TrainerBase):
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        use_fused(self.optimizer, self.device)
         self.scaler.load_state_dict(state["scaler"])
         per_rank = state.get("rng_per_rank", [state["rng"]])
         if len(per_rank) != dist.world_size() and dist.is_main():

@@ -1,0 +1,15 @@
+"""Every test under tests/cuda is marked ``cuda`` and skips, with the reason, where CUDA is absent
+(CI, the CPU machines): ``python -m pytest -m cuda`` reports skips there, not errors."""
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    here = __file__.rsplit("/", 1)[0]
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.cuda)
+            if not torch.cuda.is_available():
+                item.add_marker(skip)
