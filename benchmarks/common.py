@@ -46,9 +46,11 @@ def splice_readme(readme: str | Path, name: str, text: str) -> None:
 
 class LightlyMoCo:
     """MoCo v2 from lightly's own building blocks (MoCoProjectionHead, NTXentLoss with its
-    memory bank, update_momentum) on vissl_neg's kornia views, for same-process comparisons."""
+    memory bank, update_momentum) on vissl_neg's device views, for same-process comparisons;
+    on ``device`` with ``amp_dtype`` autocast, channels_last and torch.compile when asked."""
 
-    def __init__(self, cfg, backbone, in_chans: int):
+    def __init__(self, cfg, backbone, in_chans: int, device=None, amp_dtype=None, channels_last: bool = False,
+                 compile: bool = False):
         import copy
 
         import torch
@@ -59,18 +61,24 @@ class LightlyMoCo:
         from vissl_neg.augment import ViewAugment
 
         size = cfg.augment.size
-        self.augment = ViewAugment(cfg.augment, in_chans)
+        device = torch.device(device or "cpu")
+        self.device, self.amp_dtype, self.channels_last = device, amp_dtype, channels_last
+        self.augment = ViewAugment(cfg.augment, in_chans).to(device)
         with torch.no_grad():
             feat_dim = backbone.eval()(torch.zeros(2, in_chans, size, size)).shape[1]
         backbone.train()
         head = MoCoProjectionHead(feat_dim, cfg.model.head_hidden or feat_dim, cfg.model.dim)
-        self.query = torch.nn.Sequential(backbone, head)
+        self.query = torch.nn.Sequential(backbone, head).to(device)
         self.key = copy.deepcopy(self.query)
+        if channels_last:
+            self.query.to(memory_format=torch.channels_last)
+            self.key.to(memory_format=torch.channels_last)
         deactivate_requires_grad(self.key)
         self.criterion = NTXentLoss(temperature=cfg.loss.temperature,
-                                    memory_bank_size=(cfg.negatives.size, cfg.model.dim))
+                                    memory_bank_size=(cfg.negatives.size, cfg.model.dim)).to(device)
         self.opt = torch.optim.SGD(self.query.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                    weight_decay=cfg.optim.weight_decay)
+        self.forward_q = torch.compile(self.query) if compile else self.query
 
     def step(self, images, lr: float, momentum: float):
         """One step on a uint8 batch; returns the loss tensor."""
@@ -79,12 +87,17 @@ class LightlyMoCo:
 
         for g in self.opt.param_groups:
             g["lr"] = lr
+        from vissl_neg.engine.device import autocast
+
         update_momentum(self.query, self.key, momentum)
         x_q, x_k = self.augment(images), self.augment(images)
-        q = self.query(x_q)
-        with torch.no_grad():
-            k = self.key(x_k)
-        loss = self.criterion(q, k)
+        if self.channels_last:
+            x_q, x_k = x_q.contiguous(memory_format=torch.channels_last), x_k.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp_dtype):
+            q = self.forward_q(x_q)
+            with torch.no_grad():
+                k = self.key(x_k)
+        loss = self.criterion(q.float(), k.float())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

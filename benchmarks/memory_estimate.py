@@ -44,6 +44,30 @@ def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype:
     return sum(seen.values())
 
 
+def estimate_rows(config: str, bank_items: int = 1_281_167, probe_batch: int = 4, overrides=()):
+    """-> (config, [(item, what, bytes)]) for ``config`` (with dotted ``overrides``)."""
+    cfg = load_config(config, ["data.name=fashion_mnist", *overrides])  # the model part only; no data is read
+    batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg.model, 3, size).train()
+    params = sum(p.numel() for p in encoder.parameters())
+    per_image = saved_activation_bytes(encoder, probe_batch, size, torch.bfloat16) / probe_batch
+    rows = [
+        ("queue", f"{cfg.negatives.size} x {dim} fp32 keys (+ labels)", cfg.negatives.size * (dim * 4 + 8)),
+        ("memory bank, fp32", f"{bank_items:,} x {dim} (+ labels)", bank_items * (dim * 4 + 8)),
+        ("memory bank, bf16", f"{bank_items:,} x {dim} (+ labels)", bank_items * (dim * 2 + 8)),
+        ("query encoder weights + grads + SGD momentum", f"{params / 1e6:.1f} M parameters, fp32, x3", params * 4 * 3),
+        ("key encoder (EMA) weights", "fp32", params * 4),
+        ("activations kept for backward", f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
+         per_image * batch),
+    ]
+    return cfg, rows
+
+
+def total_with_queue(rows) -> int:
+    return sum(b for name, _, b in rows if not name.startswith("memory bank"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/imagenet_mocov2.yaml")
@@ -52,23 +76,9 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/memory_estimate.md")
     parser.add_argument("--readme", default=None)
     args = parser.parse_args()
-    cfg = load_config(args.config, ["data.name=fashion_mnist"])  # the model part only; no data is read
+    cfg, rows = estimate_rows(args.config, args.bank_items, args.probe_batch)
     batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
-
-    torch.manual_seed(0)
-    encoder = build_encoder(cfg.model, 3, size).train()
-    params = sum(p.numel() for p in encoder.parameters())
-    per_image = saved_activation_bytes(encoder, args.probe_batch, size, torch.bfloat16) / args.probe_batch
-    rows = [
-        ("queue", f"{cfg.negatives.size} x {dim} fp32 keys (+ labels)", cfg.negatives.size * (dim * 4 + 8)),
-        ("memory bank, fp32", f"{args.bank_items:,} x {dim} (+ labels)", args.bank_items * (dim * 4 + 8)),
-        ("memory bank, bf16", f"{args.bank_items:,} x {dim} (+ labels)", args.bank_items * (dim * 2 + 8)),
-        ("query encoder weights + grads + SGD momentum", f"{params / 1e6:.1f} M parameters, fp32, x3", params * 4 * 3),
-        ("key encoder (EMA) weights", "fp32", params * 4),
-        ("activations kept for backward", f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
-         per_image * batch),
-    ]
-    queue_total = sum(b for name, _, b in rows if not name.startswith("memory bank"))
+    queue_total = total_with_queue(rows)
     lines = [
         f"{cfg.model.backbone} at {size}x{size}, batch {batch} per GPU, D {dim}, bf16 autocast; "
         f"activations measured with saved_tensors_hooks on {args.probe_batch} images, torch {torch.__version__}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 
 import torch
@@ -10,6 +11,9 @@ import torch
 from helpers import tiny_overrides
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
+
+DEVICE = os.environ.get("VISSL_NEG_CUDA_SUITE_DEVICE", "cuda")
+ON_CUDA = DEVICE == "cuda"
 
 # One MoCo step per family: negative source, strategy, loss.
 FAMILIES = {
@@ -26,7 +30,7 @@ FAMILIES = {
 }
 
 
-def make_trainer(data_root, out_dir, extra=(), device="cuda", amp="off") -> Trainer:
+def make_trainer(data_root, out_dir, extra=(), device=DEVICE, amp="off") -> Trainer:
     overrides = tiny_overrides(data_root, out_dir) + [
         "optim.batch_size=64", "negatives.size=256", "eval.knn_every=-1", f"train.device={device}",
         f"train.amp={amp}", "model.channels_last=true", "negatives.diag_top=8"]
@@ -46,6 +50,9 @@ def syncs_recorded():
     """Records (file:line, message) of every synchronising CUDA call made inside, all of them
     (``set_sync_debug_mode('warn')`` + recorded warnings), instead of failing at the first."""
     found: list[str] = []
+    if not ON_CUDA:
+        yield found
+        return
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:

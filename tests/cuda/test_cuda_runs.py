@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cuda_helpers import DEVICE
 from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def data_root(tmp_path_factory):
 
 
 def cuda_run(data_root, out_dir, *extra):
-    return tiny_overrides(data_root, out_dir) + ["train.device=cuda", "train.amp=bf16", "model.channels_last=true",
+    return tiny_overrides(data_root, out_dir) + [f"train.device={DEVICE}", "train.amp=bf16", "model.channels_last=true",
                                                  "train.deterministic=true", "train.epochs=2", "train.ckpt_every=4",
                                                  "eval.knn_every=-1", *extra]
 
@@ -67,11 +68,11 @@ def test_killed_cuda_run_resumes_to_identical_weights(data_root, tmp_path):
 
 def test_train_knn_export_end_to_end_on_cuda(data_root, tmp_path):
     run = tmp_path / "run"
-    out = tool("train.py", *tiny_overrides(data_root, run), "train.device=cuda", "train.compile=false")
+    out = tool("train.py", *tiny_overrides(data_root, run), f"train.device={DEVICE}", "train.compile=false")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["knn_top1"] is not None and "on cuda" in out.stdout + out.stderr
-    knn = tool("knn.py", run, "--device", "cuda")
+    assert result["knn_top1"] is not None and f"on {DEVICE}" in out.stdout + out.stderr
+    knn = tool("knn.py", run, "--device", DEVICE)
     assert knn.returncode == 0, knn.stderr
     assert json.loads((run / "knn.json").read_text())["top1"] > 10.0
     exported = tool("export.py", run)
