@@ -84,14 +84,7 @@ def rebin(hist: Histogram, edges: np.ndarray) -> np.ndarray:
     as a density that integrates to 1 over the histogram's values -> (m,)."""
     lo, hi = hist.edges[:-1, None], hist.edges[1:, None]
     overlap = np.clip(np.minimum(hi, edges[None, 1:]) - np.maximum(lo, edges[None, :-1]), 0.0, None)
-    width = hi - lo
-    share = np.where(width > 0, overlap / np.where(width > 0, width, 1.0), 0.0)
-    # a zero-width bucket (all values equal) goes wholly to the bin holding it
-    point = (width[:, 0] <= 0) & (hist.counts > 0)
-    if point.any():
-        idx = np.clip(np.searchsorted(edges, lo[point, 0], side="right") - 1, 0, len(edges) - 2)
-        share[np.flatnonzero(point), idx] = 1.0
-    mass = hist.counts @ share
+    mass = hist.counts @ (overlap / np.maximum(hi - lo, 1e-300))
     return mass / max(mass.sum(), 1e-12) / np.diff(edges)
 
 
