@@ -7,7 +7,6 @@ Each run is a ``Trainer`` on ``configs/fmnist_<variant>.yaml`` with ``train.epoc
 the budget; its run directory keeps ``bench_eval.json``, so an interrupted benchmark
 re-run skips the finished runs (and resumes a half-trained one from its checkpoint).
 
-    pip install -e '.[bench]'   # matplotlib for the chart
     python benchmarks/fmnist_strategies.py [--epochs 1] [--seeds 0 1 2] [--readme README.md]
 """
 

@@ -31,7 +31,7 @@ def test_config_validates(path):
 
 
 def test_sample4geo_reference_recipe():
-    """PAPERS.md, Sample4Geo: ConvNeXt-B, batch 128, 40 epochs, AdamW lr 1e-3, 1 warm-up epoch,
+    """docs/methods.md, Sample4Geo: ConvNeXt-B, batch 128, 40 epochs, AdamW lr 1e-3, 1 warm-up epoch,
     clip by value 100, label smoothing 0.1, T0 0.07, select 64 of range 128, GPS 4 epochs then mined every 4."""
     cfg, name = _load(CONFIGS[[p.stem for p in CONFIGS].index("cvusa_sample4geo")])
     assert name == "cvusa" and cfg.model.backbone.split(".")[0] == "convnext_base" and cfg.model.pretrained

@@ -1,5 +1,6 @@
 """What the MoCo and cross-view trainers share around their loops: the checkpoint path, the
-stop flag a signal sets, evaluation at epoch ends, and the final result / metrics.json."""
+stop flag a signal sets, evaluation at epoch ends, and the final result / metrics.json /
+report.png."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.device import autocast, use_deterministic_kernels
 from vissl_neg.engine.run_dir import diverged
+from vissl_neg.errors import one_line
 
 
 class TrainerBase:
@@ -138,4 +140,15 @@ class TrainerBase:
         }
         if self.is_main:
             (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+            self._write_report()
         return result
+
+    def _write_report(self) -> None:
+        """RUN_DIR/report.png from the run's TensorBoard logs; a picture that cannot be drawn
+        is a note, never a failed run."""
+        from vissl_neg.engine.report import REPORT, write_report
+
+        try:
+            write_report(self.out_dir)
+        except Exception as exc:  # noqa: BLE001 (whatever went wrong, the trained weights are saved)
+            print(f"note: no {self.out_dir / REPORT} ({type(exc).__name__}: {one_line(exc)})", flush=True)
