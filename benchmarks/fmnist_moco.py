@@ -70,7 +70,8 @@ def main() -> int:
     rows = []
 
     torch.manual_seed(cfg.train.seed)
-    random_backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem)
+    random_backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
+                                     patch_size=cfg.model.patch_size)
     init_state = copy.deepcopy(random_backbone.state_dict())
     train_set = build_dataset(cfg.data, "train")
     recalibrate_bn(random_backbone, train_set, EvalTransform(cfg.augment, 1), device, seed=cfg.train.seed)
@@ -86,7 +87,8 @@ def main() -> int:
     ours = trainer.model.encoder_q.backbone
 
     print("lightly MoCo ...", flush=True)
-    theirs = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem)
+    theirs = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
+                            patch_size=cfg.model.patch_size)
     theirs.load_state_dict(init_state)
     theirs_ips = train_lightly(cfg, theirs)
 

@@ -75,7 +75,8 @@ def random_init(seed: int, out_root: Path, overrides: list[str], device) -> dict
         return json.loads(done.read_text())
     cfg = load_config(ROOT / "configs" / "fmnist_moco.yaml", [f"train.seed={seed}"] + overrides)
     torch.manual_seed(seed)
-    backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem)
+    backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
+                              patch_size=cfg.model.patch_size)
     train_set = build_dataset(cfg.data, "train")
     recalibrate_bn(backbone, train_set, EvalTransform(cfg.augment, 1), device, seed=seed)
     row = scores(cfg, backbone, device)

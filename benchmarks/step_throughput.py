@@ -71,7 +71,8 @@ def main() -> int:
         trainer.sampler.set_epoch(0, 0)
         images, labels, indices = trainer.train_set.__getitems__(next(iter(trainer.sampler)))
         torch.manual_seed(0)
-        theirs = build_backbone(cfg.model.backbone, 3, cfg.model.small_stem)
+        theirs = build_backbone(cfg.model.backbone, 3, cfg.model.small_stem, image_size=cfg.augment.size,
+                                patch_size=cfg.model.patch_size)
         ours_state = {k: v for k, v in trainer.model.encoder_q.backbone.state_dict().items()}
         theirs.load_state_dict({k: v for k, v in ours_state.items() if k in theirs.state_dict()}, strict=False)
         lightly = LightlyMoCo(cfg, theirs, 3)

@@ -216,6 +216,7 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     from pathlib import Path
 
     import timm
+    import yaml
 
     from helpers import subprocess_env
 
@@ -241,7 +242,26 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     card = json.loads((run / "export" / "model_card.json").read_text())
     assert card["method"] == "sample4geo" and card["recall"]["R@1"] == printed["R@1"]
     model = timm.create_model("resnet10t", num_classes=0)
-    model.load_state_dict(torch.load(run / "export" / "backbone.pth"), strict=True)
+    model.load_state_dict(torch.load(run / "export" / "backbone.pth", weights_only=True), strict=True)
+    # the hub layout: local-dir: rebuilds the shared encoder, same features for both views
+    from vissl_neg.engine import checkpoint as ckpt
+    from vissl_neg.models import build_cross_view_model
+
+    cfg, state = ckpt.load_run(run, "geo")
+    trained = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size))
+    trained.load_state_dict(state["model"])
+    hub = timm.create_model(f"local-dir:{run / 'export'}", pretrained=True).eval()
+    for shape in ((3, 32, 32), (3, 16, 64)):  # geo_overrides' satellite and panorama
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            assert torch.equal(hub(x), trained.backbone.eval()(x))
+    config = json.loads((run / "export" / "config.json").read_text())
+    assert config["architecture"] == "resnet10t" and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    readme = (run / "export" / "README.md").read_text()
+    meta = yaml.safe_load(readme.split("---\n")[1])
+    assert meta["library_name"] == "timm" and "sample4geo" in meta["tags"]
+    recalls = {m["name"]: m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert recalls == {k: v for k, v in printed.items() if k.startswith("R@")}
     refused = tool("tools/knn.py", str(run))
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         f"error: '{run}' is a geo run, not a moco run; evaluate it with tools/eval_geo.py"]

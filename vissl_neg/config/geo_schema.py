@@ -46,6 +46,7 @@ class GeoModelConfig:
     backbone: str = "convnext_base"
     pretrained: bool = False  # timm's ImageNet weights (downloaded from the Hugging Face hub)
     pretrained_file: str = ""  # or a local weights file for the same timm model
+    patch_size: int = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = the model's own
     init_temperature: float = 0.07  # the learnable logit scale starts at log(1 / init_temperature)
     channels_last: bool = False
 

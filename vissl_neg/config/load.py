@@ -308,7 +308,7 @@ def validate(cfg: Config) -> None:
                   "optim.base_batch", "loss.temperature", "augment.size", "eval.knn_k", "eval.knn_temperature",
                   "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
                   "eval.linear_batch_size"),
-        non_negative=("data.subset", "model.head_hidden", "loss.beta"),
+        non_negative=("data.subset", "model.head_hidden", "model.patch_size", "loss.beta"),
         probabilities=tuple(f"augment.{k}" for k in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p")),
     )
     if not 0.0 <= cfg.model.momentum < 1.0:
@@ -347,7 +347,8 @@ def validate_geo(cfg: GeoConfig) -> None:
         cfg,
         positive=("data.sat_size", "model.init_temperature", "sampling.neighbour_select", "sampling.neighbour_range",
                   "sampling.chunk_size", "eval.batch_size"),
-        non_negative=("optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every", "eval.chunk_size"),
+        non_negative=("model.patch_size", "optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every",
+                      "eval.chunk_size"),
         probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p",
                                                       "dropout_p")),
     )

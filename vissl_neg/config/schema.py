@@ -47,6 +47,7 @@ class AugmentConfig:
 class ModelConfig:
     backbone: str = "resnet10t"
     small_stem: bool = False  # first conv stride 1 and no max-pool, for 28x28 / 32x32 inputs
+    patch_size: int = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = the model's own
     head_hidden: int = 512  # 0 = the backbone's feature width
     dim: int = 128
     momentum: float = 0.99

@@ -24,7 +24,7 @@ from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarities
-from vissl_neg.models import MoCo, build_encoder, momentum_at
+from vissl_neg.models import MoCo, build_encoder, count_batch_norms, momentum_at
 from vissl_neg.negatives import NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
 
@@ -62,18 +62,27 @@ class Trainer(TrainerBase):
         in_chans = self.train_set.in_chans
         self.augment = ViewAugment(cfg.augment, in_chans).to(self.device)
         self.eval_transform = EvalTransform(cfg.augment, in_chans).to(self.device)
+        self.notes: list[str] = []
         shuffle_bn = cfg.model.shuffle_bn
         if shuffle_bn == "auto":
             shuffle_bn = "ddp" if dist.world_size() > 1 else "split"
         if shuffle_bn == "ddp" and dist.world_size() == 1:
             raise ConfigError("model.shuffle_bn=ddp needs several processes (torchrun); use split on one process")
         encoder = build_encoder(cfg.model, in_chans, cfg.augment.size)
+        n_bn = count_batch_norms(encoder.backbone)
+        if n_bn == 0 and cfg.model.shuffle_bn in ("auto", "split"):
+            shuffle_bn = "none"
+            self.notes.append(f"'{cfg.model.backbone}' has no BatchNorm, so there are no batch statistics to leak; "
+                              f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped")
         neg = cfg.negatives
         bank_items = len(self.train_set) if neg.source == "memory_bank" else 0
         if bank_items and neg.size >= bank_items:
             raise ConfigError(f"negatives.size={neg.size} must be below the {bank_items} training images of the memory bank")
         self.model = MoCo(encoder, neg.size, shuffle_bn, cfg.model.bn_splits, bank_items, neg.bank_momentum,
                           neg.bank_dtype).to(self.device)
+        if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
+            self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
+                              f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
         self.strategies = build_strategies(neg.strategies)
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
             seed_everything(cfg.train.seed + 7919 * dist.rank())
@@ -87,7 +96,6 @@ class Trainer(TrainerBase):
         self.query_encoder = self.model.encoder_q
         if dist.is_dist():
             self.query_encoder = DDP(self.model.encoder_q, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.notes: list[str] = []
         self.loader_set, self.decoder = self.train_set, None
         if cfg.data.decode_on == "device":
             from vissl_neg.data.device_decode import DeviceJpegDecoder

@@ -83,7 +83,8 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
     cfg, state = ckpt.load_run(run_dir)
     torch.manual_seed(cfg.train.seed)
-    backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem)
+    backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem,
+                              image_size=cfg.augment.size, patch_size=cfg.model.patch_size)
     if random_init:
         train_set = build_dataset(cfg.data, "train")
         dev = torch.device(device)

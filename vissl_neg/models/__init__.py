@@ -1,10 +1,18 @@
 """timm encoder + MoCo head, momentum update, shuffle-BN."""
 
 from vissl_neg.models.cross_view import CrossViewModel, build_cross_view_model
-from vissl_neg.models.encoder import Encoder, ProjectionHead, apply_small_stem, build_backbone, build_encoder
+from vissl_neg.models.encoder import (
+    Encoder,
+    ProjectionHead,
+    apply_small_stem,
+    build_backbone,
+    build_encoder,
+    check_input,
+    timm_kwargs,
+)
 from vissl_neg.models.moco import MoCo
 from vissl_neg.models.momentum import momentum_at, momentum_update
-from vissl_neg.models.shuffle_bn import SplitBatchNorm2d, convert_split_bn
+from vissl_neg.models.shuffle_bn import SplitBatchNorm2d, SplitBatchNormAct2d, convert_split_bn, count_batch_norms
 
 __all__ = [
     "CrossViewModel",
@@ -12,11 +20,15 @@ __all__ = [
     "MoCo",
     "ProjectionHead",
     "SplitBatchNorm2d",
+    "SplitBatchNormAct2d",
     "apply_small_stem",
     "build_backbone",
     "build_cross_view_model",
     "build_encoder",
+    "check_input",
     "convert_split_bn",
+    "count_batch_norms",
     "momentum_at",
     "momentum_update",
+    "timm_kwargs",
 ]

@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vissl_neg.errors import ConfigError
-from vissl_neg.models.encoder import build_backbone
+from vissl_neg.models.encoder import build_backbone, check_input, fixed_input_size
 
 
 class CrossViewModel(nn.Module):
@@ -29,17 +28,10 @@ class CrossViewModel(nn.Module):
 def build_cross_view_model(cfg, sat_size: int, pano_size: tuple[int, int]) -> CrossViewModel:
     """``cfg`` is the geo ``model`` section; a dry run on both view shapes turns an input the
     backbone cannot take into a one-line :class:`ConfigError`."""
-    backbone = build_backbone(cfg.backbone, 3, pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file)
-    backbone.eval()
-    for name, shape in (("satellite", (sat_size, sat_size)), ("panorama", tuple(pano_size))):
-        try:
-            with torch.no_grad():
-                feats = backbone(torch.zeros(1, 3, *shape))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"backbone '{cfg.backbone}' cannot embed {name} images of {shape[0]}x{shape[1]} "
-                              f"({first}); use larger data sizes or another backbone") from None
-        if feats.dim() != 2:
-            raise ConfigError(f"backbone '{cfg.backbone}' returns features of shape {tuple(feats.shape)}, expected (B, F)")
-    backbone.train()
+    backbone = build_backbone(cfg.backbone, 3, pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file,
+                              patch_size=cfg.patch_size)
+    hint = ("it takes one fixed input size, the two views differ" if fixed_input_size(cfg.backbone)
+            else "use larger data sizes or another backbone")
+    for name, shape in (("satellite images", (sat_size, sat_size)), ("panoramas", tuple(pano_size))):
+        check_input(backbone, cfg.backbone, (3, *shape), name, hint)
     return CrossViewModel(backbone, cfg.init_temperature)

@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models import get_pretrained_cfg
 
 from vissl_neg.errors import ConfigError
 
@@ -29,29 +30,102 @@ def apply_small_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def fixed_input_size(name: str) -> bool:
+    """Whether timm's ``name`` takes only the input size it was built for (ViT, DeiT, Swin, ...)."""
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def timm_kwargs(name: str, in_chans: int, image_size: int | None = None, patch_size: int = 0) -> dict:
+    """The arguments :func:`build_backbone` gives ``timm.create_model`` besides the name, as a
+    release's config.json ``model_args`` repeats them: no classifier, ``in_chans``, the data's
+    ``img_size`` for models with a fixed input size, and ``patch_size`` when set (0 = the model's own)."""
+    kwargs = {"num_classes": 0, "in_chans": in_chans}
+    if image_size and fixed_input_size(name):
+        kwargs["img_size"] = image_size
+    if patch_size:
+        kwargs["patch_size"] = patch_size
+    return kwargs
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _patch_size(model: nn.Module) -> int | None:
+    size = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    return max(size) if isinstance(size, (tuple, list)) else size
+
+
+def _check_patches(name: str, model: nn.Module, image_size: int) -> None:
+    """Patches must tile the image: timm's patch embedding silently drops the pixels left over."""
+    patch = _patch_size(model)
+    if not patch or image_size % patch == 0:
+        return
+    fits = [p for p in range(image_size // 4, 1, -1) if image_size % p == 0][:2]
+    advice = (" or ".join(f"model.patch_size={p} (a {image_size // p}x{image_size // p} grid)" for p in fits)
+              if fits else f"an augment.size divisible by {patch}")
+    raise ConfigError(f"backbone '{name}' cuts {image_size}x{image_size} inputs into {patch}x{patch} patches, "
+                      f"which do not tile them; use {advice}")
+
+
 def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretrained: bool = False,
-                   pretrained_file: str = "") -> nn.Module:
-    """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features.
-    ``pretrained`` loads timm's weights (a download), ``pretrained_file`` a local weights file."""
+                   pretrained_file: str = "", image_size: int | None = None, patch_size: int = 0) -> nn.Module:
+    """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features,
+    built with :func:`timm_kwargs`. ``pretrained`` loads timm's weights (a download),
+    ``pretrained_file`` a local weights file."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown timm model '{name}' in model.backbone{hint}")
-    kwargs = {}
+    kwargs = timm_kwargs(name, in_chans, image_size, patch_size)
+    extra = {}
     if pretrained_file:
         if not Path(pretrained_file).is_file():
             raise ConfigError(f"model.pretrained_file '{pretrained_file}' does not exist")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+        extra["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+    size = f"{in_chans}x{image_size}x{image_size} inputs" if "img_size" in kwargs else f"{in_chans}-channel inputs"
     try:
-        model = timm.create_model(name, pretrained=bool(pretrained or pretrained_file), num_classes=0,
-                                  in_chans=in_chans, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:  # no network, a wrong or damaged file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot load pretrained weights for '{name}' ({first}); "
-                          "use model.pretrained_file=PATH or model.pretrained=false") from None
+        model = timm.create_model(name, pretrained=bool(pretrained or pretrained_file), **kwargs, **extra)
+    except TypeError as exc:  # an argument this architecture does not take
+        if "patch_size" in str(exc):
+            raise ConfigError(f"backbone '{name}' takes no patch size ({_first_line(exc)}); "
+                              "use model.patch_size=0") from None
+        raise ConfigError(f"timm cannot build '{name}' for {size} ({_first_line(exc)})") from None
+    except (OSError, RuntimeError, ValueError, AssertionError) as exc:
+        if pretrained or pretrained_file:  # no network, a wrong or damaged file
+            raise ConfigError(f"cannot load pretrained weights for '{name}' ({_first_line(exc)}); "
+                              "use model.pretrained_file=PATH or model.pretrained=false") from None
+        raise ConfigError(f"timm cannot build '{name}' for {size} ({_first_line(exc)}); "
+                          "try another augment.size or backbone") from None
+    if image_size:
+        _check_patches(name, model, image_size)
     if small_stem:
         apply_small_stem(model)
     return model
+
+
+def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], what: str = "inputs",
+                hint: str = "") -> int:
+    """One zero image of ``shape`` (C, H, W) through ``backbone`` in eval mode on its device ->
+    the feature width F; an input the backbone cannot take is a one-line :class:`ConfigError`."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            feats = backbone(torch.zeros(1, *shape, device=next(backbone.parameters()).device))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        info = getattr(backbone, "feature_info", None)
+        stride = info[-1].get("reduction") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
+        size = "x".join(map(str, shape))
+        raise ConfigError(f"backbone '{name}' cannot embed {what} of {size} ({_first_line(exc)})"
+                          + (f"; it downsamples by {stride}" if stride else "") + (f"; {hint}" if hint else "")
+                          ) from None
+    finally:
+        backbone.train(was_training)
+    if feats.dim() != 2:
+        raise ConfigError(f"backbone '{name}' returns features of shape {tuple(feats.shape)}, expected (B, F)")
+    return feats.shape[1]
 
 
 class ProjectionHead(nn.Module):
@@ -79,21 +153,10 @@ class Encoder(nn.Module):
 
 
 def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
-    """``cfg`` is the ``model`` section. A dry run on one tiny batch turns shape errors
-    (an input too small for the backbone) into a one-line :class:`ConfigError`."""
-    backbone = build_backbone(cfg.backbone, in_chans, cfg.small_stem)
-    try:
-        with torch.no_grad():
-            backbone.eval()
-            feats = backbone(torch.zeros(2, in_chans, image_size, image_size))
-            backbone.train()
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(
-            f"backbone '{cfg.backbone}' cannot embed {in_chans}x{image_size}x{image_size} inputs ({first}); "
-            "try model.small_stem=true, a larger augment.size or another backbone"
-        ) from None
-    if feats.dim() != 2:
-        raise ConfigError(f"backbone '{cfg.backbone}' returns features of shape {tuple(feats.shape)}, expected (B, F)")
-    head = ProjectionHead(feats.shape[1], cfg.head_hidden, cfg.dim)
-    return Encoder(backbone, head)
+    """``cfg`` is the ``model`` section; a dry run turns an input the backbone cannot take
+    into a one-line :class:`ConfigError`."""
+    backbone = build_backbone(cfg.backbone, in_chans, cfg.small_stem, image_size=image_size,
+                              patch_size=cfg.patch_size)
+    width = check_input(backbone, cfg.backbone, (in_chans, image_size, image_size),
+                        hint="try a larger augment.size, model.small_stem=true or another backbone")
+    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim))

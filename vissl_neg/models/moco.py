@@ -26,7 +26,7 @@ class MoCo(nn.Module):
     image (the other attribute is None).
 
     ``shuffle_bn``: 'ddp' (permute keys across ranks), 'split' (G-group BN + permuted
-    key batch on one process) or 'none'.
+    key batch on one process; ``split_bn_layers`` counts the converted BN layers) or 'none'.
     """
 
     def __init__(
@@ -41,8 +41,7 @@ class MoCo(nn.Module):
     ):
         super().__init__()
         self.shuffle_bn = shuffle_bn
-        if shuffle_bn == "split":
-            convert_split_bn(encoder, bn_splits)
+        self.split_bn_layers = convert_split_bn(encoder, bn_splits) if shuffle_bn == "split" else 0
         self.encoder_q = encoder
         self.encoder_k = copy.deepcopy(encoder)
         for p in self.encoder_k.parameters():

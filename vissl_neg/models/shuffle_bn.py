@@ -3,10 +3,10 @@ come from the same samples as their queries, so BN cannot leak the positive.
 
 - Under DDP: the key batch is permuted across ranks before the key encoder and restored
   after (``batch_shuffle_ddp`` / ``batch_unshuffle_ddp``).
-- On one process: every BatchNorm2d computes statistics over G interleaved groups of the
-  batch (``SplitBatchNorm2d``, as in MoCo's single-GPU demo) and the key batch is
-  permuted before the key encoder (``batch_shuffle_single``), so each key is normalised
-  with a group different from its query's.
+- On one process: every BatchNorm2d (and timm's BatchNormAct2d) computes statistics over
+  G interleaved groups of the batch (``SplitBatchNorm2d``, as in MoCo's single-GPU demo) and
+  the key batch is permuted before the key encoder (``batch_shuffle_single``), so each key
+  is normalised with a group different from its query's.
 """
 
 from __future__ import annotations
@@ -15,8 +15,33 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
 
 from vissl_neg.engine.distributed import concat_all_gather, rank, world_size
+
+
+def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """Training-mode BN of (N, C, H, W) with statistics per group (sample n in group n mod G);
+    ``bn``'s running statistics become the mean of the G groups' updates. Needs N divisible by G."""
+    n, c, h, w = x.shape
+    g = num_splits
+    mean_split = bn.running_mean.repeat(g)
+    var_split = bn.running_var.repeat(g)
+    out = F.batch_norm(
+        x.reshape(n // g, c * g, h, w),
+        mean_split,
+        var_split,
+        bn.weight.repeat(g),
+        bn.bias.repeat(g),
+        True,
+        bn.momentum if bn.momentum is not None else 0.1,
+        bn.eps,
+    ).view(n, c, h, w)
+    with torch.no_grad():
+        bn.running_mean.copy_(mean_split.view(g, c).mean(0))
+        bn.running_var.copy_(var_split.view(g, c).mean(0))
+        bn.num_batches_tracked.add_(1)
+    return out
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -34,36 +59,40 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
-        n, c, h, w = x.shape
-        g = self.num_splits
-        mean_split = self.running_mean.repeat(g)
-        var_split = self.running_var.repeat(g)
-        out = F.batch_norm(
-            x.reshape(n // g, c * g, h, w),
-            mean_split,
-            var_split,
-            self.weight.repeat(g),
-            self.bias.repeat(g),
-            True,
-            self.momentum if self.momentum is not None else 0.1,
-            self.eps,
-        ).view(n, c, h, w)
-        with torch.no_grad():
-            self.running_mean.copy_(mean_split.view(g, c).mean(0))
-            self.running_var.copy_(var_split.view(g, c).mean(0))
-            self.num_batches_tracked.add_(1)
-        return out
+        return split_batch_norm(self, x, self.num_splits)
+
+
+class SplitBatchNormAct2d(BatchNormAct2d):
+    """timm's BatchNormAct2d (BN, then dropout and activation; EfficientNet, RegNet, ...) with
+    the statistics of :class:`SplitBatchNorm2d`; the same state dict as BatchNormAct2d."""
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        return self.act(self.drop(split_batch_norm(self, x, self.num_splits)))
+
+
+def count_batch_norms(module: nn.Module) -> int:
+    """BatchNorm layers of any kind in ``module`` (0 for LayerNorm models such as ViTs and ConvNeXts)."""
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def convert_split_bn(module: nn.Module, num_splits: int) -> int:
-    """Replace every plain ``nn.BatchNorm2d`` in place by a ``SplitBatchNorm2d`` with the same
-    state; returns how many were replaced."""
+    """Replace every plain ``nn.BatchNorm2d`` and timm ``BatchNormAct2d`` in place by its split
+    version with the same state; returns how many were replaced."""
     count = 0
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            split = SplitBatchNorm2d(
-                child.num_features, num_splits, eps=child.eps, momentum=child.momentum, affine=child.affine
-            )
+        if type(child) in (nn.BatchNorm2d, BatchNormAct2d):
+            kwargs = dict(eps=child.eps, momentum=child.momentum, affine=child.affine)
+            if type(child) is BatchNormAct2d:
+                split = SplitBatchNormAct2d(child.num_features, num_splits, apply_act=False, **kwargs)
+                split.drop, split.act = child.drop, child.act
+            else:
+                split = SplitBatchNorm2d(child.num_features, num_splits, **kwargs)
             split.load_state_dict(child.state_dict())
             setattr(module, name, split)
             count += 1

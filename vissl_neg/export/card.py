@@ -1,0 +1,187 @@
+"""A release's model card: the run's evaluation results, and README.md with the Hugging Face
+front matter (library_name, license, tags, datasets, model-index) over the recipe, the
+numbers, how to load the weights and the full config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+# data.name -> (display name, Hugging Face dataset id or None, the split evaluations use)
+DATASETS = {
+    "fashion_mnist": ("Fashion-MNIST", "zalando-datasets/fashion_mnist", "test"),
+    "imagenet": ("ImageNet-1k", "ILSVRC/imagenet-1k", "validation"),
+    "imagenet100": ("ImageNet-100 (CMC's 100 ImageNet-1k classes)", "ILSVRC/imagenet-1k", "validation"),
+    "image_folder": ("an image folder", None, "val"),
+    "cvusa": ("CVUSA", None, "test"),
+}
+METHODS = {"moco_v2": "MoCo v2", "sample4geo": "Sample4Geo"}
+
+
+def _read(run_dir: Path, name: str) -> dict | None:
+    path = run_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _current(result: dict | None, step: int, name: str, skipped: list[str]) -> dict | None:
+    """``result`` unless it was computed at another step than the checkpoint's (then noted in ``skipped``)."""
+    if result is not None and result.get("step", step) != step:
+        skipped.append(f"{name}.json (evaluated at step {result['step']}, the checkpoint is at step {step})")
+        return None
+    return result
+
+
+def _entry(task: str, metric: str, name: str, value, baseline, split: str, source: str) -> dict:
+    return {"task": task, "metric": metric, "name": name, "value": value, "random_init": baseline,
+            "split": split, "source": source}
+
+
+def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]]:
+    """-> (results, skipped files): kNN and linear-probe top-1 from RUN_DIR/knn.json and
+    linear_probe.json (tools/knn.py, tools/linear_probe.py), the random-init baselines beside
+    them; the training's last kNN monitor when knn.json is absent."""
+    step, skipped, results = state["step"], [], []
+    split = DATASETS.get(cfg.data.name, (None, None, "test"))[2]
+    base = {n: r["top1"] for n in ("knn", "linear_probe") if (r := _read(run_dir, f"{n}_random_init"))}
+    knn = _current(_read(run_dir, "knn"), step, "knn", skipped)
+    monitor = state.get("metrics") or []
+    if knn is not None:
+        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={knn.get('k', cfg.eval.knn_k)})",
+                              knn["top1"], base.get("knn"), split, "knn.json"))
+    elif monitor and monitor[-1]["step"] == step and monitor[-1].get("knn_top1") is not None:
+        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={cfg.eval.knn_k}, training monitor)",
+                              round(monitor[-1]["knn_top1"], 2), None, split, "last.ckpt"))
+    probe = _current(_read(run_dir, "linear_probe"), step, "linear_probe", skipped)
+    if probe is not None:
+        results.append(_entry("linear probe", "accuracy", "linear probe top-1", probe["top1"],
+                              base.get("linear_probe"), split, "linear_probe.json"))
+    return results, skipped
+
+
+def geo_results(run_dir: Path, state: dict) -> tuple[list[dict], list[str]]:
+    """-> (results, skipped files): R@1/5/10/1% from RUN_DIR/eval_geo.json (tools/eval_geo.py)
+    with its random-init baseline, else the training's last recall monitor."""
+    step, skipped = state["step"], []
+    found = _current(_read(run_dir, "eval_geo"), step, "eval_geo", skipped)
+    base = _read(run_dir, "eval_geo_random_init") or {}
+    source, split = "eval_geo.json", (found or {}).get("split", "test")
+    if found is None:
+        monitor = state.get("metrics") or []
+        if not (monitor and monitor[-1]["step"] == step):
+            return [], skipped
+        found, source = {k: round(v, 2) for k, v in monitor[-1].items() if k.startswith("R@")}, "last.ckpt"
+    task = "cross-view retrieval (ground panorama -> satellite)"
+    return [_entry(task, "recall", k, v, base.get(k), split, source) for k, v in found.items()
+            if k.startswith("R@")], skipped
+
+
+def tags(cfg, geo: bool) -> list[str]:
+    out = ["image-feature-extraction", "timm", "vissl_neg", "self-supervised", "contrastive-learning"]
+    if geo:
+        return out + ["sample4geo", "cross-view-geo-localization", "hard-negative-mining"]
+    out += ["moco", "moco-v2"]
+    if cfg.negatives.source == "memory_bank":
+        out.append("memory-bank")
+    names = [str(s["name"]).replace("_", "-") for s in cfg.negatives.strategies]
+    out += ["hard-negatives"] * bool(names) + [n for n in dict.fromkeys(names)]
+    if cfg.loss.name == "debiased":
+        out.append("debiased-contrastive-loss")
+    return out
+
+
+def front_matter(card: dict, cfg, geo: bool, repo_id: str, license: str) -> dict:
+    """The Hugging Face metadata block of README.md."""
+    name, hub_id, _ = DATASETS.get(cfg.data.name, (cfg.data.name, None, "test"))
+    meta = {"library_name": "timm", "license": license, "pipeline_tag": "image-feature-extraction",
+            "tags": tags(cfg, geo)}
+    if hub_id:
+        meta["datasets"] = [hub_id]
+    if card["results"]:
+        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [
+            {"task": {"type": "image-feature-extraction", "name": r["task"]},
+             "dataset": {"name": name, "type": hub_id or cfg.data.name, "split": r["split"]},
+             "metrics": [{"type": r["metric"], "name": r["name"], "value": r["value"]}]}
+            for r in card["results"]]}]
+    return meta
+
+
+def recipe(cfg, geo: bool, card: dict) -> list[tuple[str, str]]:
+    """The key config values, as (what, value) rows."""
+    m, o = cfg.model, cfg.optim
+    rows = [("backbone", f"`{m.backbone}` (timm), random init" if not getattr(m, "pretrained", False)
+             and not getattr(m, "pretrained_file", "") else f"`{m.backbone}` (timm), from pretrained weights")]
+    if m.patch_size:
+        rows.append(("patch size", str(m.patch_size)))
+    if geo:
+        d = cfg.data
+        rows += [("method", "Sample4Geo: one shared encoder, symmetric InfoNCE with a learnable logit scale "
+                            f"(label smoothing {cfg.loss.label_smoothing}), GPS / mined hard-negative batches"),
+                 ("inputs", f"satellite {d.sat_size}x{d.sat_size}, panorama {d.pano_size[0]}x{d.pano_size[1]}"),
+                 ("sampling", f"{cfg.sampling.neighbour_select} of the {cfg.sampling.neighbour_range} nearest; "
+                              f"GPS for {cfg.sampling.gps_epochs} epochs, mined every {cfg.sampling.mine_every}")]
+    else:
+        n, a = cfg.negatives, cfg.augment
+        strategies = ", ".join(json.dumps(s) for s in n.strategies) or "none"
+        shuffle = m.shuffle_bn if card["batch_norm_layers"] else "off (no BatchNorm)"
+        rows += [("method", f"MoCo v2: MLP head {m.head_hidden or 'F'}-{m.dim}, momentum {m.momentum} "
+                            f"({m.momentum_schedule}), shuffle-BN {shuffle}"),
+                 ("negatives", f"{n.source} of {n.size}; strategies: {strategies}"),
+                 ("loss", f"{cfg.loss.name}, temperature {cfg.loss.temperature}"
+                          + (", dual view" if cfg.loss.dual_view else "")),
+                 ("views", f"{a.size}x{a.size}, crop scale {a.crop_scale}, colour jitter p {a.jitter_p}, "
+                           f"blur p {a.blur_p}, flip p {a.flip_p}")]
+    rows += [("optimiser", f"{o.name}, lr {o.lr}, weight decay {o.weight_decay}, batch {o.batch_size}, "
+                           f"{o.warmup_epochs} warm-up epochs, cosine"),
+             ("training", f"{card['step']} steps ({card['epochs']} full epochs of {cfg.train.epochs}), "
+                          f"seed {cfg.train.seed}")]
+    return rows
+
+
+def render_readme(card: dict, cfg, geo: bool, repo_id: str, license: str) -> str:
+    """README.md: YAML front matter, then recipe, results, loading, files and the full config."""
+    meta = yaml.safe_dump(front_matter(card, cfg, geo, repo_id, license), sort_keys=False, allow_unicode=True)
+    dataset = DATASETS.get(cfg.data.name, (cfg.data.name,))[0]
+    method = METHODS[card["method"]]
+    c, h, w = card["input"]["input_size"]
+    lines = [f"---\n{meta}---", f"# {card['backbone']} · {method} · {dataset}", "",
+             f"A `{card['backbone']}` image encoder trained with {method} on {dataset} by "
+             f"vissl_neg ({card['step']} steps). The classifier is removed: the model "
+             f"returns pooled {card['num_features']}-d features of {c}x{h}x{w} images.", ""]
+    if card.get("small_stem"):
+        lines += ["> **Modified stem.** This run used `model.small_stem=true` (first convolution with stride 1, "
+                  "no stem max-pool), which timm's config cannot express: after loading, call "
+                  "`vissl_neg.models.apply_small_stem(model)` or the features differ from the trained ones.", ""]
+    lines += ["## Results", ""]
+    if card["results"]:
+        lines += ["| evaluation | split | this model | random init | from |", "|---|---|---|---|---|"]
+        for r in card["results"]:
+            base = "" if r["random_init"] is None else r["random_init"]
+            lines.append(f"| {r['name']} | {r['split']} | {r['value']} | {base} | `{r['source']}` |")
+    else:
+        lines.append("No evaluation found in the run directory (run tools/knn.py, tools/linear_probe.py or "
+                     "tools/eval_geo.py before exporting).")
+    for item in card["skipped"]:
+        lines.append(f"\nLeft out, stale: {item}.")
+    lines += ["", "## Recipe", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in recipe(cfg, geo, card)]
+    lines += ["", "## How to load", "", "```python", "import timm, torch", "",
+              f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)  # or "local-dir:PATH/TO/export"',
+              "model.eval()",
+              "data_cfg = timm.data.resolve_data_config({}, model=model)  # size, mean, std, crop of the training",
+              "transform = timm.data.create_transform(**data_cfg)",
+              "with torch.no_grad():",
+              "    features = model(transform(image).unsqueeze(0))  # (1, %d)" % card["num_features"],
+              "```", "",
+              f"`config.json` rebuilds the trained architecture: `timm.create_model(\"{card['backbone']}\", "
+              + ", ".join(f"{k}={v!r}" for k, v in card["model_args"].items()) + ")`.",
+              "`backbone.pth` holds the same state dict for plain `torch.load(..., weights_only=True)` "
+              "(for ResNets torchvision's `resnet*` loads it with only `fc` missing).", ""]
+    if geo:
+        lines += [f"Both views go through the same encoder: satellite tiles at {h}x{w} (the config's input size) "
+                  f"and ground panoramas at {card['input']['pano_size'][0]}x{card['input']['pano_size'][1]}; "
+                  "compare L2-normalised features with a dot product.", ""]
+    lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{name}` | `{digest}` |" for name, digest in card["sha256"].items()]
+    lines += ["", "## Full config", "", "```yaml", yaml.safe_dump(card["config"], sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
