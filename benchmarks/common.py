@@ -70,7 +70,7 @@ class LightlyMoCo:
         head = MoCoProjectionHead(feat_dim, cfg.model.head_hidden or feat_dim, cfg.model.dim)
         self.query = torch.nn.Sequential(backbone, head).to(device)
         self.key = copy.deepcopy(self.query)
-        if channels_last:
+        if channels_last and not compile:  # as vissl_neg: inductor picks the weights' layout
             self.query.to(memory_format=torch.channels_last)
             self.key.to(memory_format=torch.channels_last)
         deactivate_requires_grad(self.key)

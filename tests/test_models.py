@@ -294,3 +294,29 @@ def test_build_backbone_unknown_name_suggests(name, suggestion):
     assert f"'{name}'" in msg and "model.backbone" in msg
     assert f"'{suggestion}'" in msg
     assert timm.is_model(suggestion)
+
+
+@pytest.mark.parametrize("n,g", [(8, 4), (12, 3)])
+def test_split_bn_on_channels_last_normalises_contiguous_blocks(n, g):
+    """channels_last activations: groups are blocks of N/G samples (no layout copy), each the
+    per-group BN of the reference, running statistics the mean of the groups' updates, and
+    the output stays channels_last."""
+    torch.manual_seed(n * g)
+    c = 3
+    bn = SplitBatchNorm2d(c, g, momentum=0.2)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c) + 0.5)
+        bn.bias.copy_(torch.randn(c))
+    x = torch.randn(n, c, 5, 4) + torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1) // (n // g) * 2.0
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    blocks = x.view(g, n // g, c, 5, 4).transpose(0, 1).reshape(n, c, 5, 4)  # block j -> samples j, j+g, ...
+    ref_out, ref_rm, ref_rv = _reference_split_bn(blocks, bn.weight.detach(), bn.bias.detach(), rm, rv, g, 0.2, bn.eps)
+    xl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out = bn.train()(xl)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    want = ref_out.view(n // g, g, c, 5, 4).transpose(0, 1).reshape(n, c, 5, 4)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.running_mean, ref_rm, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(bn.running_var, ref_rv, atol=1e-6, rtol=1e-6)
+    out.square().sum().backward()
+    assert xl.grad is not None and torch.isfinite(xl.grad).all()

@@ -63,5 +63,5 @@ def syncs_recorded():
         finally:
             torch.cuda.set_sync_debug_mode(previous)
     for w in caught:
-        if "synchroniz" in str(w.message):
+        if "called a synchronizing" in str(w.message):
             found.append(f"{w.filename}:{w.lineno}: {str(w.message).splitlines()[0]}")

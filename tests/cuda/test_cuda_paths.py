@@ -98,13 +98,16 @@ def test_geo_step_and_recall_on_cuda_equal_the_cpu(tmp_path):
     cpu, gpu = _geo(tmp_path / "cvusa", tmp_path / "cpu", "cpu"), _geo(tmp_path / "cvusa", tmp_path / "gpu", DEVICE)
     gpu.model.load_state_dict(cpu.model.state_dict())
     pano, sat, _, _ = cpu.train_set.__getitems__(list(range(8)))
-    for _ in range(2):
+    for step in range(2):
         a = cpu.train_step(pano, sat)
         b = gpu.train_step(pano.to(DEVICE), sat.to(DEVICE))
-        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * abs(float(a["loss"]))
-    for (name, p), q in zip(cpu.model.state_dict().items(), gpu.model.state_dict().values()):
-        if p.is_floating_point():
-            torch.testing.assert_close(q.cpu(), p, atol=2e-4, rtol=1e-3, msg=name)
+        assert abs(float(a["loss"]) - float(b["loss"])) <= 1e-4 * abs(float(a["loss"])), step
+        if step == 0:  # the gradients of the same step; after it AdamW's first, sign-like update
+            # turns rounding-level gradient differences into lr-sized weight differences
+            for (name, p), q in zip(cpu.model.named_parameters(), gpu.model.parameters()):
+                if p.grad is not None:
+                    err = (q.grad.cpu() - p.grad).norm() / p.grad.norm().clamp_min(1e-12)
+                    assert err < 1e-3, (name, float(err))
     g = torch.Generator().manual_seed(0)
     ref = torch.nn.functional.normalize(torch.randn(5000, 64, generator=g), dim=1)
     query = torch.nn.functional.normalize(ref[:1000] + 0.6 * torch.randn(1000, 64, generator=g), dim=1)

@@ -36,6 +36,12 @@ class TrainerBase:
     def _autocast(self):
         return autocast(self.device, self.amp_dtype)
 
+    def _compiles(self) -> bool:
+        """train.compile on CUDA. Weights then stay in the default layout (inductor picks conv layouts
+        itself; channels_last weights broke its convolution backward on torch 2.11); inputs still
+        go channels_last when asked."""
+        return self.cfg.train.compile and self.device.type == "cuda"
+
     def _cuda_options(self, module: torch.nn.Module, name: str) -> torch.nn.Module:
         """train.cudnn_benchmark, train.deterministic and train.compile on CUDA -> ``module``, compiled if asked; elsewhere
         notes that compile and model.channels_last (cfg.model) are for CUDA, and ``module`` as is."""

@@ -37,12 +37,20 @@ def use_fused(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """Fused (one-kernel) optimizer steps on CUDA, the for-each path elsewhere. With fp16 the
     GradScaler hands a fused optimizer its inf check as a tensor; any other optimizer makes
     the scaler read it on the host every step. Call again after ``load_state_dict``, which
-    restores the flag the checkpoint was written with."""
+    restores the flag the checkpoint was written with.
+
+    SGD's momentum buffers are created as zeros up front (the same first update, buf = grad):
+    fused SGD otherwise allocates them uninitialised and fills them in its first step, which
+    the GradScaler skips when fp16 gradients overflow, leaving garbage (NaN) momentum."""
+    fused = device.type == "cuda"
     for group in optimizer.param_groups:
-        group["fused"] = device.type == "cuda"
-        if group["fused"]:
+        group["fused"] = fused
+        if fused:
             group["foreach"] = None
-    optimizer._step_supports_amp_scaling = device.type == "cuda"
+            if isinstance(optimizer, torch.optim.SGD) and group["momentum"]:
+                for p in group["params"]:
+                    optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+    optimizer._step_supports_amp_scaling = fused
 
 
 def use_deterministic_kernels() -> None:

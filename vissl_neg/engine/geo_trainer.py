@@ -83,7 +83,7 @@ class GeoTrainer(TrainerBase):
                                         a.dropout_p, a.mean, a.std).to(self.device)
         self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
-        if cfg.model.channels_last:
+        if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.forward = self._cuda_options(self.model, "the encoder")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,

@@ -91,7 +91,7 @@ class Trainer(TrainerBase):
                                              tau_plus=cfg.loss.tau_plus, beta=cfg.loss.beta)
         else:
             self.loss_fn = functools.partial(info_nce_from_similarities, temperature=cfg.loss.temperature)
-        if cfg.model.channels_last:
+        if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.query_encoder = self.model.encoder_q
         if dist.is_dist():

@@ -21,22 +21,29 @@ from vissl_neg.engine.distributed import concat_all_gather, rank, world_size
 
 
 def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> torch.Tensor:
-    """Training-mode BN of (N, C, H, W) with statistics per group (sample n in group n mod G);
-    ``bn``'s running statistics become the mean of the G groups' updates. Needs N divisible by G."""
+    """Training-mode BN of (N, C, H, W) with statistics per group of N/G samples; ``bn``'s
+    running statistics become the mean of the G groups' updates. Needs N divisible by G.
+
+    Groups are interleaved (sample n in group n mod G) for contiguous tensors, where that
+    is a free reshape into one (N/G, G·C, H, W) BN; for channels_last tensors they are
+    contiguous blocks of N/G samples, each normalised in its own layout-preserving BN call
+    (the interleaved reshape would copy every activation twice). Either way each group is
+    a fixed 1/G of the batch and the key batch is permuted at random, so a key shares its
+    group with its query with probability 1/G, as under G-process shuffle-BN."""
     n, c, h, w = x.shape
     g = num_splits
-    mean_split = bn.running_mean.repeat(g)
-    var_split = bn.running_var.repeat(g)
-    out = F.batch_norm(
-        x.reshape(n // g, c * g, h, w),
-        mean_split,
-        var_split,
-        bn.weight.repeat(g),
-        bn.bias.repeat(g),
-        True,
-        bn.momentum if bn.momentum is not None else 0.1,
-        bn.eps,
-    ).view(n, c, h, w)
+    momentum = bn.momentum if bn.momentum is not None else 0.1
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        means = [bn.running_mean.clone() for _ in range(g)]
+        variances = [bn.running_var.clone() for _ in range(g)]
+        out = torch.cat([F.batch_norm(block, m, v, bn.weight, bn.bias, True, momentum, bn.eps)
+                         for block, m, v in zip(x.chunk(g), means, variances)])
+        mean_split, var_split = torch.stack(means), torch.stack(variances)
+    else:
+        mean_split = bn.running_mean.repeat(g)
+        var_split = bn.running_var.repeat(g)
+        out = F.batch_norm(x.reshape(n // g, c * g, h, w), mean_split, var_split, bn.weight.repeat(g),
+                           bn.bias.repeat(g), True, momentum, bn.eps).view(n, c, h, w)
     with torch.no_grad():
         bn.running_mean.copy_(mean_split.view(g, c).mean(0))
         bn.running_var.copy_(var_split.view(g, c).mean(0))
@@ -45,7 +52,7 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are per group: sample n is in group n mod G.
+    """BatchNorm2d whose training statistics are per group of N/G samples (:func:`split_batch_norm`).
 
     Same parameters and buffers as ``nn.BatchNorm2d`` (its state dict is interchangeable);
     in eval mode it is plain BN. The running statistics are the mean of the G groups'
