@@ -83,3 +83,28 @@ def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tm
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 6; kept the last good checkpoint .*step 4"):
         trainer.fit()
     assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 4
+
+
+def test_fused_sgd_starts_from_zero_momentum_buffers():
+    """On CUDA the trainers use fused SGD, whose own first step allocates its momentum buffers
+    uninitialised and fills them only if the GradScaler does not skip that step (fp16
+    overflow): use_fused creates them as zeros, which gives the same first update."""
+    from vissl_neg.engine.device import use_fused
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    use_fused(opt, torch.device("cuda"))  # a device object; nothing runs on it
+    assert all(g["fused"] for g in opt.param_groups) and opt._step_supports_amp_scaling
+    assert all(torch.equal(opt.state[p]["momentum_buffer"], torch.zeros_like(p)) for p in params)
+    use_fused(opt, torch.device("cpu"))
+    assert not any(g["fused"] for g in opt.param_groups) and not opt._step_supports_amp_scaling
+    ref = [p.detach().clone().requires_grad_(True) for p in params]
+    plain = torch.optim.SGD(ref, lr=0.1, momentum=0.9)
+    for _ in range(2):  # zero buffers: the same updates as buffers made from the first gradient
+        for ps, o in ((params, opt), (ref, plain)):
+            o.zero_grad()
+            sum((p * p).sum() for p in ps).backward()
+            o.step()
+    for a, b in zip(params, ref):
+        torch.testing.assert_close(a, b)

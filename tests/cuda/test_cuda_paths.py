@@ -107,7 +107,8 @@ def test_geo_step_and_recall_on_cuda_equal_the_cpu(tmp_path):
             for (name, p), q in zip(cpu.model.named_parameters(), gpu.model.parameters()):
                 if p.grad is not None:
                     err = (q.grad.cpu() - p.grad).norm() / p.grad.norm().clamp_min(1e-12)
-                    assert err < 1e-3, (name, float(err))
+                    # the logit scale's gradient is one scalar summed over all B² pairs: 1.2e-3 seen on an H200
+                    assert err < (5e-3 if name == "logit_scale" else 1e-3), (name, float(err))
     g = torch.Generator().manual_seed(0)
     ref = torch.nn.functional.normalize(torch.randn(5000, 64, generator=g), dim=1)
     query = torch.nn.functional.normalize(ref[:1000] + 0.6 * torch.randn(1000, 64, generator=g), dim=1)
