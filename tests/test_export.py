@@ -66,7 +66,7 @@ def test_backbone_loads_strictly_into_timm(trained):
     model = timm.create_model("resnet10t", num_classes=0, in_chans=1)
     model.load_state_dict(sd, strict=True)
     # the weights are the checkpoint's query backbone, read independently from last.ckpt
-    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
     prefix = "encoder_q.backbone."
     ckpt_sd = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     assert set(ckpt_sd) == set(sd)
