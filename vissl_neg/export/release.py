@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
 
 BACKBONE_PREFIX = "encoder_q.backbone."  # MoCo's query encoder
@@ -38,7 +39,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> dict:
     run_dir = Path(run_dir)
     cfg, state = ckpt.load_run(run_dir, task=None)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "export folder")
     weights = out_dir / "backbone.pth"
     geo = getattr(cfg, "task", "moco") == "geo"
     torch.save(backbone_state_dict(state["model"], GEO_BACKBONE_PREFIX if geo else BACKBONE_PREFIX), weights)
