@@ -1,7 +1,7 @@
 """Bad inputs through the real tools: exit code 2 and one 'error: ...' line on stderr, no traceback.
 
 Each case is an argv for ``sys.executable tools/<tool>.py ...``. A fresh process costs
-~5 s of imports (torch, timm, torchvision) on this small machine, so by default four
+~5 s of imports (torch, timm, torchvision) on this small machine, so by default five
 cases, one per layer, run as real processes and every case runs through the tool's own
 ``main`` in-process; ``pytest -m slow`` runs every case as a real process too.
 """
@@ -46,6 +46,8 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
 
     empty = tmp / "empty"
     empty.mkdir()
+    a_file = tmp / "a_file"  # tests run as root, whom permission bits do not stop: a file in the way does
+    a_file.write_text("")
     config_only = tmp / "config_only"
     config_only.mkdir()
     save_config(load_config(None, tiny_overrides(data, config_only)), config_only / "config.yaml")
@@ -69,6 +71,13 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                       ["optim.lr", "0.5", "different config"]),
         "export_non_run_dir": (["tools/export.py", str(empty)], [str(empty), "no checkpoint"]),
         "config_file_missing": (["tools/train.py", "--config", str(tmp / "nope.yaml")], ["nope.yaml"]),
+        "out_dir_in_proc": (train("i", "train.out_dir=/proc/vissl_neg_run"),
+                            ["train.out_dir '/proc/vissl_neg_run' cannot be created or written"]),
+        "out_dir_under_a_file": (train("j", f"train.out_dir={a_file / 'run'}"),
+                                 [f"train.out_dir '{a_file / 'run'}' cannot be created or written"]),
+        "out_dir_is_a_file": (train("k", f"train.out_dir={a_file}"), [f"train.out_dir '{a_file}' is a file"]),
+        "export_out_under_a_file": (["tools/export.py", str(run_dir), "--out", str(a_file / "export")],
+                                    [f"export folder '{a_file / 'export'}' cannot be created or written"]),
     }
 
 
@@ -116,10 +125,14 @@ CASES = [
     "resume_dir_changed_config",
     "export_non_run_dir",
     "config_file_missing",
+    "out_dir_in_proc",
+    "out_dir_under_a_file",
+    "out_dir_is_a_file",
+    "export_out_under_a_file",
 ]
-# Run as real processes by default: one case per layer (data, config, resume, export tool).
+# Run as real processes by default: one case per layer (data, config, resume, export tool, output folder).
 # Every other case runs as a process too with `pytest -m slow`; all of them run in-process below.
-SUBPROCESS_DEFAULT = ["missing_dataset", "unknown_key", "resume_changed_config", "export_non_run_dir"]
+SUBPROCESS_DEFAULT = ["missing_dataset", "unknown_key", "resume_changed_config", "export_non_run_dir", "out_dir_in_proc"]
 SUBPROCESS_CASES = [c if c in SUBPROCESS_DEFAULT else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
 
 
@@ -152,7 +165,7 @@ def test_refused_resume_keeps_the_run(cases):
     with pytest.raises(SystemExit):
         _load_tool("train").main(table["resume_changed_config"][0][1:])
     run_dir = tmp / "runs" / "trained"
-    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["step"] == 1
     assert state["config"]["optim"]["lr"] == pytest.approx(Config().optim.lr)
     assert load_config(run_dir / "config.yaml").optim.lr == pytest.approx(Config().optim.lr)

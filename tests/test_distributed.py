@@ -49,7 +49,7 @@ def run_worker(data_root, tmp_path, name, *extra):
     out = tmp_path / name
     out.mkdir()
     torchrun(WORKER, str(out), *overrides(data_root, tmp_path / f"run_{name}", *extra))
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_resume_mid_epoch_on_two_ranks_continues_the_same_order(data_root, tmp_p
     out = tmp_path / "rest"
     out.mkdir()
     torchrun(WORKER, str(out), *overrides(data_root, tmp_path / "run_part", "train.max_steps=4"))
-    rest = [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    rest = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for r in range(2):
         seen = part[r]["indices"] + rest[r]["indices"]
         assert [s.tolist() for s in seen] == [s.tolist() for s in four_steps[r]["indices"]]

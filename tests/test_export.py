@@ -107,7 +107,7 @@ def test_local_dir_load_gives_the_trained_features(trained):
         assert torch.equal(model(x), _trained_features(trainer, x))
     assert timm.data.resolve_data_config({}, model=model)["input_size"] == (1, 28, 28)
     # the weights are the checkpoint's query backbone, read independently from last.ckpt
-    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
     prefix = "encoder_q.backbone."
     ckpt_sd = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     sd = safetensors.torch.load_file(run_dir / "export" / "model.safetensors")

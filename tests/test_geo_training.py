@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,6 +93,8 @@ def test_train_mine_evaluate_and_resume_exactly(cvusa, tmp_path):
 
     part = make(root, tmp_path / "part", "train.max_steps=4")  # stops inside epoch 1, after one mining
     assert part.fit()["step"] == 4 and part.mined_epoch == 1
+    saved = torch.load(part.ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    assert torch.equal(saved["mined"], part.mined) and saved["mined_epoch"] == 1
     resumed = make(root, tmp_path / "part", "data.num_workers=2", resume=True)  # workers do not change the result
     assert resumed.step == 4 and resumed.mined_epoch == 1
     assert torch.equal(resumed.mined, part.mined)
@@ -140,7 +144,7 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(cvu
     nan_loss_at(t, 3)
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 3; kept the last good checkpoint .*step 2"):
         t.fit()
-    assert torch.load(t.ckpt_path, weights_only=False)["step"] == 2
+    assert torch.load(t.ckpt_path, weights_only=True)["step"] == 2
 
 
 def test_a_nan_after_a_mining_names_the_checkpoint_that_mining_saved(cvusa, tmp_path):
@@ -152,7 +156,7 @@ def test_a_nan_after_a_mining_names_the_checkpoint_that_mining_saved(cvusa, tmp_
     nan_loss_at(t, spe + 1)
     with pytest.raises(TrainingDiverged, match=f"NaN/inf at step {spe + 1}; kept the last good checkpoint .*step {spe}"):
         t.fit()
-    assert torch.load(t.ckpt_path, weights_only=False)["step"] == spe
+    assert torch.load(t.ckpt_path, weights_only=True)["step"] == spe
 
 
 def test_changed_recipe_refuses_to_resume(cvusa, tmp_path):
@@ -176,6 +180,14 @@ def test_read_neighbours_formats(tmp_path):
     table = tmp_path / "gps_dict.pkl"
     table.write_bytes(pickle.dumps({3: [3, 77, 5, 9, 10], 5: [3]}))
     assert read_neighbours(table, ids, 2) == {3: [5, 9], 5: [3], 9: [], 10: []}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # plain values need no global at any protocol
+        table.write_bytes(pickle.dumps({3: [5, 9], 5: (3,), 9: [], 10: [3]}, protocol=protocol))
+        assert read_neighbours(table, ids, 2) == {3: [5, 9], 5: [3], 9: [], 10: [3]}
+    for refused, name in (({3: [np.int64(5)]}, r"numpy\._?core\.multiarray\.scalar"),
+                          ({3: [torch.tensor(5)]}, r"torch\._utils\._rebuild_tensor_v2")):
+        table.write_bytes(pickle.dumps(refused))
+        with pytest.raises(DataError, match=f"{re.escape(str(table))}' refers to the global '{name}'; only dicts, lists"):
+            read_neighbours(table, ids, 2)
     with pytest.raises(DataError, match="does not exist"):
         read_neighbours(tmp_path / "none.csv", ids, 2)
     plain.write_text("3,40.0,-75.0\n5,north,-75\n")
@@ -205,6 +217,50 @@ def test_missing_neighbour_file_and_oversized_batch(cvusa, tmp_path):
         make(root, tmp_path / "a", f"data.neighbours={tmp_path / 'nope.csv'}")
     with pytest.raises(ConfigError, match="larger than the training set"):
         make(root, tmp_path / "b", "optim.batch_size=64")
+
+
+class Payload:
+    """Unpickling this creates ``marker`` (what a malicious file would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_neighbour_pickle_with_code_is_refused_by_tools_train_and_runs_nothing(cvusa, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import subprocess_env
+
+    root, _ = cvusa
+    marker, control = tmp_path / "ran", tmp_path / "control"
+    table = tmp_path / "gps_dict.pkl"
+    table.write_bytes(pickle.dumps({1: Payload(control)}))
+    pickle.loads(table.read_bytes())
+    assert control.exists()  # the payload does run when unpickled the unsafe way
+    table.write_bytes(pickle.dumps({1: Payload(marker)}))
+    proc = subprocess.run([sys.executable, "tools/train.py", "--config", "configs/cvusa_fixture.yaml",
+                           *geo_overrides(root, tmp_path / "run", f"data.neighbours={table}")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+                          env=subprocess_env())
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == (f"error: neighbour file '{table}' refers to the global 'io.open'; only dicts, lists, "
+                        "tuples, ints, floats and strings are read, so it was not loaded")
+    assert not marker.exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error(cvusa, tmp_path):
+    root, _ = cvusa
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match=f"train.out_dir '{tmp_path / 'afile' / 'run'}' cannot be created or written"):
+        make(root, tmp_path / "afile" / "run")
+    with pytest.raises(UserError, match="train.out_dir '/proc/vissl_neg_run' cannot be created or written"):
+        make(root, "/proc/vissl_neg_run")
 
 
 def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):

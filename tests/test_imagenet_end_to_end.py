@@ -44,6 +44,6 @@ def test_train_resume_probe_export(tmp_path):
     assert probe["test_size"] == 12 and 0 <= probe["top1"] <= 100
     export = export_run(run)
     model = timm.create_model("resnet10t", num_classes=0, in_chans=3)
-    model.load_state_dict(torch.load(run / "export" / "backbone.pth", map_location="cpu"), strict=True)
+    model.load_state_dict(torch.load(run / "export" / "backbone.pth", map_location="cpu", weights_only=True), strict=True)
     assert export["backbone"] == "resnet10t"
     assert json.loads((run / "metrics.json").read_text())["step"] == result["step"]

@@ -27,7 +27,7 @@ def run(overrides, **kw):
 
 
 def final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:

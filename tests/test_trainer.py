@@ -67,7 +67,7 @@ def test_a_nan_on_an_epochs_last_step_is_caught_before_its_evaluation_saves(tmp_
     nan_loss_at(trainer, 4)  # the last of 4 steps per epoch; not a log or checkpoint step
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 4; kept the last good checkpoint .*step 3"):
         trainer.fit()
-    assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 3
+    assert torch.load(trainer.ckpt_path, weights_only=True)["step"] == 3
 
 
 def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tmp_path):
@@ -82,7 +82,7 @@ def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tm
     nan_loss_at(trainer, 6)  # epoch 1 ends at step 4 with a kNN evaluation, which saves
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 6; kept the last good checkpoint .*step 4"):
         trainer.fit()
-    assert torch.load(trainer.ckpt_path, weights_only=False)["step"] == 4
+    assert torch.load(trainer.ckpt_path, weights_only=True)["step"] == 4
 
 
 def test_fused_sgd_starts_from_zero_momentum_buffers():

@@ -1,10 +1,14 @@
 """Atomic checkpoints: written to a temporary file, flushed, then renamed over the old one,
-so a kill at any instant leaves either the previous or the new checkpoint, never half of one."""
+so a kill at any instant leaves either the previous or the new checkpoint, never half of one.
+A checkpoint holds only tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``: a file that would run code when unpickled is refused."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,6 +20,20 @@ from vissl_neg.errors import UserError
 CHECKPOINT = "last.ckpt"
 
 
+def current_umask() -> int:
+    """The process umask, read from /proc where it can be (os.umask can only read it by
+    setting it, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +43,7 @@ def save_atomic(obj, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,11 +57,18 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint's state; one that holds anything but tensors and plain values is refused
+    unread (nothing in it runs)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at '{path}'") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise UserError(f"checkpoint '{path}' contains objects other than tensors and plain values{what}, "
+                        "so it was not loaded") from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise UserError(f"checkpoint '{path}' cannot be read ({exc.__class__.__name__})") from None
 
@@ -67,15 +93,26 @@ def load_run(run_dir: str | Path, task: str | None = "moco"):
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python's, numpy's, torch's (and CUDA's) generator states as tensors and plain values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Inverse of :func:`rng_state`."""
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

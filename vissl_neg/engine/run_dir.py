@@ -4,6 +4,7 @@ checkpoint and check that it comes from the same config; and stop cleanly on a s
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
@@ -18,16 +19,33 @@ def config_differences(saved: dict, cfg) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
 
 
+def make_output_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` if needed and check that a file can be written in it; a folder
+    that cannot be (a file in the way, no permission, a read-only file system) is a one-line
+    error naming ``what`` (the option that set it)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} '{path}' is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} '{path}' cannot be created or written ({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
 def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
     """resume=True: a checkpoint must exist; None: resume if one exists; False: start anew.
     -> the checkpoint state to restore, or None after writing config.yaml for a new run."""
     out_dir = Path(cfg.train.out_dir)
     path = out_dir / ckpt.CHECKPOINT
     exists = path.is_file()
-    if is_main:
-        ckpt.remove_stale_temporaries(out_dir)
     if resume and not exists:
         raise UserError(f"cannot resume: no checkpoint '{path}' (the run directory holds none)")
+    make_output_dir(out_dir, "train.out_dir")  # on every rank: a rank that failed alone would leave the others waiting
+    if is_main:
+        ckpt.remove_stale_temporaries(out_dir)
     if exists and resume is not False:
         state = ckpt.load(path)
         diffs = config_differences(state.get("config", {}), cfg)
@@ -37,7 +55,6 @@ def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
                             "use another train.out_dir or the same config")
         return state
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
     return None
 

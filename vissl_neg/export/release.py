@@ -14,6 +14,7 @@ import torch
 from timm.models._hub import save_config_for_hf
 
 from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
 from vissl_neg.export.card import geo_results, moco_results, render_readme
 from vissl_neg.models.encoder import build_backbone, timm_kwargs
@@ -93,7 +94,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
                         "export with --allow-small-stem to release it with that caveat in its card")
     model, kwargs = released_backbone(cfg, state)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, "export folder")
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
     torch.save(weights, out_dir / "backbone.pth")
     safetensors.torch.save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})

@@ -116,6 +116,19 @@ def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tenso
     return {idx: [ids[j] for j in row] for idx, row in zip(ids, top)}
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Reads only what a pickle builds without looking anything up (dict, list, tuple, int,
+    float, str, bool, None; sets and bytes too); any class or function it names is refused,
+    so nothing runs."""
+
+    def find_class(self, module: str, name: str):
+        raise RefusedGlobal(f"the global '{module}.{name}'")
+
+
 def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[int]]:
     """GPS neighbours of ``ids`` -> {id: up to k neighbour ids among ``ids``, nearest first}, from
     CVUSA's ``split_locations/all.csv`` (no header; row id − 1 = satellite lat, lon, ground lat,
@@ -128,7 +141,10 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
     if path.suffix in (".pkl", ".pickle"):
         try:
             with open(path, "rb") as f:
-                table = pickle.load(f)
+                table = PlainUnpickler(f).load()
+        except RefusedGlobal as exc:
+            raise DataError(f"neighbour file '{path}' refers to {exc}; only dicts, lists, tuples, ints, floats "
+                            "and strings are read, so it was not loaded") from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise DataError(f"neighbour file '{path}' cannot be read as a pickle ({type(exc).__name__})") from None
         if not isinstance(table, dict):
