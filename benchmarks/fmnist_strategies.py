@@ -136,7 +136,8 @@ def run_method(method: str, seed: int, args, results: Path, device) -> dict | No
     t0 = time.perf_counter()
     row = scores(cfg, trainer.model.encoder_q.backbone, device)
     last = result["last_log"] or earlier
-    row.update({"img_s": result["img_per_s"], "fnr": last.get(f"negatives/false_negative_rate@{cfg.negatives.diag_top}"),
+    fnr = f"negatives/false_negative_rate@{cfg.negatives.diag_top}"
+    row.update({"img_s": result["img_per_s"], "fnr": last.get(fnr),
                 "same_class": last.get("negatives/same_class_rate"),
                 "clamped": last.get("loss/debiased_clamped_fraction"),
                 "train_min": round(result["train_seconds"] / 60, 2),
@@ -221,7 +222,8 @@ def tables(per_seed: dict, summary: dict) -> list[str]:
     for method, rows in per_seed.items():
         for seed, r in rows:
             ips = f"{r['img_s']:.0f}" if r.get("img_s") else "-"
-            lines.append(f"| {LABELS[method]} | {seed} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {_pct(r.get('fnr'))} | "
+            lines.append(f"| {LABELS[method]} | {seed} | {r['linear_probe']:.2f} | {r['knn']:.2f} | "
+                         f"{_pct(r.get('fnr'))} | "
                          f"{_pct(r.get('clamped'))} | {ips} | {r.get('wall_min', '-')} |")
     return lines
 

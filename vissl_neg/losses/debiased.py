@@ -20,7 +20,8 @@ from vissl_neg.losses.info_nce import similarities
 
 
 def _estimator(pos: torch.Tensor, neg: torch.Tensor, temperature: float, beta: float):
-    """The shifted pieces of Ng: (p/T − top, e^{p/T−top}, Σ_j w_j e^{q·n_j/T−top}, N e^{−1/T−top}), each (B,)."""
+    """The shifted pieces of Ng, each (B,): p/T − top, e^{p/T−top}, Σ_j w_j e^{q·n_j/T−top} and
+    N e^{−1/T−top}, with top the row's largest logit."""
     dtype = torch.promote_types(pos.dtype, torch.float32)
     pos = pos.to(dtype) / temperature
     neg = neg.to(dtype) / temperature

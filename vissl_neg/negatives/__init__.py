@@ -14,4 +14,5 @@ from vissl_neg.negatives.queue import NegativeQueue
 STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
               "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
 
-__all__ = ["STRATEGIES", "Ambiguous", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi", "NegativeQueue", "NegativeSet"]
+__all__ = ["STRATEGIES", "Ambiguous", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
+           "NegativeQueue", "NegativeSet"]
