@@ -60,6 +60,8 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "wrong_type": (train("d", "optim.lr=abc"), ["optim.lr", "abc"]),
         "unknown_timm_model": (train("e", "model.backbone=resnt18"), ["resnt18", "'resnet18'"]),
         "negatives_zero": (train("f", "negatives.size=0"), ["negatives.size"]),
+        "strategy_count_too_large": (train("i", "negatives.strategies=[{name: mochi, n_hard: 128, s: 4}]"),
+                                     ["negatives.strategies[0].n_hard=128 is larger than the 100 negatives"]),
         "batch_larger_than_dataset": (train("g", f"optim.batch_size={2 * N_TRAIN}"),
                                       ["optim.batch_size", str(N_TRAIN)]),
         "resume_dir_without_run": (["tools/train.py", "--resume", str(empty)], ["cannot resume", str(empty)]),
@@ -117,6 +119,7 @@ CASES = [
     "wrong_type",
     "unknown_timm_model",
     "negatives_zero",
+    "strategy_count_too_large",
     "batch_larger_than_dataset",
     "resume_dir_without_run",
     "resume_dir_without_checkpoint",
@@ -130,9 +133,10 @@ CASES = [
     "out_dir_is_a_file",
     "export_out_under_a_file",
 ]
-# Run as real processes by default: one case per layer (data, config, resume, export tool, output folder).
-# Every other case runs as a process too with `pytest -m slow`; all of them run in-process below.
-SUBPROCESS_DEFAULT = ["missing_dataset", "unknown_key", "resume_changed_config", "export_non_run_dir", "out_dir_in_proc"]
+# Run as real processes by default: one case per layer (data, config, strategy counts, resume, export tool,
+# output folder). Every other case runs as a process too with `pytest -m slow`; all of them run in-process below.
+SUBPROCESS_DEFAULT = ["missing_dataset", "unknown_key", "strategy_count_too_large", "resume_changed_config",
+                      "export_non_run_dir", "out_dir_in_proc"]
 SUBPROCESS_CASES = [c if c in SUBPROCESS_DEFAULT else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
 
 

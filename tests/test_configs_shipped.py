@@ -46,7 +46,24 @@ def test_sample4geo_reference_recipe():
 def test_there_is_a_fashion_mnist_config_per_strategy_and_source():
     names = {p.stem for p in CONFIGS}
     assert {"fmnist_moco", "fmnist_mochi", "fmnist_geodesic", "fmnist_filter_dual", "fmnist_feature_transform",
-            "fmnist_debiased", "fmnist_memory_bank"} <= names
+            "fmnist_debiased", "fmnist_memory_bank", "fmnist_ambiguous", "fmnist_false_negatives"} <= names
+
+
+def test_ambiguous_and_false_negative_recipes():
+    """SimANS: a = the reference code's 0.5 on logits moved to cosines (0.5 / T²), b = 0;
+    false-negative cancellation eliminates a few suspects per query, fewer than the queue holds."""
+    by_name = {p.stem: p for p in CONFIGS}
+    for name in ("fmnist_ambiguous", "imagenet100_ambiguous"):
+        cfg, _ = _load(by_name[name])
+        (spec,) = cfg.negatives.strategies
+        assert spec["name"] == "ambiguous" and spec["b"] == 0.0
+        assert abs(spec["a"] - 0.5 / cfg.loss.temperature**2) < 1e-9
+        assert spec["keep"] < cfg.negatives.size
+    for name in ("fmnist_false_negatives", "imagenet100_false_negatives"):
+        cfg, _ = _load(by_name[name])
+        (spec,) = cfg.negatives.strategies
+        assert spec["name"] == "false_negatives" and spec["mode"] == "eliminate"
+        assert 0 < spec["top"] < cfg.negatives.size // 10
 
 
 def test_imagenet_paper_recipes():

@@ -106,3 +106,63 @@ def test_dual_view_is_the_mean_of_the_crossed_losses():
     assert float(dual_view_info_nce(q1, k1, q2, k2, negs, t)) == pytest.approx(want, rel=1e-6)
     # not the same-view pairing
     assert float(dual_view_info_nce(q1, k1, q2, k2, negs, t)) != pytest.approx(0.5 * (hand(q1, k1) + hand(q2, k2)))
+
+
+def _hand_clamped(q, k, negatives, t, tau_plus, beta):
+    """Share of rows whose corrected sum (Σ_j w_j e^{s_j/T} − τ⁺ N e^{p/T}) / (1 − τ⁺) is at
+    or below the floor N e^{−1/T}, with math.exp over Python floats."""
+    clamped = 0
+    for i in range(q.shape[0]):
+        negs = negatives if negatives.dim() == 2 else negatives[i]
+        p = float(q[i] @ k[i])
+        s = [float(q[i] @ n) for n in negs]
+        n = len(s)
+        imp = [math.exp(beta * x / t) for x in s]
+        reweighted = sum(w / (sum(imp) / n) * math.exp(x / t) for w, x in zip(imp, s))
+        clamped += (reweighted - tau_plus * n * math.exp(p / t)) / (1 - tau_plus) <= n * math.exp(-1 / t)
+    return clamped / q.shape[0]
+
+
+def _spread_pairs(b, d, seed):
+    """Queries with positives at many different similarities, so the clamp hits some rows only."""
+    q = _unit(b, d, seed=seed)
+    noise = _unit(b, d, seed=seed + 1)
+    mix = torch.linspace(0.05, 1.5, b, dtype=torch.float64).unsqueeze(1)
+    return q, F.normalize(q + mix * noise, dim=1)
+
+
+@pytest.mark.parametrize("t,tau_plus,beta", [(0.2, 0.02, 0.0), (0.2, 0.05, 1.0), (0.5, 0.2, 0.0), (0.5, 0.3, 2.0)])
+def test_clamped_fraction_matches_a_direct_count(t, tau_plus, beta):
+    from vissl_neg.losses import debiased_clamped_fraction
+
+    q, k = _spread_pairs(40, 16, seed=20)
+    negs = _unit(64, 16, seed=22)
+    got = debiased_clamped_fraction(q, k, negs, t, tau_plus, beta)
+    want = _hand_clamped(q, k, negs, t, tau_plus, beta)
+    assert isinstance(got, float) and 0.0 < want < 1.0  # the clamp hits some rows, not all
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_clamped_fraction_extremes():
+    from vissl_neg.losses import debiased_clamped_fraction
+
+    q = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    negs = torch.tensor([[-1.0, 0.0]] * 4, dtype=torch.float64)
+    assert debiased_clamped_fraction(q, q, negs, 0.5, 0.5) == 1.0  # the clamp case above
+    assert debiased_clamped_fraction(q, q, negs, 0.5, 0.0) == 1.0  # every e^{s/T} at the floor
+    q2, k2, n2 = _unit(8, 6, seed=23), _unit(8, 6, seed=24), _unit(30, 6, seed=25)
+    assert debiased_clamped_fraction(q2, k2, n2, 0.5, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_tau_plus_below_half_is_where_the_clamped_fraction_crosses_one_half(beta):
+    from vissl_neg.losses import debiased_clamped_fraction, tau_plus_below_half
+
+    q, k = _spread_pairs(41, 16, seed=26)
+    negs = _unit(64, 16, seed=28)
+    pos, neg = (q * k).sum(1), q @ negs.t()
+    tau = tau_plus_below_half(pos, neg, 0.2, beta)
+    assert 0.0 < tau < 1.0
+    assert _hand_clamped(q, k, negs, 0.2, tau * (1 - 1e-6), beta) < 0.5
+    assert _hand_clamped(q, k, negs, 0.2, tau * (1 + 1e-6), beta) >= 0.5
+    assert debiased_clamped_fraction(q, k, negs, 0.2, tau * (1 - 1e-6), beta) < 0.5

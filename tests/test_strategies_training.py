@@ -12,7 +12,9 @@ import torch
 from helpers import tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
-from vissl_neg.losses import debiased_info_nce, info_nce
+from vissl_neg.losses import debiased_info_nce, false_negative_info_nce, info_nce
+from vissl_neg.negatives.ambiguous import sample_without_replacement, simans_logits
+from vissl_neg.negatives.false_negatives import suspect_false_negatives
 from vissl_neg.negatives.filtering import hardest_negatives
 from vissl_neg.negatives.geodesic import geodesic_mix
 from vissl_neg.negatives.mochi import mix_hard_negatives, sample_mix_coefficients
@@ -23,6 +25,13 @@ STRATEGY_CONFIGS = {
     "filter_dual_view": ["negatives.strategies=[{name: filter, keep: 40}]", "loss.dual_view=true"],
     "feature_transform": ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
     "debiased": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
+    "ambiguous": ["negatives.strategies=[{name: ambiguous, keep: 40, a: 12.5, b: 0.1}]"],
+    "false_negatives_eliminate": ["negatives.strategies=[{name: false_negatives, top: 5, mode: eliminate}]"],
+    "false_negatives_attract_dual_view": ["negatives.strategies=[{name: false_negatives, top: 5, mode: attract}]",
+                                          "loss.dual_view=true"],
+    "bank_false_negatives_mochi": ["negatives.source=memory_bank", "negatives.size=60",
+                                   "negatives.strategies=[{name: false_negatives, top: 4, mode: attract}, "
+                                   "{name: mochi, n_hard: 8, s: 6, s_prime: 2}]"],
     "bank_filter_mochi": ["negatives.source=memory_bank", "negatives.size=60",
                           "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 6, s_prime: 2}]"],
 }
@@ -58,7 +67,7 @@ def test_strategy_runs_inside_a_training_step(data_root, tmp_path, name):
     assert all(p.grad is None for p in trainer.model.encoder_k.parameters())
     assert all(p.grad is not None for p in trainer.model.encoder_q.parameters() if p.requires_grad)
     assert 0.0 <= float(out["fnr"]) <= 1.0 and 0.0 <= float(out["fnr_chance"]) <= 1.0
-    mixes = name in ("mochi", "geodesic", "bank_filter_mochi")
+    mixes = name in ("mochi", "geodesic", "bank_filter_mochi", "bank_false_negatives_mochi")
     assert (out["syn"] is not None) == mixes and ("syn_harder" in out) == mixes
     b = images.shape[0]
     if trainer.model.queue is not None:  # only real keys enter the queue: B, or 2B with the dual view
@@ -127,6 +136,52 @@ def test_debiased_step_loss_equals_the_public_function(data_root, tmp_path):
     torch.testing.assert_close(loss, debiased_info_nce(q, k, trainer.model.queue.keys, 0.2, 0.1, 1.0))
 
 
+def test_ambiguous_step_loss_equals_the_public_functions(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path, STRATEGY_CONFIGS["ambiguous"])
+    q, k, idx = _contrast_inputs(trainer, seed=4)
+    torch.manual_seed(8)
+    loss, negs, *_ = trainer.contrast(q, k, idx)
+    queue = trainer.model.queue.keys
+    sims, pos = (q @ queue.t()).detach(), (q * k).sum(1).detach()
+    torch.manual_seed(8)
+    drawn = sample_without_replacement(simans_logits(sims, pos, 12.5, 0.1), 40)
+    assert torch.equal(negs.index.sort(1).values, drawn.sort(1).values)
+    torch.testing.assert_close(loss, info_nce(q, k, queue[drawn], 0.2))
+    loss.backward()
+    assert q.grad is not None
+
+
+@pytest.mark.parametrize("mode", ["eliminate", "attract"])
+def test_false_negative_step_loss_equals_the_public_functions(data_root, tmp_path, mode):
+    extra = [f"negatives.strategies=[{{name: false_negatives, top: 5, mode: {mode}}}]"]
+    trainer = make_trainer(data_root, tmp_path, extra)
+    q, k, idx = _contrast_inputs(trainer, seed=5)
+    loss, negs, *_ = trainer.contrast(q, k, idx)
+    queue = trainer.model.queue.keys
+    suspected = suspect_false_negatives(k @ queue.t(), 5)
+    assert torch.equal(negs.suspected, suspected) and int(suspected.sum()) == 32 * 5
+    want = false_negative_info_nce(q, k, queue, 0.2, suspected, mode)
+    torch.testing.assert_close(loss, want)
+    assert not torch.allclose(loss, info_nce(q, k, queue, 0.2))
+
+
+def test_false_negatives_then_filter_then_mochi(data_root, tmp_path):
+    extra = ["negatives.strategies=[{name: false_negatives, top: 6, mode: eliminate}, {name: filter, keep: 40}, "
+             "{name: mochi, n_hard: 10, s: 5, s_prime: 3}]"]
+    trainer = make_trainer(data_root, tmp_path, extra)
+    q, k, idx = _contrast_inputs(trainer, seed=6)
+    torch.manual_seed(9)
+    loss, *_ = trainer.contrast(q, k, idx)
+    queue = trainer.model.queue.keys
+    suspected = suspect_false_negatives(k @ queue.t(), 6)
+    kept_rows = (q @ queue.t()).detach().topk(40, dim=1).indices
+    torch.manual_seed(9)
+    synthetic = mix_hard_negatives(q, queue[kept_rows], 10, 5, 3)
+    marks = torch.cat([suspected.gather(1, kept_rows), torch.zeros(32, 8, dtype=torch.bool)], dim=1)
+    want = false_negative_info_nce(q, k, torch.cat([queue[kept_rows], synthetic], dim=1), 0.2, marks, "eliminate")
+    torch.testing.assert_close(loss, want)
+
+
 def test_strategy_waits_for_its_start_epoch(data_root, tmp_path):
     trainer = make_trainer(data_root, tmp_path, ["negatives.strategies=[{name: mochi, n_hard: 8, s: 4, start_epoch: 1}]"])
     q, k, idx = _contrast_inputs(trainer)
@@ -148,6 +203,48 @@ def test_diagnostics_reach_tensorboard(data_root, tmp_path):
     assert {"scores/positive", "scores/negative", "scores/synthetic"} <= set(events.Tags()["histograms"])
     fnr = [e.value for e in events.Scalars("negatives/false_negative_rate@5")]
     assert all(0.0 <= v <= 1.0 for v in fnr)
+
+
+def test_debiased_clamp_is_logged_and_noted_once(data_root, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    extra = ["loss.name=debiased", "loss.tau_plus=0.5", "train.log_every=1"]
+    trainer = make_trainer(data_root, run, extra)
+    trainer.fit()
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0}).Reload()
+    clamped = [e.value for e in events.Scalars("loss/debiased_clamped_fraction")]
+    assert len(clamped) == trainer.steps_per_epoch and all(0.0 <= v <= 1.0 for v in clamped)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "clamps Ng" in line]
+    # first step: 100 random queued keys at T 0.2, τ⁺ 0.5: the correction drives Ng onto its clamp
+    assert clamped[0] > 0.5 and len(notes) == 1 and notes[0].startswith("note: ")
+    assert f"{100 * clamped[0]:.0f}% of the queries" in notes[0]
+    below = float(notes[0].rsplit("loss.tau_plus below ", 1)[1].split()[0])
+    assert 0.0 < below < 0.5
+
+
+def test_no_clamp_note_when_most_queries_are_unclamped(data_root, tmp_path, capsys):
+    trainer = make_trainer(data_root, tmp_path / "run", ["loss.name=debiased", "loss.tau_plus=0.001",
+                                                         "train.log_every=1", "train.max_steps=2"])
+    trainer.fit()
+    assert trainer.last_scalars["loss/debiased_clamped_fraction"] < 0.5
+    assert "clamps Ng" not in capsys.readouterr().out
+
+
+def test_count_larger_than_the_negatives_is_refused_at_build_time(data_root, tmp_path):
+    from vissl_neg.errors import ConfigError
+
+    for extra, needle in (
+        ("{name: mochi, n_hard: 128, s: 4}", "negatives.strategies[0].n_hard=128 is larger than the 100 negatives"),
+        ("{name: filter, keep: 30}, {name: geodesic, n_hard: 31, s: 4}",
+         "negatives.strategies[1].n_hard=31 is larger than the 30 negatives each query has after "
+         "negatives.strategies[0] (filter)"),
+        ("{name: ambiguous, keep: 101}", "negatives.strategies[0].keep=101"),
+        ("{name: false_negatives, top: 101}", "negatives.strategies[0].top=101"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            make_trainer(data_root, tmp_path, [f"negatives.strategies=[{extra}]"])
+        assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_memory_bank_run_resumes_bit_identically(data_root, tmp_path):

@@ -38,7 +38,7 @@ def cuda_run(data_root, out_dir, *extra):
 
 
 def weights(run_dir):
-    return torch.load(Path(run_dir) / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(Path(run_dir) / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_killed_cuda_run_resumes_to_identical_weights(data_root, tmp_path):

@@ -253,11 +253,14 @@ def _check_run(cfg) -> None:
     )
 
 
-def build_strategies(specs: list[dict]) -> list:
-    """``negatives.strategies`` -> strategy objects, each checked; errors name the entry."""
+def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
+    """``negatives.strategies`` -> strategy objects, each checked; errors name the entry.
+    With ``negatives`` (the count each query starts with) a count a strategy takes from
+    them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there."""
     from vissl_neg.negatives import STRATEGIES
 
     built = []
+    available, narrowed_by = negatives, ""
     for i, spec in enumerate(specs):
         key = f"negatives.strategies[{i}]"
         if "name" not in spec:
@@ -274,6 +277,16 @@ def build_strategies(specs: list[dict]) -> list:
         if mixer is not None and getattr(strategy, "changes_source", False):
             raise ConfigError(f"config key '{key}': {spec['name']} changes the negatives that "
                               f"{type(mixer).__name__.lower()} mixes from; list it before the mixing strategy")
+        if spec["name"] == "false_negatives" and any(type(b) is type(strategy) for b in built):
+            raise ConfigError(f"config key '{key}': only one false_negatives entry may mark the negatives")
+        if available is not None:
+            for param, value in getattr(strategy, "limits", dict)().items():
+                if value > available:
+                    raise ConfigError(f"{key}.{param}={value} is larger than the {available} negatives each "
+                                      f"query has{narrowed_by}")
+            kept = getattr(strategy, "kept", None)
+            if kept is not None:
+                available, narrowed_by = kept(available), f" after {key} ({spec['name']})"
         built.append(strategy)
     return built
 
@@ -281,6 +294,7 @@ def build_strategies(specs: list[dict]) -> list:
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     from vissl_neg.data import DATASETS
+    from vissl_neg.negatives import FalseNegatives
 
     _choice("data.name", cfg.data.name, tuple(DATASETS))
     _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
@@ -290,8 +304,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
     _choice("negatives.source", cfg.negatives.source, ("queue", "memory_bank"))
     _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
-    build_strategies(cfg.negatives.strategies)
+    strategies = build_strategies(cfg.negatives.strategies, cfg.negatives.size if cfg.negatives.size > 0 else None)
     _choice("loss.name", cfg.loss.name, ("info_nce", "debiased"))
+    if cfg.loss.name == "debiased" and any(isinstance(s, FalseNegatives) for s in strategies):
+        raise ConfigError("loss.name=debiased with a false_negatives strategy is not supported: the false-negative "
+                          "loss replaces the loss (use loss.name=info_nce)")
     if cfg.loss.name == "info_nce" and (cfg.loss.tau_plus or cfg.loss.beta):
         raise ConfigError("loss.tau_plus and loss.beta apply to loss.name=debiased only")
     if not 0.0 <= cfg.loss.tau_plus < 1.0:

@@ -23,9 +23,15 @@ from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restor
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.eval import extract_features, knn_top1
-from vissl_neg.losses import debiased_from_similarities, info_nce_from_similarities
+from vissl_neg.losses import (
+    debiased_clamped_from_similarities,
+    debiased_from_similarities,
+    false_negative_from_similarities,
+    info_nce_from_similarities,
+    tau_plus_below_half,
+)
 from vissl_neg.models import MoCo, build_encoder, count_batch_norms, momentum_at
-from vissl_neg.negatives import NegativeSet
+from vissl_neg.negatives import FalseNegatives, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
 
 
@@ -83,7 +89,9 @@ class Trainer(TrainerBase):
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
             self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
                               f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
-        self.strategies = build_strategies(neg.strategies)
+        self.strategies = build_strategies(neg.strategies, neg.size)
+        self.cancel_mode = next((s.mode for s in self.strategies if isinstance(s, FalseNegatives)), None)
+        self.clamp_checked = False
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
             seed_everything(cfg.train.seed + 7919 * dist.rank())
         if cfg.loss.name == "debiased":
@@ -194,7 +202,14 @@ class Trainer(TrainerBase):
         pos = (negs.q * negs.k).sum(dim=1)
         real = negs.real_similarities()
         syn = negs.synthetic_similarities()
-        loss = self.loss_fn(pos, real if syn is None else torch.cat([real, syn], dim=1))
+        sims = real if syn is None else torch.cat([real, syn], dim=1)
+        if negs.suspected is None:
+            loss = self.loss_fn(pos, sims)
+        else:  # false negative cancellation; synthetic negatives are never suspected
+            marks = negs.suspected
+            if syn is not None:
+                marks = torch.cat([marks, torch.zeros_like(syn, dtype=torch.bool)], dim=1)
+            loss = false_negative_from_similarities(pos, sims, self.cfg.loss.temperature, marks, self.cancel_mode)
         return loss, negs, pos, real, syn
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
@@ -254,7 +269,27 @@ class Trainer(TrainerBase):
                "fnr_chance": same_class_rate(neg_labels, labels)}
         if syn is not None:
             out["syn_harder"] = synthetic_harder_fraction(real, syn)
+        if self.cfg.loss.name == "debiased":
+            l = self.cfg.loss
+            pos = (negs.q * negs.k).sum(dim=1).detach()
+            sims = real if syn is None else torch.cat([real, syn], dim=1)
+            out["debiased_clamped"] = debiased_clamped_from_similarities(pos, sims, l.temperature, l.tau_plus, l.beta)
         return out
+
+    def _note_clamp(self, log, fraction: float | None, out: dict) -> None:
+        """At the first log step: a note when the debiased loss clamps most queries' Ng, with
+        the τ⁺ that keeps fewer than half clamped on this batch at this queue size."""
+        if self.clamp_checked or fraction is None:
+            return
+        self.clamp_checked = True
+        if fraction <= 0.5 or not self.is_main:
+            return
+        l = self.cfg.loss
+        sims = out["neg"] if out["syn"] is None else torch.cat([out["neg"], out["syn"]], dim=1)
+        below = tau_plus_below_half(out["pos"], sims, l.temperature, l.beta)
+        log.info(f"note: the debiased loss clamps Ng to N·e^(-1/T) for {100 * fraction:.0f}% of the queries at "
+                 f"loss.tau_plus={l.tau_plus} with {sims.shape[1]} negatives per query (its τ⁺ correction then does "
+                 f"nothing); on this batch loss.tau_plus below {below:.3g} keeps fewer than half clamped")
 
     def _agree_stop(self, now: bool) -> bool:
         """Whether to stop after this step. One process: as soon as a signal came. Under DDP
@@ -323,13 +358,15 @@ class Trainer(TrainerBase):
                                    "train/pos_cos": pos_mean, "train/neg_cos": neg_mean}
                         for key, tag in (("fnr", f"negatives/false_negative_rate@{cfg.negatives.diag_top}"),
                                          ("fnr_chance", "negatives/same_class_rate"),
-                                         ("syn_harder", "negatives/synthetic_harder_than_hardest_real")):
+                                         ("syn_harder", "negatives/synthetic_harder_than_hardest_real"),
+                                         ("debiased_clamped", "loss/debiased_clamped_fraction")):
                             if key in out:
                                 scalars[tag] = dist.all_reduce_mean(out[key].float()).item()
                         skipped = getattr(self.train_set, "skipped", None)
                         if skipped is not None and skipped.value:
                             scalars["data/skipped_images"] = float(skipped.value)
                         log.scalars(scalars, self.step)
+                        self._note_clamp(log, scalars.get("loss/debiased_clamped_fraction"), out)
                         self.last_scalars = scalars
                         log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}", img_s=f"{ips:.0f}")
                         for key in ("loss", "pos", "neg"):

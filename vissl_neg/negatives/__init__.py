@@ -1,6 +1,8 @@
 """Negative sources (queue, memory bank) and the hard-negative strategies that plug onto
 them, each in its own module; ``STRATEGIES`` maps a config name to its class."""
 
+from vissl_neg.negatives.ambiguous import Ambiguous
+from vissl_neg.negatives.false_negatives import FalseNegatives
 from vissl_neg.negatives.feature_transform import FeatureTransform
 from vissl_neg.negatives.filtering import Filter
 from vissl_neg.negatives.geodesic import Geodesic
@@ -9,6 +11,8 @@ from vissl_neg.negatives.mochi import Mochi
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.queue import NegativeQueue
 
-STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform}
+STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
+              "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
 
-__all__ = ["STRATEGIES", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi", "NegativeQueue", "NegativeSet"]
+__all__ = ["STRATEGIES", "Ambiguous", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
+           "NegativeQueue", "NegativeSet"]

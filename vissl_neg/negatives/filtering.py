@@ -39,6 +39,12 @@ class Filter:
         if self.keep < 0 or not 0.0 <= self.fraction <= 1.0:
             raise ValueError("'keep' must be > 0 and 'fraction' in (0, 1]")
 
+    def limits(self) -> dict[str, int]:
+        return {"keep": self.keep} if self.keep else {}
+
+    def kept(self, available: int) -> int:
+        return self.count(available)
+
     def count(self, available: int) -> int:
         k = self.keep if self.keep else round(self.fraction * available)
         return max(1, min(k, available))
@@ -46,4 +52,4 @@ class Filter:
     def __call__(self, negs: NegativeSet) -> NegativeSet:
         sims = negs.real_similarities()
         positions = hardest_positions(sims, self.count(sims.shape[1]), ordered=False)
-        return negs.with_(index=negs.rows(positions))
+        return negs.restrict(positions)

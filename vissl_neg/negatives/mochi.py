@@ -129,9 +129,8 @@ def mix_hard_negatives(
 
 
 def hard_rows(negs: NegativeSet, n_hard: int) -> torch.Tensor:
-    """(B, min(n_hard, K)) source rows of each query's hardest real negatives."""
-    sims = negs.real_similarities()
-    return negs.rows(hardest_positions(sims, min(n_hard, sims.shape[1])))
+    """(B, n_hard) source rows of each query's hardest real negatives (n_hard <= K)."""
+    return negs.rows(hardest_positions(negs.real_similarities(), n_hard))
 
 
 @dataclass
@@ -148,6 +147,9 @@ class Mochi:
     def check(self) -> None:
         if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0:
             raise ValueError("needs n_hard > 0, s >= 0, s_prime >= 0 and s + s_prime > 0")
+
+    def limits(self) -> dict[str, int]:
+        return {"n_hard": self.n_hard}
 
     beta_alpha = None  # mixing weights: U(0, 1) pairs, U(0, 0.5) query mixes
     make_mixes = staticmethod(mochi_mixes)

@@ -123,6 +123,10 @@ class NegativeSet:
     ``index`` is None, else the rows ``index`` (B, K) per query. ``labels`` (M,) beside
     the source (-1 unknown) serve diagnostics only. ``synthetic`` holds the detached
     per-query :class:`Mixes` made by the strategies; they are never enqueued.
+    ``suspected`` (B, K) bool marks real negatives taken for false negatives (in the
+    order of each query's real negatives); the loss then cancels them (see
+    ``losses/false_negatives.py``). Strategies that narrow the real negatives later go
+    through :meth:`restrict`, which carries the marks along.
     """
 
     q: torch.Tensor
@@ -131,14 +135,22 @@ class NegativeSet:
     labels: torch.Tensor | None = None
     index: torch.Tensor | None = None
     synthetic: tuple[Mixes, ...] = ()
+    suspected: torch.Tensor | None = None
     dense: torch.Tensor | None = field(default=None, repr=False)  # cached (B, M) q·source
 
     def with_(self, **changes) -> "NegativeSet":
         if "source" in changes and self.synthetic:
             raise ValueError("the negative source cannot change after synthetic negatives were mixed from it")
+        if "index" in changes and self.suspected is not None and "suspected" not in changes:
+            raise ValueError("the real negatives cannot change without their suspected marks; use restrict()")
         if "q" in changes or "source" in changes:
             changes.setdefault("dense", None)
         return replace(self, **changes)
+
+    def restrict(self, positions: torch.Tensor) -> "NegativeSet":
+        """Keep, per query, only the real negatives at ``positions`` (B, S) (and their marks)."""
+        suspected = None if self.suspected is None else self.suspected.gather(1, positions)
+        return self.with_(index=self.rows(positions), suspected=suspected)
 
     def rows(self, positions: torch.Tensor) -> torch.Tensor:
         """Positions (B, S) within each query's real negatives -> rows of ``source``."""
@@ -161,6 +173,15 @@ class NegativeSet:
         if self.index is None:
             return self.dense_similarities()
         return self.row_similarities(self.index)
+
+    def key_similarities(self) -> torch.Tensor:
+        """(B, K) k·n over each query's real negatives, without gradient."""
+        with torch.no_grad():
+            k = self.k.detach()
+            if self.index is not None and self.source.shape[0] > DENSE_ROWS:
+                return GatheredDot.apply(k, self.source, self.index)
+            dense = full_precision(k.to(self.source.dtype) @ self.source.t())
+            return dense if self.index is None else dense.gather(1, self.index)
 
     def real_labels(self) -> torch.Tensor | None:
         """(B, K) or (K,) labels of the real negatives, None when the source has none."""
