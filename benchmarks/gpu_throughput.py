@@ -54,6 +54,10 @@ def strategies(queue: int) -> dict[str, list[str]]:
     }
 
 
+LABELS = {"vissl_neg": "vissl_neg, split shuffle-BN (its default on one process)",
+          "vissl_neg, shuffle-BN off": "vissl_neg, shuffle-BN off (the work lightly's step does)"}
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -305,7 +309,8 @@ def render(r: dict) -> list[str]:
         lines += ["", "| MoCo v2 step | img/s | / lightly (same compile setting) |", "|---|---:|---:|"]
         for name, v in ips.items():
             peer = ips.get("lightly, compiled" if "compiled" in name else "lightly")
-            lines.append(f"| {name} | {v:,.0f} | {v / peer:.3f} |" if peer else f"| {name} | {v:,.0f} | |")
+            label = LABELS.get(name, name)
+            lines.append(f"| {label} | {v:,.0f} | {v / peer:.3f} |" if peer else f"| {label} | {v:,.0f} | |")
     if "strategies" in r:
         lines += ["", "| strategy (eager, shuffle-BN off) | step (ms) | step / MoCo |", "|---|---:|---:|"]
         lines += [f"| {name} | {v['ms']:.1f} | {v['ratio']:.3f} |" for name, v in r["strategies"].items()]

@@ -111,4 +111,4 @@ def test_tools_train_under_torchrun_writes_once(data_root, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 3
     assert proc.stdout.count('"step": 3') == 1  # the final JSON line comes from rank 0 only
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt", "metrics.json", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt", "metrics.json", "report.png", "tb"]
