@@ -273,20 +273,20 @@ def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
             raise ConfigError(f"config key '{key}' ({spec['name']}): {exc}") from None
         if strategy.start_epoch < 0:
             raise ConfigError(f"config key '{key}.start_epoch' must be >= 0, got {strategy.start_epoch}")
-        mixer = next((b for b in built if getattr(b, "mixes", False)), None)
-        if mixer is not None and getattr(strategy, "changes_source", False):
+        mixer = next((b for b in built if b.mixes), None)
+        if mixer is not None and strategy.changes_source:
             raise ConfigError(f"config key '{key}': {spec['name']} changes the negatives that "
                               f"{type(mixer).__name__.lower()} mixes from; list it before the mixing strategy")
         if spec["name"] == "false_negatives" and any(type(b) is type(strategy) for b in built):
             raise ConfigError(f"config key '{key}': only one false_negatives entry may mark the negatives")
         if available is not None:
-            for param, value in getattr(strategy, "limits", dict)().items():
+            for param, value in strategy.limits().items():
                 if value > available:
                     raise ConfigError(f"{key}.{param}={value} is larger than the {available} negatives each "
                                       f"query has{narrowed_by}")
-            kept = getattr(strategy, "kept", None)
+            kept = strategy.kept(available)
             if kept is not None:
-                available, narrowed_by = kept(available), f" after {key} ({spec['name']})"
+                available, narrowed_by = kept, f" after {key} ({spec['name']})"
         built.append(strategy)
     return built
 

@@ -1,5 +1,6 @@
 """Negative sources (queue, memory bank) and the hard-negative strategies that plug onto
-them, each in its own module; ``STRATEGIES`` maps a config name to its class."""
+them, each in its own module; ``STRATEGIES`` maps a config name to its class (each a
+:class:`~vissl_neg.negatives.strategy.Strategy`)."""
 
 from vissl_neg.negatives.ambiguous import Ambiguous
 from vissl_neg.negatives.false_negatives import FalseNegatives
@@ -10,9 +11,10 @@ from vissl_neg.negatives.memory_bank import MemoryBank
 from vissl_neg.negatives.mochi import Mochi
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.queue import NegativeQueue
+from vissl_neg.negatives.strategy import Strategy
 
 STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
               "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
 
 __all__ = ["STRATEGIES", "Ambiguous", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
-           "NegativeQueue", "NegativeSet"]
+           "NegativeQueue", "NegativeSet", "Strategy"]

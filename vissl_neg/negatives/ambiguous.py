@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.negatives.strategy import Strategy
 
 
 def simans_logits(sims: torch.Tensor, pos: torch.Tensor, a: float, b: float) -> torch.Tensor:
@@ -51,7 +52,7 @@ def sample_without_replacement(logits: torch.Tensor, k: int, generator: torch.Ge
 
 
 @dataclass
-class Ambiguous:
+class Ambiguous(Strategy):
     """Config ``{name: ambiguous, keep: 1024, a: 12.5, b: 0.0, start_epoch: 0}``: each query
     keeps ``keep`` of its real negatives, drawn with the SimANS probabilities."""
 

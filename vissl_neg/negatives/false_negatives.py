@@ -17,6 +17,7 @@ import torch
 from vissl_neg.losses.false_negatives import MODES
 from vissl_neg.negatives.filtering import hardest_positions
 from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.negatives.strategy import Strategy
 
 
 def suspect_false_negatives(support_sims: torch.Tensor, top: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def suspect_false_negatives(support_sims: torch.Tensor, top: int) -> torch.Tenso
 
 
 @dataclass
-class FalseNegatives:
+class FalseNegatives(Strategy):
     """Config ``{name: false_negatives, top: 8, mode: eliminate, start_epoch: 0}`` (mode
     eliminate or attract). Marks over the real negatives; synthetic ones are never marked."""
 

@@ -20,6 +20,7 @@ import torch
 
 from vissl_neg.negatives.beta import sample_beta
 from vissl_neg.negatives.negative_set import NegativeSet, full_precision
+from vissl_neg.negatives.strategy import Strategy
 
 
 def _column(lam: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
@@ -46,7 +47,7 @@ def interpolate_negatives(negatives: torch.Tensor, perm: torch.Tensor, lam: floa
 
 
 @dataclass
-class FeatureTransform:
+class FeatureTransform(Strategy):
     """Config ``{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}``; an alpha of
     0 switches that half off. ``neg_per_dim`` draws λ⁻ per dimension instead of per
     negative (*ours*: the paper allows both)."""

@@ -9,6 +9,7 @@ import torch
 
 from vissl_neg.losses.info_nce import similarities
 from vissl_neg.negatives.negative_set import NegativeSet, take
+from vissl_neg.negatives.strategy import Strategy
 
 
 def hardest_positions(sims: torch.Tensor, k: int, ordered: bool = True) -> torch.Tensor:
@@ -26,7 +27,7 @@ def hardest_negatives(q: torch.Tensor, negatives: torch.Tensor, k: int) -> torch
 
 
 @dataclass
-class Filter:
+class Filter(Strategy):
     """Config ``{name: filter, keep: 4096}`` or ``{name: filter, fraction: 0.25}``."""
 
     keep: int = 0

@@ -20,6 +20,7 @@ from vissl_neg.losses.info_nce import similarities
 from vissl_neg.negatives.beta import sample_beta
 from vissl_neg.negatives.filtering import hardest_positions
 from vissl_neg.negatives.negative_set import Mixes, NegativeSet, flat_source, full_precision, row_combination
+from vissl_neg.negatives.strategy import Strategy
 
 
 @dataclass
@@ -134,7 +135,7 @@ def hard_rows(negs: NegativeSet, n_hard: int) -> torch.Tensor:
 
 
 @dataclass
-class Mochi:
+class Mochi(Strategy):
     """Config ``{name: mochi, n_hard: 1024, s: 1024, s_prime: 512, start_epoch: 0}``."""
 
     n_hard: int = 1024
@@ -142,7 +143,7 @@ class Mochi:
     s_prime: int = 512
     start_epoch: float = 0.0  # switch on after this many epochs (fractions allowed)
 
-    mixes = True  # makes synthetic negatives from the current source
+    mixes = True
 
     def check(self) -> None:
         if self.n_hard <= 0 or self.s < 0 or self.s_prime < 0 or self.s + self.s_prime == 0:
