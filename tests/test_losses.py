@@ -109,7 +109,7 @@ def test_gradients_reach_q_only():
 
     q = F.normalize(q_leaf, dim=1)
     k = F.normalize(k_src, dim=1).detach()
-    loss = info_nce(q, k, queue.negatives, t) + info_nce(q, k, F.normalize(negs_src, dim=1).detach(), t)
+    loss = info_nce(q, k, queue.keys, t) + info_nce(q, k, F.normalize(negs_src, dim=1).detach(), t)
     loss.backward()
     assert q_leaf.grad is not None and q_leaf.grad.abs().sum() > 0
     assert k_src.grad is None and negs_src.grad is None

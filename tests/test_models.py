@@ -27,6 +27,7 @@ from vissl_neg.models import (
     momentum_update,
 )
 from vissl_neg.models.shuffle_bn import batch_shuffle_single
+from vissl_neg.negatives import NegativeQueue
 
 
 def _small_net(seed):
@@ -75,7 +76,7 @@ def moco():
     cfg = load_config(None, ["model.backbone=resnet10t", "model.head_hidden=32", "model.dim=16"])
     torch.manual_seed(0)
     encoder = build_encoder(cfg.model, 1, 28)
-    return MoCo(encoder, queue_size=20, shuffle_bn="split", bn_splits=2)
+    return MoCo(encoder, NegativeQueue(20, 16), shuffle_bn="split", bn_splits=2)
 
 
 def test_encoder_outputs_unit_embeddings():
@@ -96,7 +97,7 @@ def test_moco_key_encoder_gets_no_gradient(moco):
     q = moco.encoder_q(x1)
     k = moco.keys(x2)
     assert not k.requires_grad
-    loss = info_nce(q, k, moco.queue.negatives, 0.2)
+    loss = info_nce(q, k, moco.queue.keys, 0.2)
     loss.backward()
     k_params = list(moco.encoder_k.parameters())
     assert k_params
@@ -110,7 +111,7 @@ def test_moco_key_encoder_gets_no_gradient(moco):
 def test_moco_starts_with_equal_encoders_and_momentum_zero_copies():
     cfg = load_config(None, ["model.head_hidden=16", "model.dim=8"])
     enc = build_encoder(cfg.model, 1, 28)
-    m = MoCo(enc, queue_size=10, shuffle_bn="none")
+    m = MoCo(enc, NegativeQueue(10, 8), shuffle_bn="none")
     for (nq, pq), (nk, pk) in zip(m.encoder_q.named_parameters(), m.encoder_k.named_parameters()):
         assert nq == nk and torch.equal(pq, pk) and pq.data_ptr() != pk.data_ptr()
     with torch.no_grad():

@@ -55,6 +55,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        if hasattr(tp, "variant"):  # a registry section (the loss): its name picks its class and keys
+            return _build_variant(tp, value, key)
         return _build(tp, value, key)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
@@ -97,6 +99,27 @@ def _build(cls: type, values: dict, prefix: str = ""):
             raise _unknown_key(full, names)
         kwargs[key] = _coerce(full, value, hints[key])
     return cls(**kwargs)
+
+
+def _build_variant(base: type, values: dict, key: str):
+    """A section whose ``name`` selects a registered dataclass with keys of its own."""
+    from vissl_neg.losses import LOSSES
+
+    name = values.get("name", base.name)
+    _choice(f"{key}.name", str(name), tuple(LOSSES))
+    cls = base.variant(name)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        owners = [n for n, other in LOSSES.items() if k in {f.name for f in dataclasses.fields(other)}]
+        if k not in names and owners:
+            raise ConfigError(f"config key '{key}.{k}' belongs to {key}.name={' or '.join(owners)}, "
+                              f"not {key}.name={name}")
+    built = _build(cls, values, key)
+    try:
+        built.check()
+    except ValueError as exc:
+        raise ConfigError(f"config key '{key}' ({name}): {exc}") from None
+    return built
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -302,30 +325,28 @@ def validate(cfg: Config) -> None:
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
-    _choice("negatives.source", cfg.negatives.source, ("queue", "memory_bank"))
+    from vissl_neg.negatives import SOURCES
+
+    _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))
     _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
-    strategies = build_strategies(cfg.negatives.strategies, cfg.negatives.size if cfg.negatives.size > 0 else None)
-    _choice("loss.name", cfg.loss.name, ("info_nce", "debiased"))
-    if cfg.loss.name == "debiased" and any(isinstance(s, FalseNegatives) for s in strategies):
-        raise ConfigError("loss.name=debiased with a false_negatives strategy is not supported: the false-negative "
-                          "loss replaces the loss (use loss.name=info_nce)")
-    if cfg.loss.name == "info_nce" and (cfg.loss.tau_plus or cfg.loss.beta):
-        raise ConfigError("loss.tau_plus and loss.beta apply to loss.name=debiased only")
-    if not 0.0 <= cfg.loss.tau_plus < 1.0:
-        raise ConfigError(f"config key 'loss.tau_plus' must be in [0, 1), got {cfg.loss.tau_plus}")
+    available = SOURCES[cfg.negatives.source].available(cfg.negatives, cfg.optim.batch_size)
+    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None)
+    if not cfg.loss.cancels_false_negatives and any(isinstance(s, FalseNegatives) for s in strategies):
+        raise ConfigError(f"loss.name={cfg.loss.name} with a false_negatives strategy is not supported: the "
+                          "false-negative loss replaces the loss (use loss.name=info_nce)")
     if not 0.0 <= cfg.negatives.bank_momentum < 1.0:
         raise ConfigError(f"config key 'negatives.bank_momentum' must be in [0, 1), got {cfg.negatives.bank_momentum}")
-    _choice("optim.name", cfg.optim.name, ("sgd",))
+    _choice("optim.name", cfg.optim.name, ("sgd", "adamw"))
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
     _choice("eval.linear_protocol", cfg.eval.linear_protocol, ("lbfgs", "sgd"))
     _check_run(cfg)
     _check_ranges(
         cfg,
         positive=("negatives.size", "negatives.diag_top", "data.decode_size", "model.dim", "model.bn_splits",
-                  "optim.base_batch", "loss.temperature", "augment.size", "eval.knn_k", "eval.knn_temperature",
+                  "optim.base_batch", "augment.size", "eval.knn_k", "eval.knn_temperature",
                   "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
                   "eval.linear_batch_size"),
-        non_negative=("data.subset", "model.head_hidden", "model.patch_size", "loss.beta"),
+        non_negative=("data.subset", "model.head_hidden", "model.patch_size"),
         probabilities=tuple(f"augment.{k}" for k in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p")),
     )
     if not 0.0 <= cfg.model.momentum < 1.0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vissl_neg.losses.contrastive import ContrastiveLoss, InfoNCELoss
+
 
 @dataclass
 class DataConfig:
@@ -49,6 +51,9 @@ class ModelConfig:
     small_stem: bool = False  # first conv stride 1 and no max-pool, for 28x28 / 32x32 inputs
     patch_size: int = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = the model's own
     head_hidden: int = 512  # 0 = the backbone's feature width
+    head_bn: bool = False  # BN in the projection head and after its output (MoCo v3's projector)
+    predictor_hidden: int = 0  # > 0: MoCo v3's prediction head (dim -> hidden -> dim) on the query side
+    freeze_patch_embed: bool = False  # ViTs: keep the random patch projection (MoCo v3)
     dim: int = 128
     momentum: float = 0.99
     momentum_schedule: str = "cosine"  # fixed | cosine
@@ -59,28 +64,17 @@ class ModelConfig:
 
 @dataclass
 class NegativesConfig:
-    """``source``: queue (MoCo ring buffer of ``size`` keys) or memory_bank (one row per
-    training image; ``size`` negatives drawn per query). ``strategies`` apply in order,
+    """``source``: queue (MoCo ring buffer of ``size`` keys), memory_bank (one row per
+    training image; ``size`` negatives drawn per query) or batch (the other keys of the global
+    batch, SimCLR / MoCo v3; ``size`` unused). ``strategies`` apply in order,
     e.g. ``[{name: filter, keep: 2048}, {name: mochi, n_hard: 1024, s: 1024, s_prime: 512}]``."""
 
-    source: str = "queue"  # queue | memory_bank
+    source: str = "queue"  # queue | memory_bank | batch
     size: int = 4096
     strategies: list[dict[str, Any]] = field(default_factory=list)
     bank_momentum: float = 0.5  # memory_bank row update: m * old + (1 - m) * new (Wu et al. 2018)
     bank_dtype: str = "float32"  # float32 | bfloat16 | float16
     diag_top: int = 64  # false-negative rate among each query's diag_top hardest negatives
-
-
-@dataclass
-class LossConfig:
-    """info_nce, or debiased (Chuang et al. 2020; hardness-weighted with beta > 0,
-    Robinson et al. 2021). ``dual_view``: symmetrised loss over both views."""
-
-    name: str = "info_nce"  # info_nce | debiased
-    temperature: float = 0.2
-    tau_plus: float = 0.0
-    beta: float = 0.0
-    dual_view: bool = False
 
 
 @dataclass
@@ -134,7 +128,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: ContrastiveLoss = field(default_factory=InfoNCELoss)  # loss.name picks the class (LOSSES)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -13,18 +13,33 @@ import torch
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine import distributed as dist
 from vissl_neg.engine.device import autocast, use_deterministic_kernels
-from vissl_neg.engine.run_dir import diverged
+from vissl_neg.engine.run_dir import diverged, install_stop_handlers, restore_handlers
 from vissl_neg.errors import one_line
 
 
 class TrainerBase:
-    """Subclasses set cfg, out_dir, device, amp_dtype, train_set, notes, step, resumed_from,
-    steps_per_epoch, total_steps, metrics (list of dicts with epoch and step), train_seconds,
-    last_scalars, stop_signal, and define
-    ``evaluate_metrics() -> dict``, ``eval_every`` (epochs; 0 = at the end only, -1 never),
-    ``save()``."""
+    """The loop and what surrounds it. A task's trainer sets cfg, out_dir, device, amp_dtype,
+    train_set, loader_set, batch_sampler, model, notes, step, resumed_from, steps_per_epoch,
+    total_steps, metrics (list of dicts with epoch and step), train_seconds, last_scalars,
+    stop_signal, and defines:
+
+    - ``unit`` (what a sample is called), ``rate_key`` (its rate in the result, also the
+      TensorBoard tag ``train/<rate_key>``), ``averaged`` (the ``train_step`` outputs whose
+      means are logged as ``train/<key>``, by ``LOGGED``'s name where it has one);
+    - ``start_epoch(epoch, start_batch, log) -> seconds`` (set the batch order; a pause such
+      as mining, kept out of the training rate), ``train_batch(batch, diagnose) -> out``
+      (one step on a loader batch; ``out`` holds detached device tensors, ``loss`` first);
+    - ``step_scalars(out) -> dict`` (task scalars of a log step), ``after_log(log, scalars, out)``,
+      ``histograms(log, out)``, ``final() -> dict``;
+    - ``evaluate_metrics() -> dict``, ``eval_every`` (epochs; 0 = at the end only, -1 never),
+      ``describe_metrics``, ``save()``.
+    """
 
     is_main = True
+    unit = "samples"
+    rate_key = "samples_per_s"
+    averaged: tuple[str, ...] = ("loss",)
+    LOGGED = {"pos": "pos_cos", "neg": "neg_cos", "hardest_neg": "hardest_neg_cos"}
 
     @property
     def ckpt_path(self) -> Path:
@@ -125,6 +140,105 @@ class TrainerBase:
         log.info(f"epoch {epoch}: {self.describe_metrics(values)} ({time.perf_counter() - t0:.0f}s)")
         self._save_good()
         return time.perf_counter() - t0
+
+    def _agree_stop(self, now: bool) -> bool:
+        """Whether to stop after this step. One process: as soon as a signal came. Under DDP
+        the ranks agree (any rank's signal stops all) at log steps and epoch ends only, so
+        they stop at the same step without a collective on every step."""
+        if not dist.is_dist():
+            return self.stop_signal is not None
+        if not now:
+            return False
+        flag = torch.tensor([float(self.stop_signal is not None)], device=self.device)
+        if dist.all_reduce_mean(flag).item() > 0:
+            self.stop_signal = self.stop_signal or "a signal to another rank"
+            return True
+        return False
+
+    # ---------------------------------------------------------------- task hooks
+    def start_epoch(self, epoch: int, start_batch: int, log) -> float:
+        raise NotImplementedError
+
+    def train_batch(self, batch, diagnose: bool) -> dict:
+        raise NotImplementedError
+
+    def step_scalars(self, out: dict) -> dict:
+        return {}
+
+    def after_log(self, log, scalars: dict, out: dict) -> None:
+        pass
+
+    def histograms(self, log, out: dict) -> None:
+        pass
+
+    def final(self) -> dict:
+        return {}
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict:
+        """Train (from the step the run directory's checkpoint holds) to the end, or to
+        ``train.max_steps``, or to a stop signal; -> the result (also in metrics.json)."""
+        from vissl_neg.data import make_loader
+
+        cfg, t = self.cfg, self.cfg.train
+        log = self._open_log(self.unit)
+        previous = install_stop_handlers(self._on_signal)
+        self.model.train()
+        self._start_watch()
+        acc = {key: torch.zeros((), device=self.device) for key in self.averaged}
+        n_acc = 0
+        t_last, step_last = time.perf_counter(), self.step
+        stop_at = min(self.total_steps, t.max_steps or self.total_steps)
+        try:
+            d = cfg.data
+            loader = make_loader(self.loader_set, self.batch_sampler, d.num_workers, d.pin_memory, seed=t.seed,
+                                 prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
+            stopped = False
+            while self.step < stop_at and not stopped:
+                t_last += self.start_epoch(*divmod(self.step, self.steps_per_epoch), log)
+                for batch in loader:
+                    diagnose = (self.step + 1) % t.log_every == 0 or self.step + 1 == stop_at
+                    out = self.train_batch(batch, diagnose)
+                    self._watch_loss(out["loss"])
+                    for key in self.averaged:
+                        acc[key] += out[key].mean()
+                    n_acc += 1
+                    log.advance(1)
+                    at_end = self.step >= stop_at
+                    if self.step % t.log_every == 0 or at_end:
+                        self._check_finite()
+                        now = time.perf_counter()
+                        rate = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
+                        self.train_seconds += now - t_last
+                        t_last, step_last = now, self.step
+                        means = dist.all_reduce_mean(torch.stack([acc[k] for k in self.averaged]) / n_acc).tolist()
+                        scalars = {f"train/{self.LOGGED.get(k, k)}": v for k, v in zip(self.averaged, means)}
+                        scalars.update({"train/lr": out["lr"], f"train/{self.rate_key}": rate})
+                        scalars.update(self.step_scalars(out))
+                        log.scalars(scalars, self.step)
+                        self.after_log(log, scalars, out)
+                        self.last_scalars = scalars
+                        log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}",
+                                    **{self.rate_key.replace("_per_", "_"): f"{rate:.0f}"})
+                        for value in acc.values():
+                            value.zero_()
+                        n_acc = 0
+                    if self.step % t.hist_every == 0:
+                        self.histograms(log, out)
+                    stopping = self._agree_stop(self.step % t.log_every == 0 or at_end)
+                    if self.step % t.ckpt_every == 0 or at_end or stopping:
+                        self._save_checked()
+                    if at_end or stopping:
+                        break
+                stopped = self._agree_stop(True)
+                if not stopped:
+                    t_last += self._evaluate_if_due(log)
+            if self.step >= self.total_steps:  # a kill between the last save and its eval
+                self._evaluate_if_due(log)
+        finally:
+            restore_handlers(previous)
+            log.close()
+        return self._finish(log, self.rate_key, self.final())
 
     def describe_metrics(self, values: dict) -> str:
         return "  ".join(f"{k} {v:.2f}" for k, v in values.items())

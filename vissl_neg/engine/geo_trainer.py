@@ -17,12 +17,12 @@ from vissl_neg.augment.cross_view import CrossViewAugment, EvalPairTransform
 from vissl_neg.config.geo_schema import GeoConfig
 from vissl_neg.config.load import to_dict
 from vissl_neg.data.cvusa import cvusa_split
-from vissl_neg.data.loader import FixedBatchSampler, make_loader, to_device
+from vissl_neg.data.loader import FixedBatchSampler, to_device
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.logging import RunLogger
-from vissl_neg.engine.run_dir import install_stop_handlers, open_run_dir, restore_handlers
+from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs, evaluate_recall
@@ -90,7 +90,7 @@ class GeoTrainer(TrainerBase):
                                            weight_decay=cfg.optim.weight_decay)
         use_fused(self.optimizer, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.batch_sampler = FixedBatchSampler()
+        self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
         self.mined_epoch = -1
         self.step = 0
@@ -202,68 +202,35 @@ class GeoTrainer(TrainerBase):
                                self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
                                self.cfg.train.progress)
 
-    def fit(self) -> dict:
-        cfg = self.cfg
-        log = self._open_log("pairs")
-        previous = install_stop_handlers(self._on_signal)
-        self.model.train()
-        zero = torch.zeros((), device=self.device)
-        acc = {"loss": zero.clone(), "pos": zero.clone(), "hardest_neg": zero.clone(), "n": 0}
-        self._start_watch()
-        t_last, step_last = time.perf_counter(), self.step
-        stop_at = min(self.total_steps, cfg.train.max_steps or self.total_steps)
-        d = cfg.data
-        try:
-            loader = make_loader(self.train_set, self.batch_sampler, d.num_workers, d.pin_memory, seed=cfg.train.seed,
-                                 prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
-            while self.step < stop_at and self.stop_signal is None:
-                epoch, start_batch = divmod(self.step, self.steps_per_epoch)
-                refresh = self.refresh_epoch(epoch)
-                if refresh is not None and self.mined_epoch != refresh:
-                    self._check_finite()  # never save (or mine with) weights a NaN step has touched
-                    pause = time.perf_counter()
-                    self.mine(log)
-                    self.mined_epoch = refresh
-                    self._save_good()
-                    t_last += time.perf_counter() - pause
-                self.batch_sampler.set_batches(self.epoch_batches(epoch), start_batch)
-                for pano, sat, _, _ in (to_device(b, self.device) for b in loader):
-                    out = self.train_step(pano, sat)
-                    self._watch_loss(out["loss"])
-                    for key in ("loss", "pos", "hardest_neg"):
-                        acc[key] += out[key].mean()
-                    acc["n"] += 1
-                    log.advance(1)
-                    at_end = self.step >= stop_at
-                    if self.step % cfg.train.log_every == 0 or at_end:
-                        now = time.perf_counter()
-                        self.train_seconds += now - t_last
-                        pairs_s = (self.step - step_last) * cfg.optim.batch_size / max(now - t_last, 1e-9)
-                        t_last, step_last = now, self.step
-                        means = (torch.stack([acc["loss"], acc["pos"], acc["hardest_neg"], out["scale"]])
-                                 / torch.tensor([acc["n"]] * 3 + [1], device=self.device)).tolist()
-                        scalars = {"train/loss": means[0], "train/pos_cos": means[1], "train/hardest_neg_cos": means[2],
-                                   "train/logit_scale": means[3], "train/lr": out["lr"], "train/pairs_per_s": pairs_s}
-                        log.scalars(scalars, self.step)
-                        log.postfix(loss=f"{means[0]:.3f}", lr=f"{out['lr']:.3g}", pairs_s=f"{pairs_s:.0f}")
-                        self.last_scalars = scalars
-                        for key in ("loss", "pos", "hardest_neg"):
-                            acc[key].zero_()
-                        acc["n"] = 0
-                        self._check_finite()
-                    if self.step % cfg.train.hist_every == 0:
-                        log.histogram("scores/positive", out["pos"], self.step)
-                        log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
-                    if self.step % cfg.train.ckpt_every == 0 or at_end or self.stop_signal:
-                        self._save_checked()
-                    if at_end or self.stop_signal:
-                        break
-                if self.stop_signal is None:
-                    t_last += self._evaluate_if_due(log)
-            if self.step >= self.total_steps:  # a kill between the last save and its eval
-                self._evaluate_if_due(log)
-        finally:
-            restore_handlers(previous)
-            log.close()
-        final = {"recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None}
-        return self._finish(log, "pairs_per_s", final)
+    # ---------------------------------------------------------------- the loop's hooks
+    unit = "pairs"
+    rate_key = "pairs_per_s"
+    averaged = ("loss", "pos", "hardest_neg")
+
+    def start_epoch(self, epoch: int, start_batch: int, log) -> float:
+        """Mine fresh neighbours when the epoch starts a refresh, then set its batches."""
+        pause = 0.0
+        refresh = self.refresh_epoch(epoch)
+        if refresh is not None and self.mined_epoch != refresh:
+            self._check_finite()  # never save (or mine with) weights a NaN step has touched
+            t0 = time.perf_counter()
+            self.mine(log)
+            self.mined_epoch = refresh
+            self._save_good()
+            pause = time.perf_counter() - t0
+        self.batch_sampler.set_batches(self.epoch_batches(epoch), start_batch)
+        return pause
+
+    def train_batch(self, batch, diagnose: bool) -> dict:
+        pano, sat, _, _ = to_device(batch, self.device)
+        return self.train_step(pano, sat)
+
+    def step_scalars(self, out: dict) -> dict:
+        return {"train/logit_scale": float(out["scale"])}
+
+    def histograms(self, log, out: dict) -> None:
+        log.histogram("scores/positive", out["pos"], self.step)
+        log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
+
+    def final(self) -> dict:
+        return {"recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None}

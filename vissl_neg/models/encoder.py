@@ -129,27 +129,52 @@ def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], wha
 
 
 class ProjectionHead(nn.Module):
-    """MoCo-v2 MLP head: Linear(F, H) -> ReLU -> Linear(H, D) (Chen et al. 2020)."""
+    """MLP head Linear(F, H) -> [BN] -> ReLU -> Linear(H, D) [-> BN without affine]: MoCo v2's
+    (Chen et al. 2020; no BN) or, with ``bn`` / ``last_bn``, MoCo v3's (Chen, Xie, He 2021:
+    BN in the hidden layer, and after the output for the projector, not the predictor)."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, bn: bool = False, last_bn: bool = False):
         super().__init__()
         hidden = hidden or in_dim
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden, bias=not bn)]
+        if bn:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim, bias=not last_bn)]
+        if last_bn:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
 class Encoder(nn.Module):
-    """backbone + head; ``forward`` returns L2-normalised embeddings (B, D)."""
+    """backbone + head; ``forward`` returns L2-normalised embeddings (B, D), ``project`` the
+    head's output before normalisation."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(x)).float(), dim=1)
+        return F.normalize(self.project(x).float(), dim=1)
+
+
+class QueryPath(nn.Module):
+    """The query side with a prediction head (MoCo v3): normalise(predictor(encoder.project(x))).
+    Holds references only; the modules belong to the MoCo module (and its checkpoint)."""
+
+    def __init__(self, encoder: Encoder, predictor: nn.Module):
+        super().__init__()
+        self.encoder, self.predictor = encoder, predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.predictor(self.encoder.project(x)).float(), dim=1)
 
 
 def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
@@ -159,4 +184,22 @@ def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
                               patch_size=cfg.patch_size)
     width = check_input(backbone, cfg.backbone, (in_chans, image_size, image_size),
                         hint="try a larger augment.size, model.small_stem=true or another backbone")
-    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim))
+    if cfg.freeze_patch_embed:
+        freeze_patch_embedding(backbone, cfg.backbone)
+    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim, bn=cfg.head_bn, last_bn=cfg.head_bn))
+
+
+def build_predictor(cfg) -> ProjectionHead | None:
+    """MoCo v3's prediction head on the query side (``model.predictor_hidden`` > 0), else None."""
+    if not cfg.predictor_hidden:
+        return None
+    return ProjectionHead(cfg.dim, cfg.predictor_hidden, cfg.dim, bn=True)
+
+
+def freeze_patch_embedding(backbone: nn.Module, name: str) -> None:
+    """A ViT's patch projection stays at its random initialisation (MoCo v3's stability trick)."""
+    patch = getattr(backbone, "patch_embed", None)
+    if patch is None:
+        raise ConfigError(f"model.freeze_patch_embed=true needs a model with a patch embedding; '{name}' has none")
+    for p in patch.parameters():
+        p.requires_grad_(False)

@@ -1,4 +1,5 @@
-"""MoCo v2 (He et al. 2020; Chen et al. 2020): query encoder, momentum key encoder, queue."""
+"""MoCo (He et al. 2020; Chen et al. 2020; Chen, Xie, He 2021): query encoder (+ predictor),
+momentum key encoder, negative source."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from vissl_neg.models.encoder import Encoder
+from vissl_neg.models.encoder import Encoder, QueryPath
 from vissl_neg.models.momentum import momentum_update
 from vissl_neg.models.shuffle_bn import (
     batch_shuffle_ddp,
@@ -15,30 +16,23 @@ from vissl_neg.models.shuffle_bn import (
     batch_unshuffle_ddp,
     convert_split_bn,
 )
-from vissl_neg.negatives.memory_bank import MemoryBank
-from vissl_neg.negatives.queue import NegativeQueue
+from vissl_neg.negatives.source import NegativeSource
 
 
 class MoCo(nn.Module):
-    """Holds everything a MoCo run trains or carries: ``encoder_q`` (trained),
-    ``encoder_k`` (EMA of it, no gradient) and the negative source: a ``queue`` of
-    ``queue_size`` keys, or, with ``bank_items`` > 0, a ``bank`` with one row per training
-    image (the other attribute is None).
+    """Holds everything a MoCo run trains or carries: ``encoder_q`` (trained), an optional
+    ``predictor`` on the query side only (MoCo v3), ``encoder_k`` (EMA of ``encoder_q``, no
+    gradient) and the negative source (a :class:`~vissl_neg.negatives.source.NegativeSource`,
+    under its own attribute: ``queue``, ``bank`` or ``batch_keys``; ``source`` is whichever).
 
     ``shuffle_bn``: 'ddp' (permute keys across ranks), 'split' (G-group BN + permuted
     key batch on one process; ``split_bn_layers`` counts the converted BN layers) or 'none'.
     """
 
-    def __init__(
-        self,
-        encoder: Encoder,
-        queue_size: int,
-        shuffle_bn: str = "split",
-        bn_splits: int = 8,
-        bank_items: int = 0,
-        bank_momentum: float = 0.5,
-        bank_dtype: str = "float32",
-    ):
+    SOURCE_ATTRS = ("queue", "bank", "batch_keys")
+
+    def __init__(self, encoder: Encoder, source: NegativeSource, shuffle_bn: str = "split", bn_splits: int = 8,
+                 predictor: nn.Module | None = None):
         super().__init__()
         self.shuffle_bn = shuffle_bn
         self.split_bn_layers = convert_split_bn(encoder, bn_splits) if shuffle_bn == "split" else 0
@@ -46,9 +40,17 @@ class MoCo(nn.Module):
         self.encoder_k = copy.deepcopy(encoder)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        dim = encoder.head.net[-1].out_features
-        self.queue = NegativeQueue(queue_size, dim) if bank_items == 0 else None
-        self.bank = MemoryBank(bank_items, dim, bank_momentum, bank_dtype) if bank_items else None
+        for attr in self.SOURCE_ATTRS:
+            setattr(self, attr, source if attr == source.attr else None)
+        self.predictor = predictor
+
+    @property
+    def source(self) -> NegativeSource:
+        return next(getattr(self, a) for a in self.SOURCE_ATTRS if getattr(self, a) is not None)
+
+    def query_module(self) -> nn.Module:
+        """What embeds the queries: ``encoder_q``, or it followed by the predictor."""
+        return self.encoder_q if self.predictor is None else QueryPath(self.encoder_q, self.predictor)
 
     @torch.no_grad()
     def update_key_encoder(self, m: float) -> None:

@@ -1,4 +1,4 @@
-"""Negative sources (queue, memory bank) and the hard-negative strategies that plug onto
+"""Negative sources (queue, memory bank, the batch's keys; ``SOURCES``) and the hard-negative strategies that plug onto
 them, each in its own module; ``STRATEGIES`` maps a config name to its class (each a
 :class:`~vissl_neg.negatives.strategy.Strategy`)."""
 
@@ -11,10 +11,12 @@ from vissl_neg.negatives.memory_bank import MemoryBank
 from vissl_neg.negatives.mochi import Mochi
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.queue import NegativeQueue
+from vissl_neg.negatives.source import BatchKeys, NegativeSource
 from vissl_neg.negatives.strategy import Strategy
 
+SOURCES = {"queue": NegativeQueue, "memory_bank": MemoryBank, "batch": BatchKeys}
 STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
               "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
 
-__all__ = ["STRATEGIES", "Ambiguous", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
-           "NegativeQueue", "NegativeSet", "Strategy"]
+__all__ = ["SOURCES", "STRATEGIES", "Ambiguous", "BatchKeys", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
+           "NegativeQueue", "NegativeSet", "NegativeSource", "Strategy"]

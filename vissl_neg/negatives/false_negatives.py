@@ -45,4 +45,4 @@ class FalseNegatives(Strategy):
         return {"top": self.top}
 
     def __call__(self, negs: NegativeSet) -> NegativeSet:
-        return negs.with_(suspected=suspect_false_negatives(negs.key_similarities(), self.top))
+        return negs.with_(suspected=suspect_false_negatives(negs.key_similarities(), self.top), cancel=self.mode)

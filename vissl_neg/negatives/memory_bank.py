@@ -4,19 +4,24 @@ discrimination): one (N, D) row per training sample, refreshed with a momentum."
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+from vissl_neg.engine.distributed import concat_all_gather
+from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.negatives.source import NegativeSource
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class MemoryBank(nn.Module):
+class MemoryBank(NegativeSource):
     """``bank`` (N, D) unit rows, ``labels`` (N,) (-1 unknown, diagnostics only).
 
     ``update`` sets row i to normalise(m · bank[i] + (1 − m) · feat). Storage may be
     bf16 / fp16 (1.28 M × 128 in bf16 is 328 MB); reads return float32. Both tensors are
     buffers: on the model's device and in every checkpoint.
     """
+
+    attr = "bank"
 
     def __init__(self, num_items: int, dim: int, momentum: float = 0.5, dtype: torch.dtype | str = torch.float32):
         super().__init__()
@@ -50,3 +55,17 @@ class MemoryBank(nn.Module):
         other N − 1 items (never a query's own index), on the device."""
         draw = torch.randint(self.num_items - 1, (own.shape[0], k), device=own.device, generator=generator)
         return draw + (draw >= own.unsqueeze(1)).long()
+
+    @classmethod
+    def from_config(cls, neg, dim, num_items, batch_size):
+        return cls(num_items, dim, neg.bank_momentum, neg.bank_dtype)
+
+    def negatives(self, q, k, labels, indices, count):
+        """Per query ``count`` rows drawn uniformly from the other images' rows."""
+        return NegativeSet(q, k, self.bank, self.labels, self.sample(indices, count))
+
+    @torch.no_grad()
+    def add(self, keys, labels, indices):
+        """Every rank's rows of this batch, from the key (the normalised sum of both key views)."""
+        feats = keys[0] if len(keys) == 1 else F.normalize(keys[0] + keys[1], dim=1)
+        self.update(concat_all_gather(indices), concat_all_gather(feats), concat_all_gather(labels))

@@ -136,6 +136,7 @@ class NegativeSet:
     index: torch.Tensor | None = None
     synthetic: tuple[Mixes, ...] = ()
     suspected: torch.Tensor | None = None
+    cancel: str = "eliminate"  # how the loss cancels the suspected: eliminate | attract
     dense: torch.Tensor | None = field(default=None, repr=False)  # cached (B, M) q·source
 
     def with_(self, **changes) -> "NegativeSet":

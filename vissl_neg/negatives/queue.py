@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from vissl_neg.engine.distributed import concat_all_gather
+from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.negatives.source import NegativeSource
 
-class NegativeQueue(nn.Module):
+
+class NegativeQueue(NegativeSource):
     """K keys of dimension D, oldest overwritten first.
 
     ``enqueue`` writes any batch size, wrapping around the end of the buffer (no
@@ -16,6 +19,8 @@ class NegativeQueue(nn.Module):
     model's device and travel with ``state_dict`` into checkpoints. Labels (-1 = unknown)
     ride beside the keys for diagnostics only; no loss reads them.
     """
+
+    attr = "queue"
 
     def __init__(self, size: int, dim: int):
         super().__init__()
@@ -26,10 +31,20 @@ class NegativeQueue(nn.Module):
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
-    @property
-    def negatives(self) -> torch.Tensor:
-        """(K, D) current keys. Read it before ``enqueue`` of the same step."""
-        return self.keys
+    @classmethod
+    def from_config(cls, neg, dim, num_items, batch_size):
+        return cls(neg.size, dim)
+
+    def negatives(self, q, k, labels, indices, count):
+        """Every query against all K keys (read before this step's ``add``)."""
+        return NegativeSet(q, k, self.keys, self.labels)
+
+    @torch.no_grad()
+    def add(self, keys, labels, indices):
+        """Enqueue every rank's keys of every key view (view by view)."""
+        k = keys[0] if len(keys) == 1 else torch.cat(keys)
+        labels = labels if len(keys) == 1 else torch.cat([labels] * len(keys))
+        self.enqueue(concat_all_gather(k), concat_all_gather(labels))
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
