@@ -25,14 +25,15 @@ def main() -> None:
     out = Path(sys.argv[1])
     trainer = Trainer(load_config(None, sys.argv[2:]))
     record = {"keys": [], "indices": [], "queue_before": trainer.model.queue.keys.clone()}
-    update = trainer._update_negatives
+    source = trainer.model.source
+    add = source.add
 
-    def spy(k, k1, labels, indices):
-        record["keys"].append(k.detach().clone())
+    def spy(keys, labels, indices):
+        record["keys"].append(keys[0].detach().clone())
         record["indices"].append(indices.clone())
-        update(k, k1, labels, indices)
+        add(keys, labels, indices)
 
-    trainer._update_negatives = spy
+    source.add = spy
     trainer.fit()
     rank = dist.rank()
     x = torch.arange(6, dtype=torch.float32).unsqueeze(1) + 100 * rank

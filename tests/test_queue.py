@@ -45,7 +45,7 @@ def test_initial_state():
     assert torch.allclose(q.keys.norm(dim=1), torch.ones(10), atol=1e-5)
     assert q.labels.tolist() == [-1] * 10
     assert int(q.ptr) == 0
-    assert q.negatives is q.keys
+    assert q.negatives(None, None, None, None, 0).source is q.keys
 
 
 def test_wrap_around_matches_ring_buffer():

@@ -117,7 +117,10 @@ def _build_variant(base: type, values: dict, key: str):
     built = _build(cls, values, key)
     try:
         built.check()
-    except ValueError as exc:
+    except ValueError as exc:  # "<field> must be ...": name the field's key
+        field, _, rest = str(exc).partition(" ")
+        if field in names:
+            raise ConfigError(f"config key '{key}.{field}' {rest}") from None
         raise ConfigError(f"config key '{key}' ({name}): {exc}") from None
     return built
 
