@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Sample4Geo on the planted-structure CVUSA fixture: recall after training with the tiny
-config (configs/cvusa_fixture.yaml: GPS-neighbour batches, then mined batches) and with
-random batches, beside the untrained encoder (BN statistics re-estimated) and chance.
+config (configs/cvusa_fixture.yaml: GPS-neighbour batches, then mined batches), with
+m²-mix on top of it (configs/cvusa_fixture_m2mix.yaml) and with random batches, beside the
+untrained encoder (BN statistics re-estimated) and chance.
 
 The fixture renders a pair's panorama and satellite tile from the same random colour
 pattern, the panorama rearranged and in inverted, channel-rotated colours, so an untrained
@@ -32,6 +33,8 @@ from vissl_neg.geo.run import evaluate_geo_run  # noqa: E402
 
 VARIANTS = {
     "hard-negative batches (GPS, then mined every 4 epochs)": [],
+    # = configs/cvusa_fixture_m2mix.yaml: the reference code's defaults
+    "hard-negative batches + m²-mix (α 0.5, weight 0.01/(epoch+1), τ₂ 0.07)": ["mixup.enabled=true"],
     "random batches": ["data.neighbours=none", "sampling.mine_every=0"],
 }
 KEYS = ("R@1", "R@5", "R@10")

@@ -57,6 +57,20 @@ class GeoLossConfig:
 
 
 @dataclass
+class GeoMixupConfig:
+    """Geodesic multi-modal mixup (m²-mix, Oh et al. NeurIPS 2023): each pair's ground and
+    satellite embeddings slerped with λ ~ Beta(alpha, alpha) are the negatives of an extra
+    loss term. Defaults are the reference code's (scripts/m2mix.sh)."""
+
+    enabled: bool = False
+    alpha: float = 0.5  # λ ~ Beta(alpha, alpha), one draw per step
+    weight: float = 0.01  # the mix term's weight
+    temperature: float = 0.07  # fixed temperature of the mix term; 0 = the learnable logit scale
+    epoch_decay: bool = True  # weight / (epoch - start_epoch + 1)
+    start_epoch: int = 0
+
+
+@dataclass
 class GeoOptimConfig:
     name: str = "adamw"
     lr: float = 1e-3
@@ -101,6 +115,7 @@ class GeoConfig:
     augment: GeoAugmentConfig = field(default_factory=GeoAugmentConfig)
     model: GeoModelConfig = field(default_factory=GeoModelConfig)
     loss: GeoLossConfig = field(default_factory=GeoLossConfig)
+    mixup: GeoMixupConfig = field(default_factory=GeoMixupConfig)
     optim: GeoOptimConfig = field(default_factory=GeoOptimConfig)
     sampling: GeoSamplingConfig = field(default_factory=GeoSamplingConfig)
     train: GeoTrainConfig = field(default_factory=GeoTrainConfig)

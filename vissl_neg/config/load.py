@@ -387,9 +387,9 @@ def validate_geo(cfg: GeoConfig) -> None:
     _check_ranges(
         cfg,
         positive=("data.sat_size", "model.init_temperature", "sampling.neighbour_select", "sampling.neighbour_range",
-                  "sampling.chunk_size", "eval.batch_size"),
+                  "sampling.chunk_size", "eval.batch_size", "mixup.alpha", "mixup.weight"),
         non_negative=("model.patch_size", "optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every",
-                      "eval.chunk_size"),
+                      "eval.chunk_size", "mixup.temperature", "mixup.start_epoch"),
         probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p",
                                                       "dropout_p")),
     )
@@ -400,6 +400,9 @@ def validate_geo(cfg: GeoConfig) -> None:
                           f"sampling.neighbour_range={cfg.sampling.neighbour_range}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
+    if cfg.mixup.enabled and cfg.mixup.start_epoch >= cfg.train.epochs:
+        raise ConfigError(f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
+                          f"({cfg.train.epochs}), or mixup never starts")
     a = cfg.augment
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")

@@ -6,6 +6,7 @@ is evaluated every ``eval.every`` epochs; checkpoints are atomic and resume exac
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -27,7 +28,13 @@ from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs, evaluate_recall
 from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
-from vissl_neg.losses import symmetric_info_nce
+from vissl_neg.losses import (
+    m2_mix_negatives,
+    m2mix_symmetric_info_nce,
+    m2mix_weight,
+    sample_m2mix_lambda,
+    symmetric_info_nce,
+)
 from vissl_neg.models.cross_view import build_cross_view_model
 
 
@@ -76,6 +83,8 @@ class GeoTrainer(TrainerBase):
         self.steps_per_epoch = n // batch  # every id lands in a batch; only the partial last one is dropped
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
+        mix_t = cfg.mixup.temperature
+        self.mix_logit_scale = math.log(1 / mix_t) if mix_t > 0 else None  # None: the learnable scale
 
         seed_everything(cfg.train.seed)
         a = cfg.augment
@@ -164,8 +173,9 @@ class GeoTrainer(TrainerBase):
 
     # ---------------------------------------------------------------- training
     def train_step(self, pano_u8: torch.Tensor, sat_u8: torch.Tensor) -> dict:
-        """One step on uint8 pairs already on the device; returns detached device tensors."""
-        cfg = self.cfg
+        """One step on uint8 pairs already on the device; returns detached device tensors
+        (with m²-mix on: its λ, weight and each panorama's highest score against another pair's mix)."""
+        cfg, m = self.cfg, self.cfg.mixup
         lr = warmup_cosine(self.step, self.total_steps, self.warmup_steps, cfg.optim.lr, cfg.optim.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -175,7 +185,14 @@ class GeoTrainer(TrainerBase):
             sat = sat.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             f_pano, f_sat = self.forward(pano), self.forward(sat)
-        loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
+        epoch = self.step // self.steps_per_epoch
+        weight = m2mix_weight(m.weight, epoch, m.start_epoch, m.epoch_decay) if m.enabled else 0.0
+        if weight > 0:
+            lam = sample_m2mix_lambda(m.alpha, self.device)
+            loss = m2mix_symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, lam, weight, self.mix_logit_scale,
+                                            cfg.loss.label_smoothing)
+        else:
+            loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.optim.clip_grad > 0:
@@ -188,8 +205,14 @@ class GeoTrainer(TrainerBase):
             sims = f_pano.detach() @ f_sat.detach().t()
             pos = sims.diagonal().clone()
             hardest = sims.fill_diagonal_(-2.0).amax(dim=1)
+            mix = {}
+            if weight > 0:
+                mixes = m2_mix_negatives(f_pano.detach(), f_sat.detach(), lam)
+                mix_sims = f_pano.detach().to(mixes.dtype) @ mixes.t()
+                mix = {"m2mix_lambda": lam, "m2mix_weight": weight,
+                       "hardest_mix": mix_sims.fill_diagonal_(-2.0).amax(dim=1)}
         return {"loss": loss.detach(), "pos": pos, "hardest_neg": hardest, "lr": lr,
-                "scale": self.model.logit_scale.detach().exp()}
+                "scale": self.model.logit_scale.detach().exp(), **mix}
 
     @property
     def eval_every(self) -> int:

@@ -26,7 +26,7 @@ EPS = 1e-6
 
 def _orthogonal(a: torch.Tensor) -> torch.Tensor:
     """A unit vector orthogonal to each unit row of a (..., D)."""
-    axis = F.one_hot(a.abs().argmin(dim=-1), a.shape[-1]).to(a.dtype)
+    axis = torch.zeros_like(a).scatter(-1, a.abs().argmin(dim=-1, keepdim=True), 1.0)  # one_hot reads back its max
     return F.normalize(axis - (a * axis).sum(-1, keepdim=True) * a, dim=-1)
 
 
