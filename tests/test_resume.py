@@ -106,3 +106,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     if (run_dir / "last.ckpt").exists():
         state = final_state(run_dir)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_key_added_to_the_schema_since_the_run_counts_as_its_default(tmp_path):
+    """A run directory written before a config key existed resumes when the key keeps its
+    default, and refuses when the key is set to something else."""
+    from vissl_neg.config import config_from_dict, load_config, to_dict
+    from vissl_neg.engine.run_dir import config_differences
+
+    cfg = load_config(None, [])
+    saved = to_dict(cfg)
+    del saved["loss"]["scale"], saved["model"]["predictor_hidden"]
+    assert config_differences(saved, cfg) == []
+    assert config_differences(saved, load_config(None, ["loss.scale=2.0"])) == ["loss.scale: 1.0 -> 2.0"]
+    assert config_from_dict(to_dict(cfg)) == cfg

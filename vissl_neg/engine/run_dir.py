@@ -13,7 +13,16 @@ from vissl_neg.errors import TrainingDiverged, UserError
 
 
 def config_differences(saved: dict, cfg) -> list[str]:
-    """'key: saved -> current' for every key that differs and would change the result."""
+    """'key: saved -> current' for every key that differs and would change the result. The saved
+    config is read with today's schema first, so a key added since it was written counts as
+    its default."""
+    from vissl_neg.config import config_from_dict
+    from vissl_neg.errors import ConfigError
+
+    try:
+        saved = to_dict(config_from_dict(saved))
+    except ConfigError:  # written under another schema: compare what it holds
+        pass
     a, b = flatten(saved), flatten(to_dict(cfg))
     skip = resumable_keys(cfg)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
