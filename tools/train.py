@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Pretrain with a config and dotted overrides; re-running on an existing run directory resumes.
-A config with ``task: geo`` trains cross-view retrieval (Sample4Geo) instead of MoCo.
+The config's ``task`` (vissl_neg/tasks.py) picks what is trained: moco (default) or geo
+(cross-view retrieval, Sample4Geo).
 
     python tools/train.py --config configs/fmnist_moco.yaml optim.lr=0.1 data.root=/path
     python tools/train.py --config configs/cvusa_sample4geo.yaml data.root=/data/CVUSA
@@ -17,11 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.config.geo_schema import GeoConfig  # noqa: E402
 from vissl_neg.engine import distributed as dist  # noqa: E402
-from vissl_neg.engine.geo_trainer import GeoTrainer  # noqa: E402
-from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.errors import UserError, cli_entry  # noqa: E402
+from vissl_neg.tasks import task_of  # noqa: E402
 
 
 @cli_entry
@@ -41,8 +40,7 @@ def main(argv=None) -> int:
         config_path = config_path or run_dir / "config.yaml"
         overrides.append(f"train.out_dir={run_dir}")
     cfg = load_config(config_path, overrides)
-    trainer_cls = GeoTrainer if isinstance(cfg, GeoConfig) else Trainer
-    result = trainer_cls(cfg, resume=True if args.resume else None).fit()
+    result = task_of(cfg).trainer(cfg, resume=True if args.resume else None).fit()
     if dist.is_main():
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 130 if result.get("stopped") else 0

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
-from vissl_neg.config.schema import RESUMABLE_KEYS, Config
+from vissl_neg.config.geo_schema import GeoConfig
+from vissl_neg.config.schema import Config
 from vissl_neg.errors import ConfigError
 
 
@@ -188,26 +188,24 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_yaml(base_path, _seen + (path.resolve(),)), data)
 
 
-TASKS = {"moco": Config, "geo": GeoConfig}
-
-
 def config_from_dict(values: dict) -> Config | GeoConfig:
-    """A MoCo :class:`Config`, or a :class:`GeoConfig` when the top-level ``task`` is geo."""
-    task = values.get("task", "moco")
-    _choice("task", str(task), tuple(TASKS))
-    if task == "moco":
-        values = {k: v for k, v in values.items() if k != "task"}
-        cfg = _build(Config, values)
-        validate(cfg)
-    else:
-        cfg = _build(GeoConfig, values)
-        validate_geo(cfg)
+    """The validated config of the task the top-level ``task`` key names (default moco)."""
+    from vissl_neg.tasks import TASKS
+
+    name = values.get("task", "moco")
+    _choice("task", str(name), tuple(TASKS))
+    task = TASKS[name]
+    fields = {f.name for f in dataclasses.fields(task.config)}
+    cfg = _build(task.config, {k: v for k, v in values.items() if k != "task" or k in fields})
+    task.validate(cfg)
     return cfg
 
 
 def resumable_keys(cfg) -> tuple[str, ...]:
     """Keys that may change between a run and its resumption (they do not alter the result)."""
-    return GEO_RESUMABLE_KEYS if isinstance(cfg, GeoConfig) else RESUMABLE_KEYS
+    from vissl_neg.tasks import task_of
+
+    return task_of(cfg).resumable_keys
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

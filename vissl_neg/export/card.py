@@ -17,7 +17,8 @@ DATASETS = {
     "image_folder": ("an image folder", None, "val"),
     "cvusa": ("CVUSA", None, "test"),
 }
-METHODS = {"moco_v2": "MoCo v2", "sample4geo": "Sample4Geo"}
+METHODS = {"moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "moco_in_batch": "MoCo with in-batch negatives",
+           "sample4geo": "Sample4Geo"}
 
 
 def _read(run_dir: Path, name: str) -> dict | None:
@@ -81,7 +82,8 @@ def tags(cfg, geo: bool) -> list[str]:
     out = ["image-feature-extraction", "timm", "vissl_neg", "self-supervised", "contrastive-learning"]
     if geo:
         return out + ["sample4geo", "cross-view-geo-localization", "hard-negative-mining"]
-    out += ["moco", "moco-v2"]
+    in_batch = cfg.negatives.source == "batch"
+    out += ["moco", ("moco-v3" if cfg.model.predictor_hidden else "in-batch-negatives") if in_batch else "moco-v2"]
     if cfg.negatives.source == "memory_bank":
         out.append("memory-bank")
     names = [str(s["name"]).replace("_", "-") for s in cfg.negatives.strategies]
@@ -125,11 +127,13 @@ def recipe(cfg, geo: bool, card: dict) -> list[tuple[str, str]]:
         n, a = cfg.negatives, cfg.augment
         strategies = ", ".join(json.dumps(s) for s in n.strategies) or "none"
         shuffle = m.shuffle_bn if card["batch_norm_layers"] else "off (no BatchNorm)"
-        rows += [("method", f"MoCo v2: MLP head {m.head_hidden or 'F'}-{m.dim}, momentum {m.momentum} "
-                            f"({m.momentum_schedule}), shuffle-BN {shuffle}"),
-                 ("negatives", f"{n.source} of {n.size}; strategies: {strategies}"),
+        predictor = f", predictor {m.dim}-{m.predictor_hidden}-{m.dim}" if m.predictor_hidden else ""
+        size = f" of {n.size}" if n.source != "batch" else " (the other keys of the global batch)"
+        rows += [("method", f"{METHODS[card['method']]}: MLP head {m.head_hidden or 'F'}-{m.dim}{predictor}, "
+                            f"momentum {m.momentum} ({m.momentum_schedule}), shuffle-BN {shuffle}"),
+                 ("negatives", f"{n.source}{size}; strategies: {strategies}"),
                  ("loss", f"{cfg.loss.name}, temperature {cfg.loss.temperature}"
-                          + (", dual view" if cfg.loss.dual_view else "")),
+                          + (", symmetric (both views as queries)" if cfg.loss.both_views else "")),
                  ("views", f"{a.size}x{a.size}, crop scale {a.crop_scale}, colour jitter p {a.jitter_p}, "
                            f"blur p {a.blur_p}, flip p {a.flip_p}")]
     rows += [("optimiser", f"{o.name}, lr {o.lr}, weight decay {o.weight_decay}, batch {o.batch_size}, "
