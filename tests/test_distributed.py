@@ -112,3 +112,28 @@ def test_tools_train_under_torchrun_writes_once(data_root, tmp_path):
     assert metrics["step"] == 3
     assert proc.stdout.count('"step": 3') == 1  # the final JSON line comes from rank 0 only
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt", "metrics.json", "report.png", "tb"]
+
+
+def test_batch_source_contrasts_with_the_keys_of_every_rank(data_root, tmp_path):
+    """negatives.source=batch under DDP: each rank's negatives are the keys of both ranks in rank
+    order (its own key excluded per query), and its loss is InfoNCE over the gathered keys."""
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ddp_batch_worker import per_rank
+
+    out = tmp_path / "batch"
+    out.mkdir()
+    torchrun(Path(__file__).resolve().parent / "ddp_batch_worker.py", str(out),
+             *overrides(data_root, tmp_path / "run", "negatives.source=batch", "train.max_steps=2"))
+    keys = torch.cat([per_rank(0)[1], per_rank(1)[1]])
+    for r in range(2):
+        got = torch.load(out / f"rank{r}.pt", weights_only=True)
+        assert torch.equal(got["source"], keys)
+        assert torch.equal(got["labels"], torch.cat([torch.arange(8), torch.arange(8) + 10]))
+        own = torch.arange(8) + 8 * r
+        assert not (got["index"] == own.unsqueeze(1)).any() and got["index"].shape == (8, 15)
+        q = per_rank(r)[0]
+        want = F.cross_entropy(q @ keys.t() / 0.2, own)
+        torch.testing.assert_close(got["loss"], want)
+        assert got["step"] == 2
