@@ -59,6 +59,9 @@ METHODS = {  # key: (label, config, extra overrides)
     "ambiguous": ("ambiguous negatives, SimANS (keep 1024)", "fmnist_ambiguous", []),
     "fn_eliminate": ("false negatives: eliminate top 64", "fmnist_false_negatives", []),
     "fn_attract": ("false negatives: attract top 64", "fmnist_false_negatives", [FN_ATTRACT]),
+    "in_batch": ("in-batch negatives, symmetric (SimCLR-style MoCo)", "fmnist_moco",
+                 ["negatives.source=batch", "loss.symmetric=true"]),
+    "mocov3": ("MoCo v3, small ViT (test_vit3)", "fmnist_mocov3", []),
 }
 RANDOM, BASE = "random_init", "moco"
 LABELS = {RANDOM: "random init", **{key: spec[0] for key, spec in METHODS.items()}}

@@ -45,7 +45,7 @@ def test_every_method_config_loads_and_the_rows_are_the_asked_ones():
         epochs, max_steps, subset, overrides = 1, 0, 0, []
 
     assert list(bench.METHODS) == ["moco", "mochi", "geodesic", "filter_dual", "feature_transform", "debiased",
-                                   "hard_weighted", "ambiguous", "fn_eliminate", "fn_attract"]
+                                   "hard_weighted", "ambiguous", "fn_eliminate", "fn_attract", "in_batch", "mocov3"]
     for method in bench.METHODS:
         cfg = bench.method_config(method, 0, Args)
         assert cfg.negatives.size == 4096 and cfg.loss.temperature == 0.2
