@@ -19,10 +19,9 @@ def _unit(*shape, seed):
     return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1)
 
 
-def _hand_debiased(q, k, negatives, t, tau_plus, beta):
-    """Per row: w_j = e^{β s_j/T} / mean_j e^{β s_j/T};
-    Ng = max((Σ_j w_j e^{s_j/T} − τ⁺ N e^{p/T}) / (1 − τ⁺), N e^{−1/T}); −log(e^{p/T}/(e^{p/T}+Ng))."""
-    total = 0.0
+def _hand_rows(q, k, negatives, t, beta):
+    """Per row, with math.exp over Python floats: (p, N, Σ_j w_j e^{s_j/T}), where
+    w_j = e^{β s_j/T} / mean_j e^{β s_j/T}."""
     for i in range(q.shape[0]):
         negs = negatives if negatives.dim() == 2 else negatives[i]
         p = float(q[i] @ k[i])
@@ -30,7 +29,13 @@ def _hand_debiased(q, k, negatives, t, tau_plus, beta):
         n = len(s)
         imp = [math.exp(beta * x / t) for x in s]
         mean_imp = sum(imp) / n
-        reweighted = sum(w / mean_imp * math.exp(x / t) for w, x in zip(imp, s))
+        yield p, n, sum(w / mean_imp * math.exp(x / t) for w, x in zip(imp, s))
+
+
+def _hand_debiased(q, k, negatives, t, tau_plus, beta):
+    """Ng = max((Σ_j w_j e^{s_j/T} − τ⁺ N e^{p/T}) / (1 − τ⁺), N e^{−1/T}); −log(e^{p/T}/(e^{p/T}+Ng))."""
+    total = 0.0
+    for p, n, reweighted in _hand_rows(q, k, negatives, t, beta):
         ng = max((reweighted - tau_plus * n * math.exp(p / t)) / (1 - tau_plus), n * math.exp(-1 / t))
         total += -math.log(math.exp(p / t) / (math.exp(p / t) + ng))
     return total / q.shape[0]
@@ -110,15 +115,9 @@ def test_dual_view_is_the_mean_of_the_crossed_losses():
 
 def _hand_clamped(q, k, negatives, t, tau_plus, beta):
     """Share of rows whose corrected sum (Σ_j w_j e^{s_j/T} − τ⁺ N e^{p/T}) / (1 − τ⁺) is at
-    or below the floor N e^{−1/T}, with math.exp over Python floats."""
+    or below the floor N e^{−1/T}."""
     clamped = 0
-    for i in range(q.shape[0]):
-        negs = negatives if negatives.dim() == 2 else negatives[i]
-        p = float(q[i] @ k[i])
-        s = [float(q[i] @ n) for n in negs]
-        n = len(s)
-        imp = [math.exp(beta * x / t) for x in s]
-        reweighted = sum(w / (sum(imp) / n) * math.exp(x / t) for w, x in zip(imp, s))
+    for p, n, reweighted in _hand_rows(q, k, negatives, t, beta):
         clamped += (reweighted - tau_plus * n * math.exp(p / t)) / (1 - tau_plus) <= n * math.exp(-1 / t)
     return clamped / q.shape[0]
 

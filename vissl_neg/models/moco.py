@@ -29,8 +29,6 @@ class MoCo(nn.Module):
     key batch on one process; ``split_bn_layers`` counts the converted BN layers) or 'none'.
     """
 
-    SOURCE_ATTRS = ("queue", "bank", "batch_keys")
-
     def __init__(self, encoder: Encoder, source: NegativeSource, shuffle_bn: str = "split", bn_splits: int = 8,
                  predictor: nn.Module | None = None):
         super().__init__()
@@ -40,13 +38,14 @@ class MoCo(nn.Module):
         self.encoder_k = copy.deepcopy(encoder)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
-        for attr in self.SOURCE_ATTRS:
-            setattr(self, attr, source if attr == source.attr else None)
+        self.queue = self.bank = None  # the usual sources' attributes, None unless the source is one of them
+        self.source_attr = source.attr
+        setattr(self, source.attr, source)
         self.predictor = predictor
 
     @property
     def source(self) -> NegativeSource:
-        return next(getattr(self, a) for a in self.SOURCE_ATTRS if getattr(self, a) is not None)
+        return getattr(self, self.source_attr)
 
     def query_module(self) -> nn.Module:
         """What embeds the queries: ``encoder_q``, or it followed by the predictor."""
