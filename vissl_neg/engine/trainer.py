@@ -73,9 +73,6 @@ class Trainer(TrainerBase):
                               f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped")
         neg = cfg.negatives
         source_cls = SOURCES[neg.source]
-        bank_items = len(self.train_set) if neg.source == "memory_bank" else 0
-        if bank_items and neg.size >= bank_items:
-            raise ConfigError(f"negatives.size={neg.size} must be below the {bank_items} training images of the memory bank")
         source = source_cls.from_config(neg, cfg.model.dim, len(self.train_set), global_batch)
         self.model = MoCo(encoder, source, shuffle_bn, cfg.model.bn_splits, build_predictor(cfg.model)).to(self.device)
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vissl_neg.engine.distributed import concat_all_gather
+from vissl_neg.errors import ConfigError
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.source import NegativeSource
 
@@ -58,6 +59,8 @@ class MemoryBank(NegativeSource):
 
     @classmethod
     def from_config(cls, neg, dim, num_items, batch_size):
+        if neg.size >= num_items:
+            raise ConfigError(f"negatives.size={neg.size} must be below the {num_items} training images of the memory bank")
         return cls(num_items, dim, neg.bank_momentum, neg.bank_dtype)
 
     def negatives(self, q, k, labels, indices, count):
