@@ -249,7 +249,11 @@ class GeoTrainer(TrainerBase):
         return self.train_step(pano, sat)
 
     def step_scalars(self, out: dict) -> dict:
-        return {"train/logit_scale": float(out["scale"])}
+        scalars = {"train/logit_scale": float(out["scale"])}
+        if "m2mix_lambda" in out:  # m²-mix on: its draw, its weight and the hardest mix per panorama
+            scalars.update({"train/m2mix_lambda": float(out["m2mix_lambda"]), "train/m2mix_weight": out["m2mix_weight"],
+                            "train/hardest_mix_cos": float(out["hardest_mix"].mean())})
+        return scalars
 
     def histograms(self, log, out: dict) -> None:
         log.histogram("scores/positive", out["pos"], self.step)
