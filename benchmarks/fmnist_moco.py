@@ -2,7 +2,7 @@
 """vissl_neg MoCo vs lightly's MoCo vs the random-init backbone on Fashion-MNIST, in one process.
 
 Both methods get the same recipe and budget: the default config's timm backbone (same
-initial weights), kornia views on the device, batch, queue size, temperature, SGD with
+initial weights), device views on the device, batch, queue size, temperature, SGD with
 warm-up + cosine, momentum schedule, epochs. lightly's side uses its own building blocks
 (MoCoProjectionHead, NTXentLoss with its memory bank, update_momentum). Each backbone is
 then scored by weighted kNN and a linear probe on frozen features.

@@ -7,7 +7,7 @@ measures on ONE thread, in one process:
 1. vissl_neg worker side as shipped: JPEG -> uint8 256x256 (libjpeg-turbo through
    torchvision.io, or PIL's reduced-size decoding for JPEGs at least twice the target);
 2. the same forcing a full-size decode;
-3. vissl_neg device side: two MoCo-v2 views (224) of a uint8 batch with kornia, here on
+3. vissl_neg device side: two MoCo-v2 views (224) of a uint8 batch (augment/ops.py), here on
    the CPU (on a GPU this runs on the GPU and costs no CPU core);
 4. the peer: PIL decode + lightly's MoCoV2Transform (two 224 views) per image, as
    torchvision transforms in DataLoader workers do it.
@@ -96,7 +96,7 @@ def main() -> int:
                     rate(lambda p: decode_image(p, 256, draft=True), paths),
                 "vissl_neg worker: JPEG -> uint8 256 (always a full-size decode)":
                     rate(lambda p: decode_image(p, 256, draft=False), paths),
-                "vissl_neg views on the device (2 x 224, kornia), run here on the CPU":
+                "vissl_neg views on the device (2 x 224), run here on the CPU":
                     rate(lambda _: (augment(batch), augment(batch)), range(2), repeats=1) * len(batch),
                 "lightly MoCoV2Transform in workers (PIL decode + 2 x 224 views)": rate(peer, paths),
             }
@@ -118,7 +118,7 @@ def main() -> int:
         f"vissl_neg (views on the GPU) against {TARGET / peer_rate['500x375']:.0f} with torchvision transforms in "
         f"workers ({ours['500x375'] / peer_rate['500x375']:.1f}x fewer). Reduced-size decoding pays on large photos "
         f"({ours['1600x1200'] / full['1600x1200']:.1f}x there); a 500x375 JPEG is too small to decode at half "
-        "scale for a 256 target, so both worker rows match at that size. Without a GPU the kornia views "
+        "scale for a 256 target, so both worker rows match at that size. Without a GPU the device views "
         "are the bottleneck: on a CPU-only machine per-image transforms in workers are cheaper.",
     ]
     publish(lines, rows, args.out, args.readme, "input_pipeline")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """MoCo training-step throughput at ImageNet scale on the CPU: vissl_neg's Trainer step
-vs lightly's MoCo (same timm ResNet-50 and initial weights, same kornia views, batch,
+vs lightly's MoCo (same timm ResNet-50 and initial weights, same device views, batch,
 queue, temperature) in one process, steps interleaved.
 
 The like-for-like row runs vissl_neg with shuffle-BN off, as lightly's step has none; a

@@ -1,4 +1,5 @@
-"""kornia view pipelines applied batch-wise on the training device."""
+"""View pipelines applied batch-wise on the training device: per-sample operations with
+explicit parameters drawn there (``ops``), kornia for the colour conversions."""
 
 from vissl_neg.augment.views import EvalTransform, ViewAugment
 

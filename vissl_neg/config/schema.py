@@ -25,7 +25,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """MoCo-v2 views (He et al. 2020; Chen et al. 2020), made batch-wise with kornia."""
+    """MoCo-v2 views (He et al. 2020; Chen et al. 2020), made batch-wise on the device (augment/ops.py)."""
 
     size: int = 28
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
