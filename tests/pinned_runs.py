@@ -1,4 +1,4 @@
-"""Short runs whose per-step losses and final weights are pinned in tests/data/pinned_runs.json,
+"""Short runs whose per-step losses and final weights are pinned in tests/pinned_runs.json,
 so a refactor of the loop, the registries or the negative sources shows any change of
 behaviour bit for bit. ``python tests/pinned_runs.py --write`` records them (only when a change
 of results is intended, and the commit says why)."""
@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE.parent))
 import helpers  # noqa: E402,F401  (one CPU thread)
 from helpers import tiny_overrides, write_fmnist_fixture  # noqa: E402
 
-PINNED = HERE / "data" / "pinned_runs.json"
+PINNED = HERE / "pinned_runs.json"
 MOCO_RUNS = {
     "moco_queue": [],
     "moco_bank_filter_mochi": ["negatives.source=memory_bank", "negatives.size=60",

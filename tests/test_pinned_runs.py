@@ -1,6 +1,6 @@
 """Short MoCo runs (queue; memory bank + filter + MoCHi; debiased + dual view + geodesic) and a
 short cross-view run (GPS batches, mining, recall) repeat, bit for bit, the per-step losses,
-evaluations and final weights recorded in tests/data/pinned_runs.json (tests/pinned_runs.py)."""
+evaluations and final weights recorded in tests/pinned_runs.json (tests/pinned_runs.py)."""
 
 from __future__ import annotations
 
