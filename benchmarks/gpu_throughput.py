@@ -50,7 +50,10 @@ def strategies(queue: int) -> dict[str, list[str]]:
         "feature transform (2.0, 1.6)":
             ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
         "debiased (τ⁺ 0.1, β 1.0)": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
-        "dual-view loss (two passes)": ["loss.dual_view=true"],
+        f"ambiguous negatives (keep {keep})": [f"negatives.strategies=[{{name: ambiguous, keep: {keep}}}]"],
+        "false negatives (top 64, attract)":
+            [f"negatives.strategies=[{{name: false_negatives, top: {min(64, keep)}, mode: attract}}]"],
+        "dual-view loss (two passes)": ["loss.symmetric=true"],
     }
 
 
