@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import publish  # noqa: E402
 from stats import welch_t_test  # noqa: E402
 from vissl_neg.augment import EvalTransform  # noqa: E402
-from vissl_neg.config import flatten, load_config, to_dict  # noqa: E402
+from vissl_neg.config import config_from_dict, flatten, load_config, to_dict  # noqa: E402
 from vissl_neg.data import build_dataset  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
+from vissl_neg.errors import ConfigError  # noqa: E402
 from vissl_neg.eval.run import evaluate_features, frozen_features, recalibrate_bn  # noqa: E402
 from vissl_neg.models import build_backbone  # noqa: E402
 
@@ -80,15 +81,23 @@ def config_hash(cfg, kind: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_result(path: Path, digest: str) -> dict | None:
-    """The stored row when ``path`` holds a result of this exact config, else None."""
+def load_result(path: Path, digest: str, kind: str) -> dict | None:
+    """The stored row when ``path`` holds a result of this exact config, else None. The stored
+    config is also read with today's schema, so keys added since (at their defaults) do not
+    force a re-run."""
     if not path.is_file():
         return None
     try:
         stored = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return stored["result"] if stored.get("config_hash") == digest else None
+    if stored.get("config_hash") == digest:
+        return stored["result"]
+    try:
+        same = config_hash(config_from_dict(stored["config"]), kind) == digest
+    except (ConfigError, KeyError):
+        same = False
+    return stored["result"] if same else None
 
 
 def save_result(path: Path, method: str, seed: int, digest: str, cfg, row: dict) -> None:
@@ -122,7 +131,7 @@ def run_method(method: str, seed: int, args, results: Path, device) -> dict | No
     None when the run was stopped by a signal (its checkpoint is kept)."""
     path = results / f"{method}__seed{seed}.json"
     digest = config_hash(method_config(method, seed, args), method)
-    row = load_result(path, digest)
+    row = load_result(path, digest, method)
     if row is not None:
         print(f"{LABELS[method]}, seed {seed}: done ({path.name}, config {digest}), skipped", flush=True)
         return row
@@ -154,7 +163,7 @@ def random_init(seed: int, args, results: Path, device) -> dict:
     cfg = load_config(ROOT / "configs" / "fmnist_moco.yaml", overrides + list(args.overrides))
     path = results / f"{RANDOM}__seed{seed}.json"
     digest = config_hash(cfg, RANDOM)
-    row = load_result(path, digest)
+    row = load_result(path, digest, RANDOM)
     if row is not None:
         print(f"random init, seed {seed}: done ({path.name}, config {digest}), skipped", flush=True)
         return row

@@ -4,6 +4,7 @@ result is only reused for the same hash."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,12 +33,12 @@ def test_hash_follows_the_result_not_the_paths():
 def test_a_stored_result_is_reused_for_its_hash_only(tmp_path):
     cfg = _cfg("train.seed=3")
     path = tmp_path / "moco__seed3.json"
-    assert bench.load_result(path, "abc") is None
+    assert bench.load_result(path, "abc", "moco") is None
     bench.save_result(path, "moco", 3, "abc", cfg, {"knn": 80.0, "linear_probe": 85.0})
-    assert bench.load_result(path, "abc") == {"knn": 80.0, "linear_probe": 85.0}
-    assert bench.load_result(path, "abd") is None
+    assert bench.load_result(path, "abc", "moco") == {"knn": 80.0, "linear_probe": 85.0}
+    assert bench.load_result(path, "abd", "moco") is None
     path.write_text("{truncated")
-    assert bench.load_result(path, "abc") is None
+    assert bench.load_result(path, "abc", "moco") is None
 
 
 def test_every_method_config_loads_and_the_rows_are_the_asked_ones():
@@ -53,3 +54,20 @@ def test_every_method_config_loads_and_the_rows_are_the_asked_ones():
     assert bench.method_config("debiased", 0, Args).loss.beta == 0
     attract = bench.method_config("fn_attract", 0, Args).negatives.strategies[0]
     assert attract["name"] == "false_negatives" and attract["mode"] == "attract"
+
+
+def test_a_result_written_under_an_older_schema_is_still_found(tmp_path):
+    """A stored config that lacks keys added since (at their defaults), or carries the old flat
+    loss section's unused zeros, is the same config: its result is reused, not re-run."""
+    args = type("Args", (), {"epochs": 2, "max_steps": 0, "subset": 0, "overrides": []})
+    cfg = bench.method_config("moco", 0, args)
+    digest = bench.config_hash(cfg, "moco")
+    old = bench.to_dict(cfg)
+    del old["loss"]["scale"], old["model"]["predictor_hidden"]
+    old["loss"].update({"tau_plus": 0.0, "beta": 0.0})
+    path = tmp_path / "moco__seed0.json"
+    path.write_text(json.dumps({"config_hash": "from-older-code", "config": old, "result": {"knn": 1.0}}))
+    assert bench.load_result(path, digest, "moco") == {"knn": 1.0}
+    old["optim"]["lr"] = 0.5  # a real difference still re-runs
+    path.write_text(json.dumps({"config_hash": "from-older-code", "config": old, "result": {"knn": 1.0}}))
+    assert bench.load_result(path, digest, "moco") is None

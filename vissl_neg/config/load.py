@@ -194,11 +194,22 @@ def config_from_dict(values: dict) -> Config | GeoConfig:
 
     name = values.get("task", "moco")
     _choice("task", str(name), tuple(TASKS))
+    values = _without_flat_loss_leftovers(values)
     task = TASKS[name]
     fields = {f.name for f in dataclasses.fields(task.config)}
     cfg = _build(task.config, {k: v for k, v in values.items() if k != "task" or k in fields})
     task.validate(cfg)
     return cfg
+
+
+def _without_flat_loss_leftovers(values: dict) -> dict:
+    """Configs written before losses had their own keys carry ``loss.tau_plus: 0`` and
+    ``loss.beta: 0`` whatever the loss: those zeros meant 'unused' and are dropped."""
+    loss = values.get("loss")
+    if not isinstance(loss, dict) or loss.get("name", "info_nce") == "debiased":
+        return values
+    kept = {k: v for k, v in loss.items() if not (k in ("tau_plus", "beta") and v == 0)}
+    return {**values, "loss": kept}
 
 
 def resumable_keys(cfg) -> tuple[str, ...]:
