@@ -65,7 +65,10 @@ METHODS = {  # key: (label, config, extra overrides)
     "mocov3": ("MoCo v3, small ViT (test_vit3)", "fmnist_mocov3", []),
 }
 RANDOM, BASE = "random_init", "moco"
-LABELS = {RANDOM: "random init", **{key: spec[0] for key, spec in METHODS.items()}}
+# Random-init baselines: key -> (label, config of the architecture, the methods it is the baseline of).
+BASELINES = {RANDOM: ("random init", "fmnist_moco", None),
+             "random_init_vit": ("random init, small ViT (test_vit3)", "fmnist_mocov3", ("mocov3",))}
+LABELS = {**{key: spec[0] for key, spec in BASELINES.items()}, **{key: spec[0] for key, spec in METHODS.items()}}
 # What turns a trained backbone into the reported numbers; part of every result's hash.
 PROTOCOL = "frozen backbone features; kNN (eval.knn_k, eval.knn_temperature); L-BFGS linear probe; v1"
 # Keys that do not change a result (loader, logging, checkpoints, paths): left out of the hash.
@@ -158,16 +161,17 @@ def run_method(method: str, seed: int, args, results: Path, device) -> dict | No
     return row
 
 
-def random_init(seed: int, args, results: Path, device) -> dict:
+def random_init(seed: int, args, results: Path, device, key: str = RANDOM) -> dict:
+    """The untrained architecture of ``BASELINES[key]``, BN statistics re-estimated, scored."""
     overrides = [f"train.seed={seed}"] + ([f"data.subset={args.subset}"] if args.subset else [])
-    cfg = load_config(ROOT / "configs" / "fmnist_moco.yaml", overrides + list(args.overrides))
-    path = results / f"{RANDOM}__seed{seed}.json"
-    digest = config_hash(cfg, RANDOM)
-    row = load_result(path, digest, RANDOM)
+    cfg = load_config(ROOT / "configs" / f"{BASELINES[key][1]}.yaml", overrides + list(args.overrides))
+    path = results / f"{key}__seed{seed}.json"
+    digest = config_hash(cfg, key)
+    row = load_result(path, digest, key)
     if row is not None:
-        print(f"random init, seed {seed}: done ({path.name}, config {digest}), skipped", flush=True)
+        print(f"{LABELS[key]}, seed {seed}: done ({path.name}, config {digest}), skipped", flush=True)
         return row
-    print(f"random init, seed {seed} ...", flush=True)
+    print(f"{LABELS[key]}, seed {seed} ...", flush=True)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
@@ -176,7 +180,7 @@ def random_init(seed: int, args, results: Path, device) -> dict:
     recalibrate_bn(backbone, train_set, EvalTransform(cfg.augment, 1), device, seed=seed)
     row = scores(cfg, backbone, device)
     row["wall_min"] = round((time.perf_counter() - t0) / 60, 2)
-    save_result(path, RANDOM, seed, digest, cfg, row)
+    save_result(path, key, seed, digest, cfg, row)
     return row
 
 
@@ -195,7 +199,7 @@ def summarise(per_seed: dict) -> dict:
     for method, rows in per_seed.items():
         s = {kind: mean_std([r[kind] for r in rows]) for kind in ("linear_probe", "knn")}
         s.update({key: _mean(rows, key) for key in ("img_s", "fnr", "same_class", "wall_min")})
-        if base and method not in (BASE, RANDOM):
+        if base and method != BASE and method not in BASELINES:
             for kind in ("linear_probe", "knn"):
                 a, b = [r[kind] for r in rows], [r[kind] for r in base]
                 t, df, p = welch_t_test(a, b)
@@ -252,7 +256,7 @@ def chart(summary: dict, path: Path, title: str) -> None:
     for ax, kind, label in ((axes[0], "linear_probe", "linear probe top-1 (%)"), (axes[1], "knn", "kNN top-1 (%)")):
         means = [summary[m][kind][0] for m in methods]
         stds = [summary[m][kind][1] for m in methods]
-        colors = ["#9e9e9e" if m == RANDOM else "#1f77b4" if m == BASE else "#ff7f0e" for m in methods]
+        colors = ["#9e9e9e" if m in BASELINES else "#1f77b4" if m == BASE else "#ff7f0e" for m in methods]
         ax.barh(range(len(names)), means, xerr=stds, color=colors, capsize=3)
         ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
         lo = min(m - s for m, s in zip(means, stds))
@@ -291,6 +295,9 @@ def main() -> int:
 
     per_seed = {RANDOM: [(s, random_init(s, args, results, device)) for s in args.seeds]}
     for method in only:
+        for key, (_, _, of) in BASELINES.items():  # another architecture's baseline goes above its method
+            if of and method in of and key not in per_seed:
+                per_seed[key] = [(s, random_init(s, args, results, device, key)) for s in args.seeds]
         per_seed[method] = []
         for seed in args.seeds:
             row = run_method(method, seed, args, results, device)

@@ -71,3 +71,18 @@ def test_a_result_written_under_an_older_schema_is_still_found(tmp_path):
     old["optim"]["lr"] = 0.5  # a real difference still re-runs
     path.write_text(json.dumps({"config_hash": "from-older-code", "config": old, "result": {"knn": 1.0}}))
     assert bench.load_result(path, digest, "moco") is None
+
+
+def test_each_method_off_the_default_architecture_has_a_random_init_baseline_of_its_own():
+    class Args:
+        epochs, max_steps, subset, overrides = 1, 0, 0, []
+
+    default = _cfg().model.backbone
+    covered = {m for _, _, of in bench.BASELINES.values() if of for m in of}
+    for method in bench.METHODS:
+        backbone = bench.method_config(method, 0, Args).model.backbone
+        assert (backbone == default) != (method in covered), method
+    for key, (_, config, of) in bench.BASELINES.items():
+        arch = load_config(bench.ROOT / "configs" / f"{config}.yaml", []).model
+        for method in of or ():
+            assert bench.method_config(method, 0, Args).model.backbone == arch.backbone
