@@ -49,8 +49,8 @@ def main() -> int:
              "|---:|---:|---:|---:|---:|",
              f"| 0 (random init) | {random['linear_probe']:.2f} | {random['knn']:.2f} | - | {random['wall_min']:.1f} |"]
     for epochs, r in rows.items():
-        fnr = "-" if r.get("fnr") is None else f"{100 * r['fnr']:.1f} %"
-        lines.append(f"| {epochs} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {fnr} | {r['wall_min']:.1f} |")
+        lines.append(f"| {epochs} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {bench._pct(r.get('fnr'))} | "
+                     f"{r['wall_min']:.1f} |")
     publish(lines, {"random_init": random, **{str(e): r for e, r in rows.items()}}, args.out, args.readme,
             "fmnist_curve")
     return 0
