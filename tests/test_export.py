@@ -264,3 +264,60 @@ def test_card_falls_back_to_the_training_monitor_of_the_same_step(tmp_path):
     assert result["value"] == 33.33 and result["source"] == "last.ckpt" and "k=7" in result["name"]
     assert skipped == []
     assert moco_results(tmp_path, cfg, {"step": 6, "metrics": state["metrics"]}) == ([], [])
+
+
+def _machine_paths(*paths) -> set[str]:
+    """The absolute forms of ``paths``, the home folder and the working directory."""
+    from pathlib import Path
+
+    out = {str(Path.home()), str(Path.cwd())}
+    for p in paths:
+        out |= {str(p), str(p.resolve())}
+    return {p for p in out if len(p) > 1}
+
+
+def _files_holding(folder, needles: set[str]) -> list[tuple[str, str]]:
+    return [(f.name, n) for f in sorted(folder.rglob("*")) if f.is_file()
+            for n in needles if n.encode() in f.read_bytes()]
+
+
+def test_export_holds_no_path_of_the_training_machine(trained, data_root, tmp_path):
+    """Every file of the export (weights included) is free of the data root, run and output
+    folders, the home folder and the working directory; the card names the data set instead."""
+    _, run_dir, card, _ = trained
+    state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["config"]["data"]["root"] == str(data_root)  # the checkpoint itself does hold it
+    out = tmp_path / "published"
+    card2 = export_run(run_dir, out)
+    needles = _machine_paths(data_root, run_dir, out, tmp_path)
+    assert _files_holding(run_dir / "export", needles) == []
+    assert _files_holding(out, needles) == []
+    assert _files_holding(run_dir, {str(data_root)})  # the check finds what is there: the run's own files
+    for c in (card, card2):
+        assert c["dataset"] == {"name": "Fashion-MNIST", "hub_id": "zalando-datasets/fashion_mnist",
+                                "data.name": "fashion_mnist"}
+        assert c["config"]["data"]["root"] == c["config"]["train"]["out_dir"] == "<local path, not published>"
+        assert c["load"] == "timm.create_model('hf-hub:USER/REPO', pretrained=True)"
+    # everything else of the config is the run's
+    kept = {k: v for k, v in state["config"].items() if k not in ("data", "train")}
+    assert {k: card["config"][k] for k in kept} == kept
+    assert {k: v for k, v in card["config"]["train"].items() if k != "out_dir"} == \
+        {k: v for k, v in state["config"]["train"].items() if k != "out_dir"}
+
+
+def test_public_config_replaces_paths_of_any_form():
+    from vissl_neg.export.release import PLACEHOLDER, public_config
+
+    config = {"data": {"root": "data/CVUSA", "neighbours": "auto", "classes": "", "name": "cvusa"},
+              "model": {"pretrained_file": "C:\\weights\\convnext.pth", "backbone": "convnext_base"},
+              "train": {"out_dir": "runs/x", "seed": 3},
+              "negatives": {"strategies": [{"name": "filter", "file": "~/lists/a.txt", "keep": 8},
+                                           {"name": "x", "file": "/home/u/b"}, {"name": "y", "file": "rel/c"}]}}
+    out = public_config(config)
+    assert out == {"data": {"root": PLACEHOLDER, "neighbours": "auto", "classes": "", "name": "cvusa"},
+                   "model": {"pretrained_file": PLACEHOLDER, "backbone": "convnext_base"},
+                   "train": {"out_dir": PLACEHOLDER, "seed": 3},
+                   "negatives": {"strategies": [{"name": "filter", "file": PLACEHOLDER, "keep": 8},
+                                                {"name": "x", "file": PLACEHOLDER}, {"name": "y", "file": "rel/c"}]}}
+    assert config["data"]["root"] == "data/CVUSA"  # a copy
+    assert public_config({"data": {"neighbours": "/d/all.csv"}})["data"]["neighbours"] == PLACEHOLDER

@@ -297,6 +297,9 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     assert exported.returncode == 0, exported.stderr
     card = json.loads((run / "export" / "model_card.json").read_text())
     assert card["method"] == "sample4geo" and card["recall"]["R@1"] == printed["R@1"]
+    assert card["dataset"]["name"] == "CVUSA"
+    for f in (run / "export").iterdir():  # no path of this machine in what is published
+        assert not any(p.encode() in f.read_bytes() for p in (str(root), str(run), str(tmp_path))), f.name
     model = timm.create_model("resnet10t", num_classes=0)
     model.load_state_dict(torch.load(run / "export" / "backbone.pth", weights_only=True), strict=True)
     # the hub layout: local-dir: rebuilds the shared encoder, same features for both views

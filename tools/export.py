@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         print("note: model.small_stem=true: timm rebuilds the plain stem; the card says to apply "
               "vissl_neg.models.apply_small_stem after loading", file=sys.stderr)
     print(json.dumps({"backbone": card["backbone"], "step": card["step"], "out": str(out),
-                      "load": card["load"], "sha256": card["sha256"]}))
+                      "load": f"timm.create_model('local-dir:{out}', pretrained=True)", "sha256": card["sha256"]}))
     return 0
 
 

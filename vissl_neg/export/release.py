@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import safetensors.torch
@@ -16,12 +17,33 @@ from timm.models._hub import save_config_for_hf
 from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
-from vissl_neg.export.card import render_readme
+from vissl_neg.export.card import DATASETS, render_readme
 from vissl_neg.models.encoder import build_backbone, timm_kwargs
 from vissl_neg.models.shuffle_bn import count_batch_norms
 from vissl_neg.tasks import TASKS, task_of
 # what config.json keeps of timm's own pretrained_cfg for the architecture; the rest describes timm's weights
 ARCH_KEYS = ("architecture", "fixed_input_size", "first_conv", "classifier")
+# config keys that name files or folders of the training machine: the export keeps them out
+PATH_KEYS = ("data.root", "data.classes", "data.neighbours", "model.pretrained_file", "train.out_dir")
+KEPT_WORDS = ("", "auto", "none")  # values of those keys that name no path
+PLACEHOLDER = "<local path, not published>"
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
+
+
+def public_config(config: dict) -> dict:
+    """A copy of a run's config without paths of the training machine: the PATH_KEYS and any
+    other string that is an absolute or home path become PLACEHOLDER."""
+    def clean(value, key: str):
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, key) for v in value]
+        if isinstance(value, str) and ((key in PATH_KEYS and value.strip().lower() not in KEPT_WORDS)
+                                       or _ABSOLUTE.match(value.strip())):
+            return PLACEHOLDER
+        return value
+
+    return clean(config, "")
 
 
 def backbone_state_dict(model_state: dict, prefix: str = TASKS["moco"].backbone_prefix) -> dict[str, torch.Tensor]:
@@ -66,7 +88,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
     """Write model.safetensors, config.json, README.md, backbone.pth and model_card.json into
     ``out_dir`` (default RUN_DIR/export); returns the card. Evaluation results found in RUN_DIR
     (tools/knn.py, tools/linear_probe.py, tools/eval_geo.py) go into the card unless they are
-    of another step than the checkpoint."""
+    of another step than the checkpoint. No path of the training machine goes into the
+    export: the card names the data set, its config holds PLACEHOLDER for the paths."""
     run_dir = Path(run_dir)
     cfg, state = ckpt.load_run(run_dir, task=None)
     task = task_of(cfg)
@@ -87,6 +110,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
                           {"vissl_neg": {"small_stem": True}} if small_stem else None)
     results, skipped = task.card_results(run_dir, cfg, state)
     fields = task.card_fields(cfg, state, results)
+    dataset = DATASETS.get(cfg.data.name, (cfg.data.name, None))
     card = {
         "backbone": cfg.model.backbone,
         "method": task.method(cfg),
@@ -95,13 +119,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
         "small_stem": small_stem,
         "batch_norm_layers": count_batch_norms(model),
         "input": {**data, **fields.pop("input_extra", {})},
-        "load": f"timm.create_model('local-dir:{out_dir}', pretrained=True)",
+        "dataset": {"name": dataset[0], "hub_id": dataset[1], "data.name": cfg.data.name},
+        "load": f"timm.create_model('hf-hub:{repo_id}', pretrained=True)",
         "results": results,
         "skipped": skipped,
         **fields,
         "step": state["step"],
         "epochs": state["epoch"],
-        "config": state["config"],
+        "config": public_config(state["config"]),
         "sha256": {name: sha256(out_dir / name) for name in ("model.safetensors", "backbone.pth")},
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
