@@ -72,3 +72,7 @@ def test_every_function_named_in_the_methods_page_is_defined_in_its_module():
         for name in re.findall(r"`([\w.]+)", listed):
             missing += [f"{path}: {name}" for part in name.split(".") if part not in defined]
     assert not missing, missing
+
+
+def test_readme_links_the_cluster_page():
+    assert "(docs/cluster.md)" in (REPO / "README.md").read_text() and (REPO / "docs" / "cluster.md").is_file()

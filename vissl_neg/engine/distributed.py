@@ -34,7 +34,11 @@ def init_from_env(device_type: str) -> bool:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    store, rank_, world = next(dist.rendezvous("env://"))
+    # torchrun keeps one store across the restarts of a group (--max-restarts): without a key prefix
+    # per attempt, a restarted rank can read the address of the killed one and fail to connect
+    store = dist.PrefixStore(f"vissl_neg/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world)
     return True
 
 

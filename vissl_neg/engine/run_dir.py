@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
 from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.engine import distributed as dist
 from vissl_neg.errors import TrainingDiverged, UserError
 
 
@@ -50,6 +51,7 @@ def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
     out_dir = Path(cfg.train.out_dir)
     path = out_dir / ckpt.CHECKPOINT
     exists = path.is_file()
+    _same_on_every_rank(dist.all_gather_object(exists), "checkpoint there", path)
     if resume and not exists:
         raise UserError(f"cannot resume: no checkpoint '{path}' (the run directory holds none)")
     make_output_dir(out_dir, "train.out_dir")  # on every rank: a rank that failed alone would leave the others waiting
@@ -57,6 +59,7 @@ def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
         ckpt.remove_stale_temporaries(out_dir)
     if exists and resume is not False:
         state = ckpt.load(path)
+        _same_on_every_rank(dist.all_gather_object(state.get("step")), "checkpoint step", path)
         diffs = config_differences(state.get("config", {}), cfg)
         if diffs:
             more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
@@ -66,6 +69,17 @@ def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
     if is_main:
         save_config(cfg, out_dir / "config.yaml")
     return None
+
+
+def _same_on_every_rank(seen: list, what: str, path: Path) -> None:
+    """Under DDP (one value per rank, the same list on every rank): processes that see different
+    run directories (node-local folders instead of one shared file system) are a one-line error
+    on every rank, never a hang or a silent restart from scratch on some of them."""
+    if len(set(seen)) <= 1:
+        return
+    views = "; ".join(f"rank {r}: {v}" for r, v in enumerate(seen))
+    raise UserError(f"the processes see different run directories at '{path}' ({what}: {views}); train.out_dir "
+                    "must be one folder on a file system every node mounts (see docs/cluster.md)")
 
 
 def install_stop_handlers(on_signal) -> dict:
