@@ -334,6 +334,7 @@ def validate(cfg: Config) -> None:
     _choice("data.name", cfg.data.name, tuple(DATASETS))
     _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
     _choice("model.shuffle_bn", cfg.model.shuffle_bn, ("auto", "ddp", "split", "none"))
+    _choice("model.split_bn_impl", cfg.model.split_bn_impl, ("auto", "fused", "per_group"))
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")

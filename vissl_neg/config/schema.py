@@ -59,6 +59,7 @@ class ModelConfig:
     momentum_schedule: str = "cosine"  # fixed | cosine
     shuffle_bn: str = "auto"  # auto | ddp | split | none
     bn_splits: int = 8
+    split_bn_impl: str = "auto"  # auto (fused on CUDA channels_last, else per_group) | fused | per_group
     channels_last: bool = False
 
 
@@ -142,6 +143,7 @@ RUN_KEYS = (
     "data.persistent_workers",
     "data.pin_memory",
     "train.out_dir",
+    "model.split_bn_impl",
     "train.device",
     "train.compile",
     "train.cudnn_benchmark",

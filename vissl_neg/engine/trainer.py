@@ -74,7 +74,8 @@ class Trainer(TrainerBase):
         neg = cfg.negatives
         source_cls = SOURCES[neg.source]
         source = source_cls.from_config(neg, cfg.model.dim, len(self.train_set), global_batch)
-        self.model = MoCo(encoder, source, shuffle_bn, cfg.model.bn_splits, build_predictor(cfg.model)).to(self.device)
+        self.model = MoCo(encoder, source, shuffle_bn, cfg.model.bn_splits, build_predictor(cfg.model),
+                          cfg.model.split_bn_impl).to(self.device)
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
             self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
                               f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")

@@ -30,10 +30,10 @@ class MoCo(nn.Module):
     """
 
     def __init__(self, encoder: Encoder, source: NegativeSource, shuffle_bn: str = "split", bn_splits: int = 8,
-                 predictor: nn.Module | None = None):
+                 predictor: nn.Module | None = None, split_bn_impl: str = "auto"):
         super().__init__()
         self.shuffle_bn = shuffle_bn
-        self.split_bn_layers = convert_split_bn(encoder, bn_splits) if shuffle_bn == "split" else 0
+        self.split_bn_layers = convert_split_bn(encoder, bn_splits, split_bn_impl) if shuffle_bn == "split" else 0
         self.encoder_q = encoder
         self.encoder_k = copy.deepcopy(encoder)
         for p in self.encoder_k.parameters():

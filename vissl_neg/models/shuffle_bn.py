@@ -33,7 +33,7 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
     n, c, h, w = x.shape
     g = num_splits
     momentum = bn.momentum if bn.momentum is not None else 0.1
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if x.dim() == 4 and _grouped_blocks(x):
         means = [bn.running_mean.clone() for _ in range(g)]
         variances = [bn.running_var.clone() for _ in range(g)]
         out = torch.cat([F.batch_norm(block, m, v, bn.weight, bn.bias, True, momentum, bn.eps)
@@ -51,6 +51,49 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
     return out
 
 
+SPLIT_BN_IMPLS = ("auto", "fused", "per_group")
+
+
+def _grouped_blocks(x: torch.Tensor) -> bool:
+    """Whether :func:`split_batch_norm` groups ``x`` in contiguous blocks (channels_last) rather than interleaved."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def fused_split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """:func:`split_batch_norm` as one reduction: ``x`` viewed (no copy) as G groups of
+    (N/G, C, H·W), the same groups in either layout, one ``var_mean`` for all G statistics
+    instead of G BatchNorm calls; statistics in fp32, output in ``x``'s dtype and layout; the
+    same running-statistics update (the mean of the G groups' updates)."""
+    n, c, h, w = x.shape
+    g = num_splits
+    momentum = bn.momentum if bn.momentum is not None else 0.1
+    xf = x.float()
+    if _grouped_blocks(x):  # group k = samples k·N/G .. (k+1)·N/G - 1
+        xg, dims, shape = xf.view(g, n // g, c, h, w), (1, 3, 4), (g, 1, c, 1, 1)
+    else:  # group k = samples n with n mod G = k
+        xg, dims, shape = xf.view(n // g, g, c, h, w), (0, 3, 4), (1, g, c, 1, 1)
+    var, mean = torch.var_mean(xg, dim=dims, correction=0, keepdim=True)
+    y = (xg - mean) * torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        y = y * bn.weight.float().view(1, 1, c, 1, 1) + bn.bias.float().view(1, 1, c, 1, 1)
+    with torch.no_grad():
+        count = (n // g) * h * w
+        bn.running_mean.mul_(1 - momentum).add_(mean.view(shape).reshape(g, c).mean(0), alpha=momentum)
+        unbiased = var.view(shape).reshape(g, c) * (count / max(count - 1, 1))
+        bn.running_var.mul_(1 - momentum).add_(unbiased.mean(0), alpha=momentum)
+        bn.num_batches_tracked.add_(1)
+    return y.reshape(n, c, h, w).to(x.dtype)
+
+
+def split_bn_forward(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int, impl: str) -> torch.Tensor:
+    """Training-mode split BN by ``impl``: fused (:func:`fused_split_batch_norm`), per_group
+    (:func:`split_batch_norm`) or auto: fused for CUDA channels_last inputs, where the per-group
+    path makes G BatchNorm calls, per_group elsewhere (one reshaped BN call; the CPU's results
+    stay those of earlier versions)."""
+    fused = impl == "fused" or (impl == "auto" and x.is_cuda and _grouped_blocks(x))
+    return (fused_split_batch_norm if fused else split_batch_norm)(bn, x, num_splits)
+
+
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are per group of N/G samples (:func:`split_batch_norm`).
 
@@ -59,28 +102,30 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     updates. Needs B divisible by G.
     """
 
-    def __init__(self, num_features: int, num_splits: int, **kwargs):
+    def __init__(self, num_features: int, num_splits: int, impl: str = "auto", **kwargs):
         super().__init__(num_features, **kwargs)
         self.num_splits = num_splits
+        self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
-        return split_batch_norm(self, x, self.num_splits)
+        return split_bn_forward(self, x, self.num_splits, self.impl)
 
 
 class SplitBatchNormAct2d(BatchNormAct2d):
     """timm's BatchNormAct2d (BN, then dropout and activation; EfficientNet, RegNet, ...) with
     the statistics of :class:`SplitBatchNorm2d`; the same state dict as BatchNormAct2d."""
 
-    def __init__(self, num_features: int, num_splits: int, **kwargs):
+    def __init__(self, num_features: int, num_splits: int, impl: str = "auto", **kwargs):
         super().__init__(num_features, **kwargs)
         self.num_splits = num_splits
+        self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
-        return self.act(self.drop(split_batch_norm(self, x, self.num_splits)))
+        return self.act(self.drop(split_bn_forward(self, x, self.num_splits, self.impl)))
 
 
 def count_batch_norms(module: nn.Module) -> int:
@@ -88,23 +133,23 @@ def count_batch_norms(module: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def convert_split_bn(module: nn.Module, num_splits: int) -> int:
+def convert_split_bn(module: nn.Module, num_splits: int, impl: str = "auto") -> int:
     """Replace every plain ``nn.BatchNorm2d`` and timm ``BatchNormAct2d`` in place by its split
-    version with the same state; returns how many were replaced."""
+    version (``impl``: :func:`split_bn_forward`) with the same state; returns how many were replaced."""
     count = 0
     for name, child in module.named_children():
         if type(child) in (nn.BatchNorm2d, BatchNormAct2d):
             kwargs = dict(eps=child.eps, momentum=child.momentum, affine=child.affine)
             if type(child) is BatchNormAct2d:
-                split = SplitBatchNormAct2d(child.num_features, num_splits, apply_act=False, **kwargs)
+                split = SplitBatchNormAct2d(child.num_features, num_splits, impl, apply_act=False, **kwargs)
                 split.drop, split.act = child.drop, child.act
             else:
-                split = SplitBatchNorm2d(child.num_features, num_splits, **kwargs)
+                split = SplitBatchNorm2d(child.num_features, num_splits, impl, **kwargs)
             split.load_state_dict(child.state_dict())
             setattr(module, name, split)
             count += 1
         else:
-            count += convert_split_bn(child, num_splits)
+            count += convert_split_bn(child, num_splits, impl)
     return count
 
 
