@@ -57,7 +57,8 @@ def strategies(queue: int) -> dict[str, list[str]]:
     }
 
 
-LABELS = {"vissl_neg": "vissl_neg, split shuffle-BN (its default on one process)",
+LABELS = {"vissl_neg": "vissl_neg, split shuffle-BN (its default on one process; model.split_bn_impl=auto)",
+          "vissl_neg, split per_group": "vissl_neg, split shuffle-BN, per-group kernel (model.split_bn_impl=per_group)",
           "vissl_neg, shuffle-BN off": "vissl_neg, shuffle-BN off (the work lightly's step does)"}
 
 
@@ -149,6 +150,7 @@ def moco_vs_lightly(bench: Bench) -> dict:
     a = bench.args
     ours = bench.trainer()
     plain = bench.trainer("model.shuffle_bn=none")
+    per_group = bench.trainer("model.split_bn_impl=per_group")
     images, labels, indices = bench.batch(ours)
     cfg = ours.cfg
     torch.manual_seed(0)
@@ -157,6 +159,7 @@ def moco_vs_lightly(bench: Bench) -> dict:
     lightly = LightlyMoCo(cfg, theirs, 3, device=ours.device, amp_dtype=ours.amp_dtype, channels_last=True)
     sides = {
         "vissl_neg": lambda: ours.train_step(images, labels, indices),
+        "vissl_neg, split per_group": lambda: per_group.train_step(images, labels, indices),
         "vissl_neg, shuffle-BN off": lambda: plain.train_step(images, labels, indices),
         "lightly": lambda: lightly.step(images, cfg.optim.lr, cfg.model.momentum),
     }

@@ -34,7 +34,8 @@ def test_smoke_run_goes_through_every_part(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.with_suffix(".json").read_text())
     assert {"moco", "strategies", "loader"} <= set(results)
-    assert set(results["moco"]["img_s"]) == {"vissl_neg", "vissl_neg, shuffle-BN off", "lightly"}
+    assert set(results["moco"]["img_s"]) == {"vissl_neg", "vissl_neg, split per_group", "vissl_neg, shuffle-BN off",
+                                               "lightly"}
     assert len(results["strategies"]) == 9 and results["strategies"]["MoCo v2 (queue)"]["ratio"] == 1.0
     text = out.read_text()
     assert "| strategy (eager, shuffle-BN off) | step (ms) | step / MoCo |" in text
