@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import copy
 
-import helpers  # noqa: F401  (one CPU thread)
+import helpers
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from helpers import tiny_overrides, write_fmnist_fixture
+
 from vissl_neg.config import load_config
 from vissl_neg.errors import ConfigError
 from vissl_neg.models.shuffle_bn import (

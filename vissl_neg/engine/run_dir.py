@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
-from vissl_neg.engine import checkpoint as ckpt
-from vissl_neg.engine import distributed as dist
 from vissl_neg.errors import TrainingDiverged, UserError
+from vissl_neg.runtime import checkpoint as ckpt
+from vissl_neg.runtime import distributed as dist
 
 
 def config_differences(saved: dict, cfg) -> list[str]:
