@@ -36,8 +36,8 @@ def geo_overrides(root, out_dir, *extra) -> list[str]:
     return [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "model.backbone=resnet10t",
             "optim.batch_size=8", "optim.lr=0.003", "sampling.neighbour_select=4", "sampling.neighbour_range=8",
             "sampling.gps_epochs=1", "sampling.mine_every=1", "train.epochs=3", "train.device=cpu",
-            "train.progress=false", "train.log_every=2", "train.ckpt_every=2", "eval.every=1", "eval.batch_size=16",
-            f"train.out_dir={out_dir}", *extra]
+            "train.progress=false", "train.report=false", "train.log_every=2", "train.ckpt_every=2", "eval.every=1",
+            "eval.batch_size=16", f"train.out_dir={out_dir}", *extra]
 
 
 def make(root, out_dir, *extra, resume=None) -> GeoTrainer:
