@@ -68,6 +68,7 @@ class GeoMixupConfig:
     temperature: float = 0.07  # fixed temperature of the mix term; 0 = the learnable logit scale
     epoch_decay: bool = True  # weight / (epoch - start_epoch + 1)
     start_epoch: int = 0
+    label_smoothing: float = 0.0  # of the mix term only (the reference's targets there are hard)
 
 
 @dataclass

@@ -288,10 +288,11 @@ def _check_run(cfg) -> None:
     )
 
 
-def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
+def build_strategies(specs: list[dict], negatives: int | None = None, temperature: float | None = None) -> list:
     """``negatives.strategies`` -> strategy objects, each checked; errors name the entry.
     With ``negatives`` (the count each query starts with) a count a strategy takes from
-    them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there."""
+    them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there.
+    ``temperature`` (the loss's) fills the ``temperature: 0`` of a strategy that works on logits."""
     from vissl_neg.negatives import STRATEGIES
 
     built = []
@@ -302,6 +303,8 @@ def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
             raise ConfigError(f"config key '{key}' needs a name, one of {', '.join(STRATEGIES)}")
         _choice(f"{key}.name", str(spec["name"]), tuple(STRATEGIES))
         strategy = _build(STRATEGIES[spec["name"]], {k: v for k, v in spec.items() if k != "name"}, key)
+        if getattr(strategy, "uses_loss_temperature", False) and strategy.temperature == 0 and temperature:
+            strategy.temperature = temperature
         try:
             strategy.check()
         except ValueError as exc:
@@ -342,7 +345,8 @@ def validate(cfg: Config) -> None:
     _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))
     _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
     available = SOURCES[cfg.negatives.source].available(cfg.negatives, cfg.optim.batch_size)
-    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None)
+    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None,
+                                  cfg.loss.temperature)
     if not cfg.loss.cancels_false_negatives and any(isinstance(s, FalseNegatives) for s in strategies):
         raise ConfigError(f"loss.name={cfg.loss.name} with a false_negatives strategy is not supported: the "
                           "false-negative loss replaces the loss (use loss.name=info_nce)")
@@ -407,8 +411,9 @@ def validate_geo(cfg: GeoConfig) -> None:
     if cfg.sampling.neighbour_select > cfg.sampling.neighbour_range:
         raise ConfigError(f"sampling.neighbour_select={cfg.sampling.neighbour_select} must not exceed "
                           f"sampling.neighbour_range={cfg.sampling.neighbour_range}")
-    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
-        raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
+    for key in ("loss.label_smoothing", "mixup.label_smoothing"):
+        if not 0.0 <= _get(cfg, key) < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1), got {_get(cfg, key)}")
     if cfg.mixup.enabled and cfg.mixup.start_epoch >= cfg.train.epochs:
         raise ConfigError(f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
                           f"({cfg.train.epochs}), or mixup never starts")

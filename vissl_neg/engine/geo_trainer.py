@@ -190,7 +190,7 @@ class GeoTrainer(TrainerBase):
         if weight > 0:
             lam = sample_m2mix_lambda(m.alpha, self.device)
             loss = m2mix_symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, lam, weight, self.mix_logit_scale,
-                                            cfg.loss.label_smoothing)
+                                            cfg.loss.label_smoothing, m.label_smoothing)
         else:
             loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
