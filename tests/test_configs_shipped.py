@@ -41,6 +41,12 @@ def test_sample4geo_reference_recipe():
     s = cfg.sampling
     assert (s.neighbour_select, s.neighbour_range, s.gps_epochs, s.mine_every) == (64, 128, 4, 4)
     assert (cfg.data.sat_size, cfg.data.pano_size, cfg.data.neighbours) == (384, [140, 768], "auto")
+    # Skyy93/Sample4Geo train_cvusa.py:32, 293-294: fp16 autocast with a GradScaler; transforms.py:38-57: the views
+    a = cfg.augment
+    assert cfg.train.amp == "fp16"
+    assert (a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p) == (0.5, [90, 100], 0.15, 0.15, 0.5)
+    assert (a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p, a.flip_p, a.rotate_p) == (
+        0.15, 0.15, 0.15, 0.15, 0.5, 0.75)
 
 
 def test_there_is_a_fashion_mnist_config_per_strategy_and_source():

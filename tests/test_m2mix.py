@@ -27,7 +27,8 @@ from vissl_neg.losses import (
     symmetric_info_nce,
 )
 
-AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p", "dropout_p"))
+AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
+                                             "grid_dropout_p", "coarse_dropout_p"))
 
 
 def unit(*shape, seed=0, dtype=torch.float64):

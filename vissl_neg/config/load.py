@@ -403,8 +403,8 @@ def validate_geo(cfg: GeoConfig) -> None:
                   "sampling.chunk_size", "eval.batch_size", "mixup.alpha", "mixup.weight"),
         non_negative=("model.patch_size", "optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every",
                       "eval.chunk_size", "mixup.temperature", "mixup.start_epoch"),
-        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p",
-                                                      "dropout_p")),
+        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
+                                                      "grid_dropout_p", "coarse_dropout_p", "hue")),
     )
     if cfg.eval.every < -1:
         raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
@@ -418,5 +418,14 @@ def validate_geo(cfg: GeoConfig) -> None:
         raise ConfigError(f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
                           f"({cfg.train.epochs}), or mixup never starts")
     a = cfg.augment
+    for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):
+        if sum(getattr(a, k) for k in one_of) > 1.0:
+            raise ConfigError(f"config keys 'augment.{one_of[0]}' + 'augment.{one_of[1]}' are one of two, so their sum "
+                              f"must be at most 1, got {sum(getattr(a, k) for k in one_of)}")
+    q = a.jpeg_quality
+    if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
+        raise ConfigError(f"config key 'augment.jpeg_quality' must be [low, high] with 1 <= low <= high <= 100, got {q}")
+    if cfg.augment.hue > 0.5:
+        raise ConfigError(f"config key 'augment.hue' must be at most 0.5 (half the colour circle), got {a.hue}")
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")

@@ -88,8 +88,9 @@ class GeoTrainer(TrainerBase):
 
         seed_everything(cfg.train.seed)
         a = cfg.augment
-        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jitter, a.jitter_p, a.blur_p, a.sharpen_p,
-                                        a.dropout_p, a.mean, a.std).to(self.device)
+        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p,
+                                        a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p,
+                                        a.mean, a.std).to(self.device)
         self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
         if cfg.model.channels_last and not self._compiles():
@@ -98,7 +99,8 @@ class GeoTrainer(TrainerBase):
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         use_fused(self.optimizer, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # fp16: the reference's GradScaler(init_scale=2.**10) (Sample4Geo train_cvusa.py:293-294)
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10, enabled=self.amp_dtype == torch.float16)
         self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
         self.mined_epoch = -1
