@@ -159,6 +159,12 @@ def test_satellite_share_hidden_when_dropout_fires():
                                             torch.Generator().manual_seed(5))
     coarse = float(s4g.holes_mask(boxes, active, 384, 384).float().mean())
     assert 0.25 < coarse < 0.37
+    from vissl_neg.augment import ops
+
+    old, found = ops.sample_boxes(256, 384, 384, (0.02, 0.1), (0.3, 3.3), None, torch.Generator().manual_seed(6),
+                                  fallback="none")  # the erasing box of the earlier pipeline
+    old_share = float((old[found, 2] * old[found, 3]).mean()) / 384**2
+    assert 0.04 < old_share < 0.08 and float(grid.float().mean()) > 2 * old_share and coarse > 4 * old_share
 
 
 def _jpeg_quality_scaling_reference(quality: int) -> list[int]:
