@@ -79,7 +79,8 @@ class Trainer(TrainerBase):
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
             self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
                               f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
-        self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch))
+        self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch),
+                                           cfg.loss.temperature)
         self.first_log_done = False
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
             seed_everything(cfg.train.seed + 7919 * dist.rank())
