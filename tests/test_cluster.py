@@ -145,7 +145,7 @@ def test_two_nodes_train_as_one_node_and_resume(data_root, reference, tmp_path):
         assert code == 0, out[-3000:]
     assert sum(out.count('"step": 2') for _, out in first) == 1  # one process prints the result
     assert sum(f"training {run}" in out for _, out in first) == 1  # and logs
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt", "metrics.json", "report.png", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.ckpt", "metrics.json", "tb"]
     assert len(list((run / "tb").iterdir())) == 1 and state_of(run)["step"] == 2
 
     again = two_nodes(overrides(data_root, run), [tmp_path / "node0b.log", tmp_path / "node1b.log"])
