@@ -334,6 +334,13 @@ def validate(cfg: Config) -> None:
     _choice("data.name", cfg.data.name, tuple(DATASETS))
     _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
     _choice("model.shuffle_bn", cfg.model.shuffle_bn, ("auto", "ddp", "split", "none"))
+    _choice("model.pos_embed", cfg.model.pos_embed, ("learn", "sincos"))
+    _choice("model.vit_init", cfg.model.vit_init, ("timm", "mocov3"))
+    if cfg.model.head_layers < 2:
+        raise ConfigError(f"config key 'model.head_layers' must be >= 2, got {cfg.model.head_layers}")
+    if cfg.model.sync_bn and cfg.model.shuffle_bn in ("ddp", "split"):
+        raise ConfigError(f"model.sync_bn=true shares BN statistics over the ranks, which model.shuffle_bn="
+                          f"{cfg.model.shuffle_bn} keeps apart; use model.shuffle_bn=none (or auto)")
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
@@ -351,6 +358,8 @@ def validate(cfg: Config) -> None:
     _choice("optim.name", cfg.optim.name, ("sgd", "adamw"))
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
     _choice("eval.linear_protocol", cfg.eval.linear_protocol, ("lbfgs", "sgd"))
+    _choice("eval.linear_schedule", cfg.eval.linear_schedule, ("steps", "cosine"))
+    _choice("eval.linear_lr_scaling", cfg.eval.linear_lr_scaling, ("none", "linear"))
     _check_run(cfg)
     _check_ranges(
         cfg,
@@ -358,27 +367,54 @@ def validate(cfg: Config) -> None:
                   "optim.base_batch", "augment.size", "eval.knn_k", "eval.knn_temperature",
                   "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
                   "eval.linear_batch_size"),
-        non_negative=("data.subset", "model.head_hidden", "model.patch_size"),
-        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p")),
+        non_negative=("data.subset", "model.head_hidden", "model.patch_size", "model.num_heads"),
     )
     if not 0.0 <= cfg.model.momentum < 1.0:
         raise ConfigError(f"config key 'model.momentum' must be in [0, 1), got {cfg.model.momentum}")
-    a = cfg.augment
-    for key in ("crop_scale", "crop_ratio", "blur_sigma"):
-        lo_hi = getattr(a, key)
-        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
-            raise ConfigError(f"config key 'augment.{key}' must be [low, high] with 0 < low <= high, got {lo_hi}")
-    if a.crop_scale[1] > 1.0:
-        raise ConfigError(f"config key 'augment.crop_scale' must not exceed 1.0, got {a.crop_scale}")
-    if a.blur_kernel % 2 == 0:
-        raise ConfigError(f"config key 'augment.blur_kernel' must be odd, got {a.blur_kernel}")
-    if len(a.mean) != len(a.std) or any(s <= 0 for s in a.std):
+    _check_augment(cfg.augment, "augment")
+    if cfg.augment.view2:
+        cfg.augment.view2 = _view2_values(cfg.augment)
+        _check_augment(dataclasses.replace(cfg.augment, view2={}, **cfg.augment.view2), "augment.view2")
+    if len(cfg.augment.mean) != len(cfg.augment.std) or any(s <= 0 for s in cfg.augment.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have one entry per channel, std > 0")
     if cfg.model.shuffle_bn in ("auto", "split") and cfg.optim.batch_size % cfg.model.bn_splits:
         raise ConfigError(
             f"optim.batch_size={cfg.optim.batch_size} must be divisible by model.bn_splits={cfg.model.bn_splits} "
             "for split shuffle-BN"
         )
+
+
+# keys both views share: the output size and the normalisation
+SHARED_VIEW_KEYS = ("size", "mean", "std", "view2")
+
+
+def _view2_values(a) -> dict:
+    """``augment.view2`` checked against the section's keys and types -> the coerced values."""
+    hints = typing.get_type_hints(type(a))
+    names = [f.name for f in dataclasses.fields(a) if f.name not in SHARED_VIEW_KEYS]
+    out = {}
+    for key, value in a.view2.items():
+        if key in SHARED_VIEW_KEYS:
+            raise ConfigError(f"config key 'augment.view2.{key}': both views share augment.{key}")
+        if key not in names:
+            raise _unknown_key(f"augment.view2.{key}", names)
+        out[key] = _coerce(f"augment.view2.{key}", value, hints[key])
+    return out
+
+
+def _check_augment(a, prefix: str) -> None:
+    """Range checks of one view's augmentation keys, named under ``prefix``."""
+    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p", "solarize_p"):
+        if not 0.0 <= getattr(a, key) <= 1.0:
+            raise ConfigError(f"config key '{prefix}.{key}' must be a probability in [0, 1], got {getattr(a, key)}")
+    for key in ("crop_scale", "crop_ratio", "blur_sigma"):
+        lo_hi = getattr(a, key)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"config key '{prefix}.{key}' must be [low, high] with 0 < low <= high, got {lo_hi}")
+    if a.crop_scale[1] > 1.0:
+        raise ConfigError(f"config key '{prefix}.crop_scale' must not exceed 1.0, got {a.crop_scale}")
+    if a.blur_kernel % 2 == 0:
+        raise ConfigError(f"config key '{prefix}.blur_kernel' must be odd, got {a.blur_kernel}")
 
 
 def validate_geo(cfg: GeoConfig) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vissl_neg.augment import EvalTransform, ViewAugment
+from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
 from vissl_neg.engine import checkpoint as ckpt
@@ -24,6 +24,18 @@ from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.models import MoCo, build_encoder, build_predictor, count_batch_norms, momentum_at
 from vissl_neg.negatives import SOURCES, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
+
+
+def sync_batch_norms(model: torch.nn.Module, world_size: int, device_type: str) -> tuple[torch.nn.Module, str | None]:
+    """``model.sync_bn``: under DDP on CUDA every BatchNorm of the model (both encoders' heads, the
+    predictor, any backbone BN) becomes a SyncBatchNorm over the global batch, as MoCo v3 converts its
+    whole model (moco-v3 main_moco.py:195-196) -> (model, a note or None). One process: nothing to sync."""
+    if world_size <= 1:
+        return model, None
+    if device_type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
+        return model, ("model.sync_bn needs CUDA (torch's SyncBatchNorm); each process keeps its own "
+                       "BatchNorm statistics here")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), None
 
 
 class Trainer(TrainerBase):
@@ -58,11 +70,14 @@ class Trainer(TrainerBase):
         seed_everything(cfg.train.seed)
         in_chans = self.train_set.in_chans
         self.augment = ViewAugment(cfg.augment, in_chans).to(self.device)
+        # the second view's own values (BYOL / MoCo v3's asymmetric views), else the same pipeline
+        self.augment2 = (ViewAugment(second_view(cfg.augment), in_chans).to(self.device) if cfg.augment.view2
+                         else self.augment)
         self.eval_transform = EvalTransform(cfg.augment, in_chans).to(self.device)
         self.notes: list[str] = []
         shuffle_bn = cfg.model.shuffle_bn
         if shuffle_bn == "auto":
-            shuffle_bn = "ddp" if dist.world_size() > 1 else "split"
+            shuffle_bn = "none" if cfg.model.sync_bn else "ddp" if dist.world_size() > 1 else "split"
         if shuffle_bn == "ddp" and dist.world_size() == 1:
             raise ConfigError("model.shuffle_bn=ddp needs several processes (torchrun); use split on one process")
         encoder = build_encoder(cfg.model, in_chans, cfg.augment.size)
@@ -78,6 +93,9 @@ class Trainer(TrainerBase):
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
             self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
                               f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
+        if cfg.model.sync_bn:
+            self.model, note = sync_batch_norms(self.model, dist.world_size(), self.device.type)
+            self.notes += [note] if note else []
         self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch))
         self.first_log_done = False
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
@@ -161,7 +179,7 @@ class Trainer(TrainerBase):
 
     # ---------------------------------------------------------------- training
     def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v1, v2 = self.augment(images), self.augment(images)
+        v1, v2 = self.augment(images), self.augment2(images)
         if self.cfg.model.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)

@@ -16,7 +16,7 @@ from vissl_neg.eval.features import extract_features
 from vissl_neg.eval.knn import knn_top1
 from vissl_neg.eval.linear_probe import linear_probe
 from vissl_neg.export.release import backbone_state_dict
-from vissl_neg.models import build_backbone
+from vissl_neg.models import backbone_from_config
 
 
 def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device):
@@ -83,8 +83,7 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
     cfg, state = ckpt.load_run(run_dir)
     torch.manual_seed(cfg.train.seed)
-    backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem,
-                              image_size=cfg.augment.size, patch_size=cfg.model.patch_size)
+    backbone = backbone_from_config(cfg.model, state["in_chans"], cfg.augment.size)
     if random_init:
         train_set = build_dataset(cfg.data, "train")
         dev = torch.device(device)

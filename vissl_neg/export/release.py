@@ -44,8 +44,10 @@ def released_backbone(cfg, state: dict) -> tuple[torch.nn.Module, dict]:
     """-> (the trained backbone as plain timm builds it, in eval mode; its timm_kwargs)."""
     task = task_of(cfg)
     in_chans, image_size = task.backbone_input(cfg, state)
-    kwargs = timm_kwargs(cfg.model.backbone, in_chans, image_size, cfg.model.patch_size)
-    model = build_backbone(cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size)
+    num_heads = getattr(cfg.model, "num_heads", 0)
+    kwargs = timm_kwargs(cfg.model.backbone, in_chans, image_size, cfg.model.patch_size, num_heads)
+    model = build_backbone(cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size,
+                           num_heads=num_heads)
     model.load_state_dict(backbone_state_dict(state["model"], task.backbone_prefix))
     return model.eval(), kwargs
 
