@@ -50,12 +50,19 @@ class ViewAugment(nn.Module):
         self.normalize = Normalize(cfg.mean, cfg.std, in_chans)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                cropped: bool = False) -> torch.Tensor:
+        """``cropped``: the images are views already cut and resized to ``size`` (in the loader
+        workers, ``data.crops: image``); only the flip and what follows are applied here."""
         cfg, dev, b = self.cfg, images.device, images.shape[0]
         x = images.float().div_(255.0)
-        boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio), dev,
-                                    generator)
-        x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
+        if cropped:
+            flip = ops.bernoulli(b, cfg.flip_p, dev, generator).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        else:
+            boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio),
+                                        dev, generator)
+            x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
         if cfg.jitter_p > 0:
             factors = ops.sample_jitter(b, cfg.brightness, cfg.contrast, cfg.saturation if self.color else 0.0,
                                         cfg.hue if self.color else 0.0, dev, generator)

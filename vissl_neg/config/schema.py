@@ -17,6 +17,10 @@ class DataConfig:
     decode_size: int = 256  # image folders: workers decode to this shorter side, centre crop
     draft: bool = True  # image folders: reduced-size JPEG decoding (PIL draft)
     decode_on: str = "workers"  # image folders: workers (PIL) | device (torchvision decode_jpeg; nvJPEG on CUDA)
+    # image folders, training views (pretraining and the sgd probe): square = cut on the device from the
+    # decode_size centre square | image = each view's RandomResizedCrop box drawn over the whole image in the
+    # loader worker (the reference's), decoded and resized there; evaluation views stay resize + centre crop
+    crops: str = "square"
     num_workers: int = 0
     prefetch_factor: int = 2  # batches each worker loads ahead (num_workers > 0)
     persistent_workers: bool = True  # keep workers alive across epochs (num_workers > 0)

@@ -61,8 +61,10 @@ class Trainer(TrainerBase):
             )
         if global_batch % dist.world_size():
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
+        self.whole_image_crops = cfg.data.crops == "image"
         self.sampler = ResumableBatchSampler(
-            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size()
+            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size(),
+            keyed=self.whole_image_crops,
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
@@ -107,10 +109,14 @@ class Trainer(TrainerBase):
         if dist.is_dist():
             self.query_encoder = DDP(self.query_encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loader_set, self.decoder, self.batch_sampler = self.train_set, None, self.sampler
+        if self.whole_image_crops:  # each view's box over the whole image, cut in the loader workers
+            views = (cfg.augment, second_view(cfg.augment))
+            self.loader_set = self.train_set.cropped_view([(a.crop_scale, a.crop_ratio) for a in views],
+                                                          cfg.augment.size)
         if cfg.data.decode_on == "device":
             from vissl_neg.data.device_decode import DeviceJpegDecoder
 
-            self.loader_set = self.train_set.encoded_view()
+            self.loader_set = self.loader_set.encoded_view()
             self.decoder = DeviceJpegDecoder(self.train_set, cfg.data.decode_size, self.device)
             if self.device.type != "cuda":
                 self.notes.append("data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
@@ -179,7 +185,10 @@ class Trainer(TrainerBase):
 
     # ---------------------------------------------------------------- training
     def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v1, v2 = self.augment(images), self.augment2(images)
+        if images.dim() == 5:  # (B, 2, C, S, S): the two views, cropped in the loader workers
+            v1, v2 = self.augment(images[:, 0], cropped=True), self.augment2(images[:, 1], cropped=True)
+        else:
+            v1, v2 = self.augment(images), self.augment2(images)
         if self.cfg.model.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -271,9 +280,9 @@ class Trainer(TrainerBase):
         return 0.0
 
     def train_batch(self, batch, diagnose: bool) -> dict:
-        images, labels, indices = to_device(batch, self.device)
-        if self.decoder is not None:
-            images = self.decoder(images, indices)
+        images, labels, indices = to_device(batch[:3], self.device)
+        if self.decoder is not None:  # batch[3]: the views' boxes (B, 2, 4) with data.crops=image
+            images = self.decoder(images, indices, *batch[3:], out=self.cfg.augment.size)
         return self.train_step(images, labels, indices, diagnose)
 
     def step_scalars(self, out: dict) -> dict:

@@ -88,8 +88,12 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
         sched.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         epoch = state["epoch"]
-    sampler = ResumableBatchSampler(len(train_set), min(e.linear_batch_size, len(train_set)), cfg.train.seed)
-    loader = make_loader(train_set, sampler, cfg.data.num_workers, cfg.data.pin_memory, seed=cfg.train.seed,
+    whole_image = cfg.data.crops == "image"  # the crop boxes are drawn over each whole image in the workers
+    loader_set = train_set.cropped_view([(augment.cfg.crop_scale, augment.cfg.crop_ratio)], augment.cfg.size) \
+        if whole_image else train_set
+    sampler = ResumableBatchSampler(len(train_set), min(e.linear_batch_size, len(train_set)), cfg.train.seed,
+                                    keyed=whole_image)
+    loader = make_loader(loader_set, sampler, cfg.data.num_workers, cfg.data.pin_memory, seed=cfg.train.seed,
                          prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
     t0 = time.perf_counter()
     bar = tqdm(total=e.linear_epochs, initial=epoch, unit="epoch", disable=not progress, desc="linear probe")
@@ -98,7 +102,8 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
         for batch in loader:
             images, labels, _ = to_device(batch, device)
             with torch.no_grad():
-                feats = backbone(augment(images)).float()
+                views = augment(images[:, 0], cropped=True) if whole_image else augment(images)
+                feats = backbone(views).float()
             loss = F.cross_entropy(classifier(feats), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -114,5 +119,6 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
     return {"top1": round(acc, 2), "train_size": len(train_set), "test_size": len(test_set),
             "classifier": f"linear, SGD lr {lr:g}, wd {e.linear_weight_decay:g}, {e.linear_epochs} epochs, "
                           + ("cosine" if e.linear_schedule == "cosine" else f"milestones {list(e.linear_milestones)}")
-                          + ", RandomResizedCrop+flip, centre-crop eval",
+                          + ", RandomResizedCrop" + (" (whole image)" if whole_image else "")
+                          + "+flip, centre-crop eval",
             "seconds": round(time.perf_counter() - t0, 1)}
