@@ -150,15 +150,15 @@ def decode_views(path: str, crops: list[tuple], out: int, generator: torch.Gener
     """An image file -> uint8 (V, 3, out, out): a RandomResizedCrop box per entry of ``crops``
     drawn over the whole image (:func:`draw_boxes`), each resized to ``out``. With ``draft`` a
     JPEG is decoded at the smallest 1/2^k scale that keeps every box ``out`` pixels wide (PIL's
-    reduced-size decoding). Raises OSError for an unreadable file."""
+    reduced-size decoding) when that scale is 1/2 or less, else at full size by libjpeg-turbo
+    through torchvision.io. Raises OSError for an unreadable file."""
     raw = Path(path).read_bytes()
     with Image.open(io.BytesIO(raw)) as img:
         full = img.size
         boxes = draw_boxes(full[0], full[1], crops, generator)
-        if draft and img.format == "JPEG":
-            f = _reduced_scale(boxes, out)
-            if f <= 0.5:
-                img.draft("RGB", (math.ceil(full[0] * f), math.ceil(full[1] * f)))
+        f = _reduced_scale(boxes, out)
+        if draft and img.format == "JPEG" and f <= 0.5:  # else libjpeg-turbo through torchvision, faster
+            img.draft("RGB", (math.ceil(full[0] * f), math.ceil(full[1] * f)))
             return crop_views(_pil_rgb(img), boxes, full, out)
     try:
         image = decode_any(_as_tensor(raw), mode=ImageReadMode.RGB)
