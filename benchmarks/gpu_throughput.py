@@ -209,7 +209,7 @@ def strategy_costs(bench: Bench) -> dict:
 def loader_rates(bench: Bench, workers: list[int], batch: int = 64) -> dict:
     """img/s of the loader over the JPEG tree: one epoch to start the workers and warm the page
     cache, the second timed (persistent workers)."""
-    from vissl_neg.data import make_loader, to_device
+    from vissl_neg.data import make_loader
 
     out = {}
     for label, decode_on, w in [*((f"{n} workers decode", "workers", n) for n in workers),
@@ -222,9 +222,7 @@ def loader_rates(bench: Bench, workers: list[int], batch: int = 64) -> dict:
             sync()
             t0, seen = time.perf_counter(), 0
             for batch_ in loader:
-                images, labels, indices = to_device(batch_, t.device)
-                if t.decoder is not None:
-                    images = t.decoder(images, indices)
+                images, labels, indices = t.load_images(batch_)
                 seen += images.shape[0]
             sync()
         out[label] = seen / (time.perf_counter() - t0)

@@ -201,11 +201,22 @@ def test_linear_probe_crops_the_whole_image(tmp_path):
     assert 0 <= result["top1"] <= 100
 
 
-def test_whole_image_crops_need_an_image_folder():
-    with pytest.raises(ConfigError, match="data.crops=image applies to image folders"):
-        load_config(None, ["data.crops=image"])
-    with pytest.raises(ConfigError, match="data.crops"):
+def test_crops_key_is_checked_and_ignored_by_fashion_mnist(tmp_path):
+    with pytest.raises(ConfigError, match="config key 'data.crops' must be one of square, image"):
         load_config(None, ["data.name=imagenet", "data.crops=whole"])
+    from helpers import tiny_overrides, write_fmnist_fixture
+    from vissl_neg.engine.trainer import Trainer
+
+    write_fmnist_fixture(tmp_path / "fm", n_train=32, n_test=16)
+    trainer = Trainer(load_config(None, tiny_overrides(tmp_path / "fm", tmp_path / "run") + [
+        "data.crops=image", "optim.batch_size=16", "eval.knn_every=-1"]))
+    assert not trainer.whole_image_crops and not trainer.sampler.keyed  # like data.decode_size, for folders
+
+
+def test_square_dataset_takes_keyed_items(tmp_path):
+    write_imagenet_fixture(tmp_path, corrupt=False)
+    data = build_dataset(_cfg(tmp_path, tmp_path / "run").data, "train")
+    assert torch.equal(data.__getitems__([(3, 7), (1, 8)])[0], data.__getitems__([3, 1])[0])
 
 
 def test_imagenet_configs_claim_whole_image_crops():

@@ -344,9 +344,7 @@ def validate(cfg: Config) -> None:
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
-    _choice("data.crops", cfg.data.crops, ("square", "image"))
-    if cfg.data.crops == "image" and cfg.data.name == "fashion_mnist":
-        raise ConfigError("data.crops=image applies to image folders, not fashion_mnist")
+    _choice("data.crops", cfg.data.crops, ("square", "image"))  # image folders only, like decode_size
     from vissl_neg.negatives import SOURCES
 
     _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))

@@ -262,8 +262,8 @@ class ImageFolderDataset(Dataset):
                 raise DataError("a cropped image-folder view takes (index, key) items: "
                                 "use ResumableBatchSampler(keyed=True)")
             loaded = [self._load(int(i), int(k)) for i, k in indices]
-        else:
-            loaded = [self._load(i) for i in indices]
+        else:  # keyed items of a ResumableBatchSampler(keyed=True): the key is for cropped views only
+            loaded = [self._load(i[0] if isinstance(i, (tuple, list)) else i) for i in indices]
         used = torch.tensor([item[1] for item in loaded], dtype=torch.long)
         images = [item[0] for item in loaded]
         batch = (images if self.encoded else torch.stack(images)), self.labels[used], used

@@ -61,7 +61,7 @@ class Trainer(TrainerBase):
             )
         if global_batch % dist.world_size():
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
-        self.whole_image_crops = cfg.data.crops == "image"
+        self.whole_image_crops = cfg.data.crops == "image" and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
             len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size(),
             keyed=self.whole_image_crops,
@@ -279,11 +279,16 @@ class Trainer(TrainerBase):
         self.sampler.set_epoch(epoch, start_batch)
         return 0.0
 
-    def train_batch(self, batch, diagnose: bool) -> dict:
+    def load_images(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A loader batch -> (uint8 images on the device, decoded there with data.decode_on=device;
+        (B, 2, C, S, S) views with data.crops=image), labels, indices."""
         images, labels, indices = to_device(batch[:3], self.device)
         if self.decoder is not None:  # batch[3]: the views' boxes (B, 2, 4) with data.crops=image
             images = self.decoder(images, indices, *batch[3:], out=self.cfg.augment.size)
-        return self.train_step(images, labels, indices, diagnose)
+        return images, labels, indices
+
+    def train_batch(self, batch, diagnose: bool) -> dict:
+        return self.train_step(*self.load_images(batch), diagnose)
 
     def step_scalars(self, out: dict) -> dict:
         scalars = {"train/momentum": out["momentum"]}
