@@ -87,7 +87,7 @@ class LightlyMoCo:
 
         for g in self.opt.param_groups:
             g["lr"] = lr
-        from vissl_neg.engine.device import autocast
+        from vissl_neg.runtime.device import autocast
 
         update_momentum(self.query, self.key, momentum)
         x_q, x_k = self.augment(images), self.augment(images)

@@ -30,7 +30,7 @@ from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import ResumableBatchSampler, build_dataset  # noqa: E402
 from vissl_neg.engine.schedule import warmup_cosine  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
-from vissl_neg.eval.run import evaluate_backbone, recalibrate_bn  # noqa: E402
+from vissl_neg.eval.evaluate import evaluate_backbone, recalibrate_bn  # noqa: E402
 from vissl_neg.models import build_backbone, momentum_at  # noqa: E402
 
 

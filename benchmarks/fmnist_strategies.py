@@ -37,7 +37,7 @@ from vissl_neg.config import config_from_dict, flatten, load_config, to_dict  # 
 from vissl_neg.data import build_dataset  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.errors import ConfigError  # noqa: E402
-from vissl_neg.eval.run import evaluate_features, frozen_features, recalibrate_bn  # noqa: E402
+from vissl_neg.eval.evaluate import evaluate_features, frozen_features, recalibrate_bn  # noqa: E402
 from vissl_neg.models import build_backbone  # noqa: E402
 
 # τ⁺ of the two debiased rows: the class prior of 10 balanced classes, checked with the clamp

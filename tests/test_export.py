@@ -19,7 +19,7 @@ from helpers import tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import UserError
-from vissl_neg.eval.run import evaluate_run
+from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.export import export_run
 from vissl_neg.models import apply_small_stem
 
@@ -256,7 +256,7 @@ def test_export_of_a_non_run_directory(tmp_path):
 
 
 def test_card_falls_back_to_the_training_monitor_of_the_same_step(tmp_path):
-    from vissl_neg.export.card import moco_results
+    from vissl_neg.eval.results import moco_results
 
     cfg = load_config(None, ["eval.knn_k=7"])
     state = {"step": 5, "metrics": [{"epoch": 1, "step": 5, "knn_top1": 33.333}]}

@@ -300,10 +300,10 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     model = timm.create_model("resnet10t", num_classes=0)
     model.load_state_dict(torch.load(run / "export" / "backbone.pth", weights_only=True), strict=True)
     # the hub layout: local-dir: rebuilds the shared encoder, same features for both views
-    from vissl_neg.engine import checkpoint as ckpt
     from vissl_neg.models import build_cross_view_model
+    from vissl_neg.tasks import load_run
 
-    cfg, state = ckpt.load_run(run, "geo")
+    cfg, state = load_run(run, "geo")
     trained = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size))
     trained.load_state_dict(state["model"])
     hub = timm.create_model(f"local-dir:{run / 'export'}", pretrained=True).eval()
@@ -327,7 +327,7 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
 def test_planted_structure_is_learned(tmp_path):
     """configs/cvusa_fixture.yaml on the default fixture: the untrained encoder is near chance
     (3.1 % R@1 on 32 pairs), the trained one far above it."""
-    from vissl_neg.geo.run import evaluate_geo_run
+    from vissl_neg.cli.evaluate import evaluate_geo_run
 
     write_cvusa_fixture(tmp_path / "data")
     cfg = load_config("configs/cvusa_fixture.yaml", [f"data.root={tmp_path / 'data'}",

@@ -13,7 +13,7 @@ import torch
 from helpers import write_imagenet_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
-from vissl_neg.eval.run import evaluate_run
+from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.export.release import export_run
 
 

@@ -10,7 +10,7 @@ import torch
 
 from helpers import write_imagenet_fixture
 from vissl_neg.config import load_config
-from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.eval.linear_sgd import CHECKPOINT, linear_sgd
 from vissl_neg.models import build_backbone
 

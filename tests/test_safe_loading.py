@@ -17,7 +17,7 @@ import torch
 
 from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config, save_config
-from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import UserError
 

@@ -8,7 +8,7 @@ import torch
 
 from helpers import nan_loss_at, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
-from vissl_neg.engine.device import resolve_amp
+from vissl_neg.runtime.device import resolve_amp
 from vissl_neg.engine.trainer import Trainer
 
 
@@ -89,7 +89,7 @@ def test_fused_sgd_starts_from_zero_momentum_buffers():
     """On CUDA the trainers use fused SGD, whose own first step allocates its momentum buffers
     uninitialised and fills them only if the GradScaler does not skip that step (fp16
     overflow): use_fused creates them as zeros, which gives the same first update."""
-    from vissl_neg.engine.device import use_fused
+    from vissl_neg.runtime.device import use_fused
 
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]

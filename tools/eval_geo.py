@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from vissl_neg.errors import cli_entry  # noqa: E402
-from vissl_neg.geo.run import evaluate_geo_run  # noqa: E402
+from vissl_neg.cli.evaluate import evaluate_geo_run  # noqa: E402
 
 
 @cli_entry

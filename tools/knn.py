@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.errors import cli_entry  # noqa: E402
-from vissl_neg.eval.run import cli  # noqa: E402
+from vissl_neg.cli.evaluate import cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(cli_entry(cli)("knn", __doc__))

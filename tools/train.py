@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.engine import distributed as dist  # noqa: E402
+from vissl_neg.runtime import distributed as dist  # noqa: E402
 from vissl_neg.errors import UserError, cli_entry  # noqa: E402
 from vissl_neg.tasks import task_of  # noqa: E402
 

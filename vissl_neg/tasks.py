@@ -14,22 +14,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
-from vissl_neg.config.schema import RESUMABLE_KEYS, Config
+from vissl_neg.config import SCHEMAS, TaskSchema, config_from_dict, task_name
+from vissl_neg.errors import UserError
+from vissl_neg.eval.results import geo_results, moco_results
+from vissl_neg.runtime import checkpoint as ckpt
 
 
 class Task:
+    """A task's schema (config class, value checks, resumable keys) is the config layer's
+    ``SCHEMAS[name]``; the rest of what a task is lives here."""
+
     name = ""
-    config = Config
-    resumable_keys: tuple[str, ...] = ()
     evaluate_with = ""  # the tools that evaluate its runs
     backbone_prefix = ""  # the backbone's keys in its model state dict
 
-    def method(self, cfg) -> str:
-        """The model card's method name (a key of ``export.card.METHODS``)."""
-        raise NotImplementedError
+    @property
+    def schema(self) -> TaskSchema:
+        return SCHEMAS[self.name]
+
+    @property
+    def config(self) -> type:
+        return self.schema.config
+
+    @property
+    def resumable_keys(self) -> tuple[str, ...]:
+        return self.schema.resumable_keys
 
     def validate(self, cfg) -> None:
+        self.schema.validate(cfg)
+
+    def method(self, cfg) -> str:
+        """The model card's method name (a key of ``export.card.METHODS``)."""
         raise NotImplementedError
 
     def trainer(self, cfg, resume: bool | None = None):
@@ -57,8 +72,6 @@ class MocoTask(Task):
     source (MoCo v2 / v3, SimCLR-style in-batch negatives, every hard-negative strategy)."""
 
     name = "moco"
-    config = Config
-    resumable_keys = RESUMABLE_KEYS
     evaluate_with = "tools/knn.py or tools/linear_probe.py"
     backbone_prefix = "encoder_q.backbone."
 
@@ -66,11 +79,6 @@ class MocoTask(Task):
         if cfg.negatives.source != "batch":
             return "moco_v2"
         return "moco_v3" if cfg.model.predictor_hidden else "moco_in_batch"
-
-    def validate(self, cfg) -> None:
-        from vissl_neg.config.load import validate
-
-        validate(cfg)
 
     def trainer(self, cfg, resume=None):
         from vissl_neg.engine.trainer import Trainer
@@ -88,8 +96,6 @@ class MocoTask(Task):
                 "mean": list(cfg.augment.mean), "std": list(cfg.augment.std)}
 
     def card_results(self, run_dir, cfg, state):
-        from vissl_neg.export.card import moco_results
-
         return moco_results(run_dir, cfg, state)
 
     def card_fields(self, cfg, state, results):
@@ -106,18 +112,11 @@ class GeoTask(Task):
     satellite tiles, trained on hard-negative batches."""
 
     name = "geo"
-    config = GeoConfig
-    resumable_keys = GEO_RESUMABLE_KEYS
     evaluate_with = "tools/eval_geo.py"
     backbone_prefix = "backbone."
 
     def method(self, cfg) -> str:
         return "sample4geo"
-
-    def validate(self, cfg) -> None:
-        from vissl_neg.config.load import validate_geo
-
-        validate_geo(cfg)
 
     def trainer(self, cfg, resume=None):
         from vissl_neg.engine.geo_trainer import GeoTrainer
@@ -133,8 +132,6 @@ class GeoTask(Task):
                 "crop_pct": 1.0, "crop_mode": "center", "mean": list(cfg.augment.mean), "std": list(cfg.augment.std)}
 
     def card_results(self, run_dir, cfg, state):
-        from vissl_neg.export.card import geo_results
-
         return geo_results(run_dir, state)
 
     def card_fields(self, cfg, state, results):
@@ -148,4 +145,18 @@ TASKS: dict[str, Task] = {"moco": MocoTask(), "geo": GeoTask()}
 
 def task_of(cfg) -> Task:
     """The task a validated config belongs to."""
-    return TASKS[getattr(cfg, "task", "moco")]
+    return TASKS[task_name(cfg)]
+
+
+def load_run(run_dir: str | Path, task: str | None = "moco"):
+    """-> (validated config, checkpoint state) of a run directory's ``last.ckpt``; a run of
+    another ``task`` (moco | geo; None = any) is a one-line error."""
+    path = Path(run_dir) / ckpt.CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"'{run_dir}' holds no checkpoint ({ckpt.CHECKPOINT}); is it a run directory?")
+    state = ckpt.load(path)
+    cfg = config_from_dict(state["config"])
+    found = task_of(cfg)
+    if task is not None and found.name != task:
+        raise UserError(f"'{run_dir}' is a {found.name} run, not a {task} run; evaluate it with {found.evaluate_with}")
+    return cfg, state

@@ -1,6 +1,8 @@
 """Configuration: typed schema, YAML + dotted CLI overrides, validation."""
 
 from vissl_neg.config.load import (
+    SCHEMAS,
+    TaskSchema,
     build_strategies,
     config_from_dict,
     flatten,
@@ -9,11 +11,15 @@ from vissl_neg.config.load import (
     read_yaml,
     resumable_keys,
     save_config,
+    schema_of,
+    task_name,
     to_dict,
 )
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 
 __all__ = [
+    "SCHEMAS",
+    "TaskSchema",
     "build_strategies",
     "Config",
     "RESUMABLE_KEYS",
@@ -24,5 +30,7 @@ __all__ = [
     "read_yaml",
     "resumable_keys",
     "save_config",
+    "schema_of",
+    "task_name",
     "to_dict",
 ]

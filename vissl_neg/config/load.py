@@ -10,13 +10,14 @@ import dataclasses
 import difflib
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from vissl_neg.config.geo_schema import GeoConfig
-from vissl_neg.config.schema import Config
+from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
+from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
 
 
@@ -190,15 +191,13 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 def config_from_dict(values: dict) -> Config | GeoConfig:
     """The validated config of the task the top-level ``task`` key names (default moco)."""
-    from vissl_neg.tasks import TASKS
-
     name = values.get("task", "moco")
-    _choice("task", str(name), tuple(TASKS))
+    _choice("task", str(name), tuple(SCHEMAS))
     values = _without_flat_loss_leftovers(values)
-    task = TASKS[name]
-    fields = {f.name for f in dataclasses.fields(task.config)}
-    cfg = _build(task.config, {k: v for k, v in values.items() if k != "task" or k in fields})
-    task.validate(cfg)
+    schema = SCHEMAS[name]
+    fields = {f.name for f in dataclasses.fields(schema.config)}
+    cfg = _build(schema.config, {k: v for k, v in values.items() if k != "task" or k in fields})
+    schema.validate(cfg)
     return cfg
 
 
@@ -214,9 +213,7 @@ def _without_flat_loss_leftovers(values: dict) -> dict:
 
 def resumable_keys(cfg) -> tuple[str, ...]:
     """Keys that may change between a run and its resumption (they do not alter the result)."""
-    from vissl_neg.tasks import task_of
-
-    return task_of(cfg).resumable_keys
+    return schema_of(cfg).resumable_keys
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -452,3 +449,29 @@ def validate_geo(cfg: GeoConfig) -> None:
     a = cfg.augment
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")
+
+
+@dataclass(frozen=True)
+class TaskSchema:
+    """What the config layer knows of a task: the dataclass its YAML is built into, the value
+    checks types cannot express, and the keys that may change on resume. ``vissl_neg.tasks``
+    reads its task's entry; a new task adds one line to ``SCHEMAS``."""
+
+    config: type
+    validate: Callable[[Any], None]
+    resumable_keys: tuple[str, ...]
+
+
+SCHEMAS: dict[str, TaskSchema] = {
+    "moco": TaskSchema(Config, validate, RESUMABLE_KEYS),
+    "geo": TaskSchema(GeoConfig, validate_geo, GEO_RESUMABLE_KEYS),
+}
+
+
+def task_name(cfg) -> str:
+    """The ``task`` a validated config belongs to (a key of ``SCHEMAS``)."""
+    return getattr(cfg, "task", "moco")
+
+
+def schema_of(cfg) -> TaskSchema:
+    return SCHEMAS[task_name(cfg)]

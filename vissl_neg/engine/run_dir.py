@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
-from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.errors import TrainingDiverged, UserError
 
 

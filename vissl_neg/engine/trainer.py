@@ -13,10 +13,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
-from vissl_neg.engine import checkpoint as ckpt
-from vissl_neg.engine import distributed as dist
+from vissl_neg.runtime import checkpoint as ckpt
+from vissl_neg.runtime import distributed as dist
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.engine.device import resolve_amp, resolve_device, seed_everything, use_fused
+from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from vissl_neg.augment import EvalTransform, ViewAugment
 from vissl_neg.config import Config
 from vissl_neg.data import ResumableBatchSampler, build_dataset, make_loader, to_device
-from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.runtime import checkpoint as ckpt
 
 CHECKPOINT = "linear_sgd.ckpt"
 

@@ -5,77 +5,13 @@ numbers, how to load the weights and the full config."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 
-# data.name -> (display name, Hugging Face dataset id or None, the split evaluations use)
-DATASETS = {
-    "fashion_mnist": ("Fashion-MNIST", "zalando-datasets/fashion_mnist", "test"),
-    "imagenet": ("ImageNet-1k", "ILSVRC/imagenet-1k", "validation"),
-    "imagenet100": ("ImageNet-100 (CMC's 100 ImageNet-1k classes)", "ILSVRC/imagenet-1k", "validation"),
-    "image_folder": ("an image folder", None, "val"),
-    "cvusa": ("CVUSA", None, "test"),
-}
+from vissl_neg.eval.results import DATASETS
+
 METHODS = {"moco_v2": "MoCo v2", "moco_v3": "MoCo v3", "moco_in_batch": "MoCo with in-batch negatives",
            "sample4geo": "Sample4Geo"}
-
-
-def _read(run_dir: Path, name: str) -> dict | None:
-    path = run_dir / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _current(result: dict | None, step: int, name: str, skipped: list[str]) -> dict | None:
-    """``result`` unless it was computed at another step than the checkpoint's (then noted in ``skipped``)."""
-    if result is not None and result.get("step", step) != step:
-        skipped.append(f"{name}.json (evaluated at step {result['step']}, the checkpoint is at step {step})")
-        return None
-    return result
-
-
-def _entry(task: str, metric: str, name: str, value, baseline, split: str, source: str) -> dict:
-    return {"task": task, "metric": metric, "name": name, "value": value, "random_init": baseline,
-            "split": split, "source": source}
-
-
-def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]]:
-    """-> (results, skipped files): kNN and linear-probe top-1 from RUN_DIR/knn.json and
-    linear_probe.json (tools/knn.py, tools/linear_probe.py), the random-init baselines beside
-    them; the training's last kNN monitor when knn.json is absent."""
-    step, skipped, results = state["step"], [], []
-    split = DATASETS.get(cfg.data.name, (None, None, "test"))[2]
-    base = {n: r["top1"] for n in ("knn", "linear_probe") if (r := _read(run_dir, f"{n}_random_init"))}
-    knn = _current(_read(run_dir, "knn"), step, "knn", skipped)
-    monitor = state.get("metrics") or []
-    if knn is not None:
-        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={knn.get('k', cfg.eval.knn_k)})",
-                              knn["top1"], base.get("knn"), split, "knn.json"))
-    elif monitor and monitor[-1]["step"] == step and monitor[-1].get("knn_top1") is not None:
-        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={cfg.eval.knn_k}, training monitor)",
-                              round(monitor[-1]["knn_top1"], 2), None, split, "last.ckpt"))
-    probe = _current(_read(run_dir, "linear_probe"), step, "linear_probe", skipped)
-    if probe is not None:
-        results.append(_entry("linear probe", "accuracy", "linear probe top-1", probe["top1"],
-                              base.get("linear_probe"), split, "linear_probe.json"))
-    return results, skipped
-
-
-def geo_results(run_dir: Path, state: dict) -> tuple[list[dict], list[str]]:
-    """-> (results, skipped files): R@1/5/10/1% from RUN_DIR/eval_geo.json (tools/eval_geo.py)
-    with its random-init baseline, else the training's last recall monitor."""
-    step, skipped = state["step"], []
-    found = _current(_read(run_dir, "eval_geo"), step, "eval_geo", skipped)
-    base = _read(run_dir, "eval_geo_random_init") or {}
-    source, split = "eval_geo.json", (found or {}).get("split", "test")
-    if found is None:
-        monitor = state.get("metrics") or []
-        if not (monitor and monitor[-1]["step"] == step):
-            return [], skipped
-        found, source = {k: round(v, 2) for k, v in monitor[-1].items() if k.startswith("R@")}, "last.ckpt"
-    task = "cross-view retrieval (ground panorama -> satellite)"
-    return [_entry(task, "recall", k, v, base.get(k), split, source) for k, v in found.items()
-            if k.startswith("R@")], skipped
 
 
 def tags(cfg, geo: bool) -> list[str]:

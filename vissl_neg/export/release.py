@@ -13,13 +13,13 @@ import safetensors.torch
 import torch
 from timm.models._hub import save_config_for_hf
 
-from vissl_neg.engine import checkpoint as ckpt
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
 from vissl_neg.export.card import render_readme
 from vissl_neg.models.encoder import build_backbone, timm_kwargs
 from vissl_neg.models.shuffle_bn import count_batch_norms
-from vissl_neg.tasks import TASKS, task_of
+from vissl_neg.tasks import TASKS, load_run, task_of
 # what config.json keeps of timm's own pretrained_cfg for the architecture; the rest describes timm's weights
 ARCH_KEYS = ("architecture", "fixed_input_size", "first_conv", "classifier")
 
@@ -70,7 +70,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
     (tools/knn.py, tools/linear_probe.py, tools/eval_geo.py) go into the card unless they are
     of another step than the checkpoint."""
     run_dir = Path(run_dir)
-    cfg, state = ckpt.load_run(run_dir, task=None)
+    cfg, state = load_run(run_dir, task=None)
     task = task_of(cfg)
     small_stem = getattr(cfg.model, "small_stem", False)
     if small_stem and not allow_small_stem:

@@ -11,13 +11,6 @@ from vissl_neg.losses.debiased import (
 )
 from vissl_neg.losses.false_negatives import false_negative_from_similarities, false_negative_info_nce
 from vissl_neg.losses.info_nce import dual_view_info_nce, info_nce, info_nce_from_similarities, similarities
-from vissl_neg.losses.m2mix import (
-    m2_mix_negatives,
-    m2mix_info_nce,
-    m2mix_symmetric_info_nce,
-    m2mix_weight,
-    sample_m2mix_lambda,
-)
 from vissl_neg.losses.symmetric import symmetric_info_nce
 
 LOSSES = {"info_nce": InfoNCELoss, "debiased": DebiasedLoss}
@@ -37,11 +30,6 @@ __all__ = [
     "false_negative_info_nce",
     "info_nce",
     "info_nce_from_similarities",
-    "m2_mix_negatives",
-    "m2mix_info_nce",
-    "m2mix_symmetric_info_nce",
-    "m2mix_weight",
-    "sample_m2mix_lambda",
     "similarities",
     "symmetric_info_nce",
     "tau_plus_below_half",

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import BatchNormAct2d
 
-from vissl_neg.engine.distributed import concat_all_gather, rank, world_size
+from vissl_neg.runtime.distributed import concat_all_gather, rank, world_size
 
 
 def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> torch.Tensor:

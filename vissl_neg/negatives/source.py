@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vissl_neg.engine.distributed import concat_all_gather, rank
+from vissl_neg.runtime.distributed import concat_all_gather, rank
 from vissl_neg.negatives.negative_set import NegativeSet
 
 

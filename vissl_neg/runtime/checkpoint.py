@@ -73,23 +73,6 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"checkpoint '{path}' cannot be read ({exc.__class__.__name__})") from None
 
 
-def load_run(run_dir: str | Path, task: str | None = "moco"):
-    """-> (validated config, checkpoint state) of a run directory's ``last.ckpt``; a run of
-    another ``task`` (moco | geo; None = any) is a one-line error."""
-    from vissl_neg.config import config_from_dict
-    from vissl_neg.tasks import task_of
-
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' holds no checkpoint ({CHECKPOINT}); is it a run directory?")
-    state = load(path)
-    cfg = config_from_dict(state["config"])
-    found = task_of(cfg)
-    if task is not None and found.name != task:
-        raise UserError(f"'{run_dir}' is a {found.name} run, not a {task} run; evaluate it with {found.evaluate_with}")
-    return cfg, state
-
-
 def rng_state() -> dict:
     """Python's, numpy's, torch's (and CUDA's) generator states as tensors and plain values."""
     version, internal, gauss = random.getstate()

@@ -1,22 +1,18 @@
-"""Evaluate a run directory's backbone (or the random-init baseline of its config)."""
+"""Evaluate a backbone on its config's dataset: frozen features, kNN or linear probe, and the
+BN re-estimation that makes a random-init baseline meaningful."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import torch
 
 from vissl_neg.augment import EvalTransform
 from vissl_neg.config import Config
 from vissl_neg.data import build_dataset
-from vissl_neg.engine import checkpoint as ckpt
 from vissl_neg.eval.features import extract_features
 from vissl_neg.eval.knn import knn_top1
 from vissl_neg.eval.linear_probe import linear_probe
-from vissl_neg.export.release import backbone_state_dict
-from vissl_neg.models import backbone_from_config
 
 
 def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device):
@@ -76,43 +72,3 @@ def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device:
     result = evaluate_features(cfg, frozen_features(cfg, backbone, device), kind)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
-
-
-def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, device: str = "cpu") -> dict:
-    """Evaluate RUN_DIR's trained backbone (or, with ``random_init``, the same architecture
-    freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
-    cfg, state = ckpt.load_run(run_dir)
-    torch.manual_seed(cfg.train.seed)
-    backbone = backbone_from_config(cfg.model, state["in_chans"], cfg.augment.size)
-    if random_init:
-        train_set = build_dataset(cfg.data, "train")
-        dev = torch.device(device)
-        recalibrate_bn(backbone.to(dev), train_set, EvalTransform(cfg.augment, state["in_chans"]).to(dev), dev,
-                       seed=cfg.train.seed)
-    else:
-        backbone.load_state_dict(backbone_state_dict(state["model"]))
-    if kind == "linear_probe" and cfg.eval.linear_protocol == "sgd":
-        from vissl_neg.eval.linear_sgd import linear_sgd
-
-        probe_dir = Path(run_dir) / ("linear_sgd_random_init" if random_init else "linear_sgd")
-        probe_dir.mkdir(exist_ok=True)
-        result = linear_sgd(cfg, backbone, torch.device(device), probe_dir)
-    else:
-        result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
-    result.update({"run_dir": str(run_dir), "random_init": random_init, "step": state["step"]})
-    name = f"{kind}_random_init.json" if random_init else f"{kind}.json"
-    (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
-    return result
-
-
-def cli(kind: str, doc: str, argv=None) -> int:
-    """The shared command line of tools/knn.py and tools/linear_probe.py."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir")
-    parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    print(json.dumps(evaluate_run(args.run_dir, kind, args.random_init, args.device)))
-    return 0

@@ -1,0 +1,92 @@
+"""Evaluate a run directory, as tools/knn.py, tools/linear_probe.py and tools/eval_geo.py do:
+a MoCo run's backbone by kNN or linear probe, a cross-view run's encoder by recall (or, for
+either, the random-init baseline of its config); each writes its JSON beside the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vissl_neg.augment import EvalTransform
+from vissl_neg.augment.cross_view import EvalPairTransform
+from vissl_neg.data import build_dataset
+from vissl_neg.data.cvusa import cvusa_split
+from vissl_neg.eval.evaluate import evaluate_backbone, recalibrate_bn
+from vissl_neg.export.release import backbone_state_dict
+from vissl_neg.geo.embed import evaluate_recall
+from vissl_neg.models import backbone_from_config
+from vissl_neg.models.cross_view import build_cross_view_model
+from vissl_neg.runtime.device import resolve_amp
+from vissl_neg.tasks import load_run
+
+
+def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, device: str = "cpu") -> dict:
+    """Evaluate RUN_DIR's trained backbone (or, with ``random_init``, the same architecture
+    freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
+    cfg, state = load_run(run_dir)
+    torch.manual_seed(cfg.train.seed)
+    backbone = backbone_from_config(cfg.model, state["in_chans"], cfg.augment.size)
+    if random_init:
+        train_set = build_dataset(cfg.data, "train")
+        dev = torch.device(device)
+        recalibrate_bn(backbone.to(dev), train_set, EvalTransform(cfg.augment, state["in_chans"]).to(dev), dev,
+                       seed=cfg.train.seed)
+    else:
+        backbone.load_state_dict(backbone_state_dict(state["model"]))
+    if kind == "linear_probe" and cfg.eval.linear_protocol == "sgd":
+        from vissl_neg.eval.linear_sgd import linear_sgd
+
+        probe_dir = Path(run_dir) / ("linear_sgd_random_init" if random_init else "linear_sgd")
+        probe_dir.mkdir(exist_ok=True)
+        result = linear_sgd(cfg, backbone, torch.device(device), probe_dir)
+    else:
+        result = evaluate_backbone(cfg, backbone, kind, torch.device(device))
+    result.update({"run_dir": str(run_dir), "random_init": random_init, "step": state["step"]})
+    name = f"{kind}_random_init.json" if random_init else f"{kind}.json"
+    (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def cli(kind: str, doc: str, argv=None) -> int:
+    """The shared command line of tools/knn.py and tools/linear_probe.py."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    print(json.dumps(evaluate_run(args.run_dir, kind, args.random_init, args.device)))
+    return 0
+
+
+def evaluate_geo_run(run_dir: str | Path, random_init: bool = False, device: str = "cpu", root: str | None = None,
+                     split: str = "test") -> dict:
+    """Recall of RUN_DIR's encoder (or, with ``random_init``, the same architecture untrained,
+    BN statistics re-estimated on the training pairs) on a CVUSA split; writes
+    RUN_DIR/eval_geo[_random_init].json."""
+    cfg, state = load_run(run_dir, "geo")
+    d = cfg.data
+    dev = torch.device(device)
+    torch.manual_seed(cfg.train.seed)
+    model = build_cross_view_model(cfg.model, d.sat_size, tuple(d.pano_size)).to(dev)
+    transform = EvalPairTransform(cfg.augment.mean, cfg.augment.std).to(dev)
+    if random_init:
+        train_set = cvusa_split(d, "train", root)
+        recalibrate_bn(model, train_set, transform, dev, batches=8, batch_size=min(32, len(train_set)),
+                       seed=cfg.train.seed, views=(0, 1))
+    else:
+        model.load_state_dict(state["model"])
+    t0 = time.perf_counter()
+    dataset = cvusa_split(d, split, root)
+    recall = evaluate_recall(model, dataset, transform, dev, cfg.eval.batch_size, d.num_workers,
+                             cfg.eval.chunk_size or None, resolve_amp(cfg.train.amp, dev))
+    result = {**{k: round(v, 2) for k, v in recall.items()}, "queries": len(dataset), "split": split,
+              "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir), "random_init": random_init,
+              "step": state["step"]}
+    name = "eval_geo_random_init.json" if random_init else "eval_geo.json"
+    (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
+    return result
