@@ -319,3 +319,26 @@ def test_stepped_probe_schedule_is_unchanged():
         opt.step()
         sched.step()
     assert lrs[59] == 30.0 and lrs[60] == pytest.approx(3.0) and lrs[80] == pytest.approx(0.3)
+
+
+def test_v3_vit_exports_into_timm_with_its_heads_and_sincos_table(data_root, tmp_path):
+    """The sin-cos table is a weight of timm's ViT and num_heads is a model argument: the hub
+    layout rebuilds the trained backbone with the same features; evaluation rebuilds it too."""
+    import json
+
+    from vissl_neg.cli.evaluate import evaluate_run
+    from vissl_neg.export import export_run
+
+    run_dir = tmp_path / "run"
+    trainer = Trainer(load_config(None, tiny_overrides(data_root, run_dir) + V3_VIT + ["train.max_steps=1"]))
+    trainer.fit()
+    export_run(run_dir)
+    config = json.loads((run_dir / "export" / "config.json").read_text())
+    assert config["model_args"]["num_heads"] == 4
+    model = timm.create_model(f"local-dir:{run_dir / 'export'}", pretrained=True).eval()
+    assert model.blocks[0].attn.num_heads == 4
+    assert torch.equal(model.pos_embed.detach(), ref_sincos((4, 4), 96))
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), trainer.model.encoder_q.backbone.eval()(x))
+    assert evaluate_run(run_dir, "knn")["step"] == 1
