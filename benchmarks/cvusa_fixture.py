@@ -34,7 +34,7 @@ from vissl_neg.cli.evaluate import evaluate_geo_run  # noqa: E402
 VARIANTS = {
     "hard-negative batches (GPS, then mined every 4 epochs)": [],
     # = configs/cvusa_fixture_m2mix.yaml: the reference code's defaults
-    "hard-negative batches + m²-mix (α 0.5, weight 0.01/(epoch+1), τ₂ 0.07)": ["mixup.enabled=true"],
+    "hard-negative batches + m²-mix (α 0.5, weight 0.01/(epoch+1), τ₂ 0.07, hard targets)": ["mixup.enabled=true"],
     "random batches": ["data.neighbours=none", "sampling.mine_every=0"],
 }
 KEYS = ("R@1", "R@5", "R@10")

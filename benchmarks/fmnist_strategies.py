@@ -47,19 +47,19 @@ from vissl_neg.models import build_backbone  # noqa: E402
 # clamped with β = 0 and none with β = 1; the τ⁺ that keeps fewer than half clamped stayed
 # above 0.17 (β = 0) and 0.35 (β = 1). The per-seed table reports the fraction at each run's end.
 TAU_PLUS = 0.1
-FN_ATTRACT = "negatives.strategies=[{name: false_negatives, top: 64, mode: attract, start_epoch: 0.25}]"
+FN_ELIMINATE = "negatives.strategies=[{name: false_negatives, top: 10, threshold: 0.7, mode: eliminate}]"
 METHODS = {  # key: (label, config, extra overrides)
     "moco": ("MoCo v2", "fmnist_moco", []),
     "mochi": ("MoCHi (512, 512, 128)", "fmnist_mochi", []),
     "geodesic": ("geodesic mixup (512, 512, 128)", "fmnist_geodesic", []),
     "filter_dual": ("filter 1024 + dual-view loss", "fmnist_filter_dual", []),
-    "feature_transform": ("feature transformation (2.0, 1.6)", "fmnist_feature_transform", []),
+    "feature_transform": ("feature transformation (2.0, 1.6, one λ per step)", "fmnist_feature_transform", []),
     "debiased": (f"debiased (τ⁺ {TAU_PLUS})", "fmnist_debiased", [f"loss.tau_plus={TAU_PLUS}", "loss.beta=0"]),
     "hard_weighted": (f"hardness-weighted (τ⁺ {TAU_PLUS}, β 1)", "fmnist_debiased",
                       [f"loss.tau_plus={TAU_PLUS}", "loss.beta=1.0"]),
-    "ambiguous": ("ambiguous negatives, SimANS (keep 1024)", "fmnist_ambiguous", []),
-    "fn_eliminate": ("false negatives: eliminate top 64", "fmnist_false_negatives", []),
-    "fn_attract": ("false negatives: attract top 64", "fmnist_false_negatives", [FN_ATTRACT]),
+    "ambiguous": ("ambiguous negatives, SimANS weights (keep 1024 of the queue)", "fmnist_ambiguous", []),
+    "fn_eliminate": ("false negatives: eliminate (top 10, > 0.7)", "fmnist_false_negatives", [FN_ELIMINATE]),
+    "fn_attract": ("false negatives: attract (top 10, > 0.7)", "fmnist_false_negatives", []),
     "in_batch": ("in-batch negatives, symmetric (SimCLR-style MoCo)", "fmnist_moco",
                  ["negatives.source=batch", "loss.symmetric=true"]),
     "mocov3": ("MoCo v3, small ViT (test_vit3)", "fmnist_mocov3", []),

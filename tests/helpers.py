@@ -111,6 +111,7 @@ def tiny_overrides(root: str | Path, out_dir: str | Path) -> list[str]:
         "train.ckpt_every=3",
         "train.log_every=2",
         "train.progress=false",
+        "train.report=false",  # report.png costs seconds per run; tests/test_report.py draws it
         "eval.knn_every=1",
         "eval.knn_k=20",
         f"train.out_dir={out_dir}",

@@ -82,13 +82,13 @@ def test_gumbel_noise_statistics():
 
 def test_ambiguous_keeps_drawn_rows_of_each_querys_negatives():
     q, k, queue = _unit(3, 8, seed=2), _unit(3, 8, seed=3), _unit(40, 8, seed=4)
-    strategy = Ambiguous(keep=10, a=12.5, b=0.0)
+    strategy = Ambiguous(keep=10, a=0.5, b=0.0, temperature=0.2)
     torch.manual_seed(5)
     out = strategy(NegativeSet(q, k, queue))
     assert out.index.shape == (3, 10)
     sims, pos = q @ queue.t(), (q * k).sum(1)
     torch.manual_seed(5)
-    want = sample_without_replacement(simans_logits(sims, pos, 12.5, 0.0), 10)
+    want = sample_without_replacement(simans_logits(sims, pos, 0.5, 0.0, 0.2), 10)
     assert torch.equal(out.index.sort(1).values, want.sort(1).values)
     assert all(len(set(r)) == 10 for r in out.index.tolist())
     torch.testing.assert_close(out.real_similarities(), sims.gather(1, out.index))
@@ -102,7 +102,7 @@ def test_ambiguous_after_a_filter_draws_from_the_kept_rows_and_keeps_marks():
     marks[:, :7] = True
     base = NegativeSet(q, k, queue, suspected=marks)
     kept = Filter(keep=20)(base)
-    drawn = Ambiguous(keep=6)(kept)
+    drawn = Ambiguous(keep=6, temperature=0.2)(kept)
     for b in range(4):
         assert set(drawn.index[b].tolist()) <= set(kept.index[b].tolist())
         assert drawn.suspected[b].tolist() == [r < 7 for r in drawn.index[b].tolist()]
@@ -115,6 +115,40 @@ def test_sharp_weights_draw_the_negatives_nearest_the_shifted_positive():
     queue = _unit(30, 8, seed=10)
     k = _unit(2, 8, seed=11)
     sims, pos = q @ queue.t(), (q * k).sum(1)
-    out = Ambiguous(keep=3, a=1e6, b=0.05)(NegativeSet(q, k, queue))
+    out = Ambiguous(keep=3, a=1e6, b=0.25, temperature=0.2)(NegativeSet(q, k, queue))
     nearest = (sims - pos[:, None] - 0.05).abs().topk(3, dim=1, largest=False).indices
     assert torch.equal(out.index.sort(1).values, nearest.sort(1).values)
+
+
+def _reference_simans_weights(neg_scores, pos_score, a, b):
+    """microsoft/SimXNS@0163380 SimANS/utils/util_wiki.py:621-626: the weight of each candidate
+    from the retriever's scores (logits at temperature 1), ``exp(-(s - s_pos + b)**2 * a)``."""
+    return [math.exp(-(float(s) - float(pos_score) + b) ** 2 * a) for s in neg_scores]
+
+
+@pytest.mark.parametrize("temperature", [0.2, 0.1])
+def test_weights_match_the_reference_on_logits(temperature):
+    """Cosine scores divided by T are the reference's logits; its b enters with the opposite
+    sign (the paper's), so our b = -b_ref; a is the reference's a whatever T."""
+    g = torch.Generator().manual_seed(12)
+    sims, pos = torch.rand(3, 7, generator=g, dtype=torch.float64) * 2 - 1, torch.rand(3, generator=g, dtype=torch.float64)
+    a, b_ref = 0.5, 1.0  # the reference's default a (co_training_wiki_train.py:582) and NQ's --b (train_NQ_AR2.sh:32)
+    ours = torch.softmax(simans_logits(sims, pos, a, -b_ref, temperature), dim=1)
+    for i in range(3):
+        w = _reference_simans_weights(sims[i] / temperature, pos[i] / temperature, a, b_ref)
+        want = torch.tensor(w, dtype=torch.float64) / sum(w)
+        torch.testing.assert_close(ours[i], want)
+
+
+def test_a_follows_the_loss_temperature():
+    from vissl_neg.config import build_strategies, load_config
+
+    for t in (0.2, 0.1):
+        cfg = load_config(overrides=[f"loss.temperature={t}", "negatives.strategies=[{name: ambiguous, keep: 8}]"])
+        (strategy,) = build_strategies(cfg.negatives.strategies, 4096, cfg.loss.temperature)
+        assert (strategy.a, strategy.b, strategy.temperature) == (0.5, 0.0, t)
+    (explicit,) = build_strategies([{"name": "ambiguous", "keep": 8, "temperature": 0.5}], 4096, 0.2)
+    assert explicit.temperature == 0.5
+    q, k, queue = _unit(2, 8, seed=13), _unit(2, 8, seed=14), _unit(20, 8, seed=15)
+    with pytest.raises(ValueError, match="temperature"):
+        Ambiguous(keep=4)(NegativeSet(q, k, queue))

@@ -54,6 +54,8 @@ def test_every_method_config_loads_and_the_rows_are_the_asked_ones():
     assert bench.method_config("debiased", 0, Args).loss.beta == 0
     attract = bench.method_config("fn_attract", 0, Args).negatives.strategies[0]
     assert attract["name"] == "false_negatives" and attract["mode"] == "attract"
+    eliminate = bench.method_config("fn_eliminate", 0, Args).negatives.strategies[0]
+    assert eliminate | {"mode": "attract"} == attract | {"threshold": 0.7, "top": 10}  # only the mode differs
 
 
 def test_a_result_written_under_an_older_schema_is_still_found(tmp_path):

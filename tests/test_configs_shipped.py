@@ -41,6 +41,12 @@ def test_sample4geo_reference_recipe():
     s = cfg.sampling
     assert (s.neighbour_select, s.neighbour_range, s.gps_epochs, s.mine_every) == (64, 128, 4, 4)
     assert (cfg.data.sat_size, cfg.data.pano_size, cfg.data.neighbours) == (384, [140, 768], "auto")
+    # Skyy93/Sample4Geo train_cvusa.py:32, 293-294: fp16 autocast with a GradScaler; transforms.py:38-57: the views
+    a = cfg.augment
+    assert cfg.train.amp == "fp16"
+    assert (a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p) == (0.5, [90, 100], 0.15, 0.15, 0.5)
+    assert (a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p, a.flip_p, a.rotate_p) == (
+        0.15, 0.15, 0.15, 0.15, 0.5, 0.75)
 
 
 def test_there_is_a_fashion_mnist_config_per_strategy_and_source():
@@ -49,21 +55,30 @@ def test_there_is_a_fashion_mnist_config_per_strategy_and_source():
             "fmnist_debiased", "fmnist_memory_bank", "fmnist_ambiguous", "fmnist_false_negatives"} <= names
 
 
+def _built(cfg):
+    return build_strategies(cfg.negatives.strategies, cfg.negatives.size, cfg.loss.temperature)
+
+
 def test_ambiguous_and_false_negative_recipes():
-    """SimANS: a = the reference code's 0.5 on logits moved to cosines (0.5 / T²), b = 0;
-    false-negative cancellation eliminates a few suspects per query, fewer than the queue holds."""
+    """SimANS: the reference code's a = 0.5, b = 0 on logits (microsoft/SimXNS
+    co_training_wiki_train.py:582-583), and fmnist_simans draws 15 of the 100 hardest as its
+    scripts (15 of the retriever's top-100); false-negative cancellation with the reference
+    flags (google-research/fnc run.py:261-267: top 10, threshold 0.7; attraction, the only loss
+    of objective.py; no warm-up)."""
     by_name = {p.stem: p for p in CONFIGS}
-    for name in ("fmnist_ambiguous", "imagenet100_ambiguous"):
+    for name in ("fmnist_ambiguous", "imagenet100_ambiguous", "fmnist_simans"):
         cfg, _ = _load(by_name[name])
-        (spec,) = cfg.negatives.strategies
-        assert spec["name"] == "ambiguous" and spec["b"] == 0.0
-        assert abs(spec["a"] - 0.5 / cfg.loss.temperature**2) < 1e-9
-        assert spec["keep"] < cfg.negatives.size
+        amb = _built(cfg)[-1]
+        assert type(amb).__name__ == "Ambiguous"
+        assert (amb.a, amb.b, amb.temperature) == (0.5, 0.0, cfg.loss.temperature)
+        assert amb.keep < cfg.negatives.size
+    simans = _built(_load(by_name["fmnist_simans"])[0])
+    assert [(type(s).__name__, getattr(s, "keep")) for s in simans] == [("Filter", 100), ("Ambiguous", 15)]
+    assert simans[-1].start_epoch == 0
     for name in ("fmnist_false_negatives", "imagenet100_false_negatives"):
         cfg, _ = _load(by_name[name])
-        (spec,) = cfg.negatives.strategies
-        assert spec["name"] == "false_negatives" and spec["mode"] == "eliminate"
-        assert 0 < spec["top"] < cfg.negatives.size // 10
+        (fnc,) = _built(cfg)
+        assert (fnc.top, fnc.threshold, fnc.mode, fnc.start_epoch) == (10, 0.7, "attract", 0.0)
 
 
 def test_imagenet_paper_recipes():
@@ -81,4 +96,7 @@ def test_imagenet_paper_recipes():
             mochi.negatives.strategies[0]["s_prime"]) == (256, 512, 0)
     for name in ("imagenet_feature_transform", "imagenet100_feature_transform"):
         ft, _ = _load(by_name[name])
-        assert ft.negatives.strategies == [{"name": "feature_transform", "pos_alpha": 2.0, "neg_alpha": 1.6}]
+        (built,) = _built(ft)
+        # DTennant/CL-Visualizing-Feature-Transformation README command: --pos_alpha 2.0 --neg_alpha 1.6,
+        # no --dim_mask (train_options.py:35 default 'none': one λ each per step)
+        assert (built.pos_alpha, built.neg_alpha, built.draw) == (2.0, 1.6, "step")

@@ -107,7 +107,8 @@ def test_resume_mid_epoch_on_two_ranks_continues_the_same_order(data_root, tmp_p
 
 def test_tools_train_under_torchrun_writes_once(data_root, tmp_path):
     run = tmp_path / "run"
-    proc = torchrun(ROOT / "tools" / "train.py", *overrides(data_root, run, "train.max_steps=3", "train.epochs=1"))
+    proc = torchrun(ROOT / "tools" / "train.py", *overrides(data_root, run, "train.max_steps=3", "train.epochs=1",
+                                                                   "train.report=true"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 3
     assert proc.stdout.count('"step": 3') == 1  # the final JSON line comes from rank 0 only

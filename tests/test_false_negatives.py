@@ -102,27 +102,27 @@ def test_unknown_mode():
                                          "ignore")
 
 
-def test_strategy_marks_the_negatives_nearest_the_key():
+def test_strategy_marks_the_negatives_nearest_the_anchor_views():
     q, k, queue = _unit(3, 8, seed=14), _unit(3, 8, seed=15), _unit(30, 8, seed=16)
-    out = FalseNegatives(top=4)(NegativeSet(q, k, queue))
+    out = FalseNegatives(top=4, threshold=-1.0)(NegativeSet(q, k, queue))
     assert out.index is None and out.suspected.shape == (3, 30) and out.suspected.dtype == torch.bool
     for b in range(3):
-        scores = [float(k[b] @ n) for n in queue]
+        scores = [max(float(q[b] @ n), float(k[b] @ n)) for n in queue]
         nearest = sorted(range(30), key=lambda j: -scores[j])[:4]
         assert set(out.suspected[b].nonzero().flatten().tolist()) == set(nearest)
 
 
 def test_marks_follow_a_later_filter_and_a_per_query_index():
     q, k, queue = _unit(3, 8, seed=17), _unit(3, 8, seed=18), _unit(40, 8, seed=19)
-    marked = FalseNegatives(top=5)(NegativeSet(q, k, queue))
+    marked = FalseNegatives(top=5, threshold=-1.0)(NegativeSet(q, k, queue))
     kept = Filter(keep=12)(marked)
     for b in range(3):
         rows = kept.index[b].tolist()
         want = [bool(marked.suspected[b, r]) for r in rows]
         assert kept.suspected[b].tolist() == want
-    # marking on an already narrowed set scores k against the kept rows only
-    again = FalseNegatives(top=2)(Filter(keep=12)(NegativeSet(q, k, queue)))
-    ks = k @ queue.t()
+    # marking on an already narrowed set scores the anchor's views against the kept rows only
+    again = FalseNegatives(top=2, threshold=-1.0)(Filter(keep=12)(NegativeSet(q, k, queue)))
+    ks = torch.maximum(q @ queue.t(), k @ queue.t())
     for b in range(3):
         rows = again.index[b]
         assert set(rows[again.suspected[b]].tolist()) == set(rows[ks[b, rows].topk(2).indices].tolist())
@@ -130,4 +130,73 @@ def test_marks_follow_a_later_filter_and_a_per_query_index():
 
 def test_suspect_false_negatives_counts():
     sims = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.3, 0.2, 0.8, 0.0]])
-    assert suspect_false_negatives(sims, 2).tolist() == [[False, True, False, True], [True, False, True, False]]
+    assert suspect_false_negatives(sims, 2, -1.0).tolist() == [[False, True, False, True], [True, False, True, False]]
+    # top-2 and above 0.6: the second row's 0.3 is in its top 2 but below the threshold
+    assert suspect_false_negatives(sims, 2, 0.6).tolist() == [[False, True, False, True], [False, False, True, False]]
+
+
+LARGE_NUM = 1e9  # google-research/fnc objective.py:28
+
+
+def _reference_fnc_loss(anchor, views_ema, memory, temperature, topk, threshold):
+    """google-research/fnc@adf5da5 objective.py:138-249 (``add_contrastive_loss_with_memory``)
+    transcribed to torch for one sample per replica (batch 1), support_size 0 (two views),
+    and only the first anchor's term of the loop (objective.py:213-243). ``anchor`` (D,) the
+    anchor view's embedding (``splitted_list[0]``), ``views_ema`` (2, D) both views' momentum
+    embeddings (``splitted_list_mem``), ``memory`` (M, D) whose rows 0 and 1 are the sample's
+    two views (the current batch's entries, objective.py:168-175) and the rest the older keys.
+    Returns (loss, dense_mask (M,))."""
+    m = memory.shape[0]
+    masks = torch.ones(1, 1, dtype=memory.dtype)                                   # one_hot(sample_idx, 1)
+    masks_all = masks.repeat(1, 2)                                                 # :168
+    masks_all_mem = torch.cat([masks_all, torch.zeros(1, m - 2, dtype=memory.dtype)], -1)  # :169-175
+    all_scores = torch.einsum("bvd,md->bvm", views_ema.unsqueeze(0), memory)       # :185
+    all_scores = all_scores.max(dim=1).values                                      # :186 reduce_max over views
+    all_scores = all_scores - masks_all_mem * LARGE_NUM                            # :187
+    topk_inds = all_scores.topk(topk, dim=1).indices                               # :191
+    dense_mask = (all_scores > threshold).to(memory.dtype)                         # :195-196
+    dense_mask_topk = torch.zeros_like(all_scores).scatter_(1, topk_inds, 1.0)     # :199-208
+    dense_mask = dense_mask * dense_mask_topk                                      # :211
+    mask_anchor = torch.cat([masks, torch.zeros(1, m - 1, dtype=memory.dtype)], -1)  # :217-221, anchor_ind 0
+    anchor_mem = (anchor.unsqueeze(0) @ memory.t()) / temperature                  # :234-235
+    log_numerator = (anchor_mem * (masks_all_mem * (1.0 - mask_anchor))).sum(1)    # :236-237
+    denominator = anchor_mem - mask_anchor * LARGE_NUM                             # :238
+    log_numerator = log_numerator + (denominator * dense_mask).sum(1)              # :239
+    log_numerator = -log_numerator / (2 - 1.0 + dense_mask.sum(1))                 # :240-241
+    log_denominator = torch.logsumexp(denominator, dim=1)                          # :242
+    return (log_numerator + log_denominator).mean(), dense_mask[0]                 # :243
+
+
+def test_marks_and_attraction_match_the_reference_transcription():
+    """Rows of the queue are put near the query or the key so that some rows get fewer marks
+    than ``top`` (the threshold bites), some exactly ``top`` (the top-k bites) and some marks
+    come from the query view alone (the max over views bites)."""
+    g = torch.Generator().manual_seed(20)
+    b, d, top, t = 6, 8, 3, 0.2
+    q, k = _unit(b, d, seed=21), _unit(b, d, seed=22)
+    near = []
+    for i in range(b):
+        anchor = q[i] if i % 2 == 0 else k[i]
+        for scale in (0.2, 0.35, 0.5, 0.7, 0.9)[: 1 + i]:
+            near.append(F.normalize(anchor + scale * torch.randn(d, generator=g, dtype=torch.float64), dim=0))
+    queue = torch.cat([torch.stack(near), _unit(40, d, seed=23)])
+    out = FalseNegatives(top=top, threshold=0.7, mode="attract")(NegativeSet(q, k, queue))
+    ours = false_negative_info_nce(q, k, queue, t, out.suspected, "attract")
+    losses, masks = [], []
+    for i in range(b):
+        memory = torch.cat([q[i : i + 1], k[i : i + 1], queue])  # our stand-in for view 0's momentum key is q
+        loss, mask = _reference_fnc_loss(q[i], torch.stack([q[i], k[i]]), memory, t, top, 0.7)
+        losses.append(loss)
+        masks.append(mask[2:].bool())
+    torch.testing.assert_close(out.suspected, torch.stack(masks))
+    torch.testing.assert_close(ours, torch.stack(losses).mean())
+    counts = out.suspected.sum(1)
+    assert counts.min() < top and counts.max() == top  # both rules decide some marks
+    key_only = suspect_false_negatives(k @ queue.t(), top, 0.7)
+    assert not torch.equal(key_only, out.suspected)  # the query view's scores matter
+
+
+def test_defaults_are_the_reference_flags():
+    # google-research/fnc run.py:261-267 (fn_topk 10, fn_threshold 0.7); objective.py implements attraction only
+    s = FalseNegatives()
+    assert (s.top, s.threshold, s.mode, s.start_epoch) == (10, 0.7, "attract", 0.0)

@@ -58,7 +58,7 @@ def test_strategy_draws_lambdas_in_range_and_keeps_the_queue_untouched():
     torch.manual_seed(0)
     q, k, queue = _unit(64, 8, seed=3), _unit(64, 8, seed=4), _unit(100, 8, seed=5)
     before = queue.clone()
-    out = FeatureTransform(pos_alpha=2.0, neg_alpha=1.6)(NegativeSet(q, k, queue))
+    out = FeatureTransform(pos_alpha=2.0, neg_alpha=1.6, draw="sample")(NegativeSet(q, k, queue))
     torch.testing.assert_close(queue, before)
     # recover λ⁺ per query from q̂ − q = (λ⁺ − 1)(q − k)
     lam = 1 + ((out.q - q) * (q - k)).sum(1) / ((q - k) ** 2).sum(1)
@@ -67,3 +67,83 @@ def test_strategy_draws_lambdas_in_range_and_keeps_the_queue_untouched():
     assert out.source.shape == queue.shape and not torch.equal(out.source, queue)
     off = FeatureTransform(pos_alpha=0.0, neg_alpha=1.6)(NegativeSet(q, k, queue))
     assert off.q is q and off.k is k
+
+
+def _reference_posneg(q, k, queue, pos_mask, neg_mask, indices):
+    """The reference's mixing, transcribed with its random draws passed in:
+    DTennant/CL-Visualizing-Feature-Transformation@c53d1be memory/mem_moco.py:157
+    (``k = k.detach()``), 161 (queue detached), 208-209 (``--expolation_mask``: pos_mask += 1),
+    214-219 (the mixes, ``queue[indices]`` with ``indices = torch.randperm(K)``).
+    ``pos_mask``/``neg_mask`` are the Beta draws before the +1: scalars under the released
+    command's ``--dim_mask none`` (mem_moco.py:198-200), (B, D) / (K, D) under ``both``."""
+    k = k.detach()
+    queue = queue.clone().detach()
+    pos_mask = pos_mask + 1
+    q_mix = pos_mask * q + (1 - pos_mask) * k
+    k_mix = pos_mask * k + (1 - pos_mask) * q
+    queue = neg_mask * queue + (1 - neg_mask) * queue[indices]
+    return q_mix, k_mix, queue
+
+
+def test_against_the_reference_transcription_scalar_and_per_element():
+    q = _unit(6, 5, seed=10).requires_grad_(True)
+    k, queue = _unit(6, 5, seed=11), _unit(9, 5, seed=12)
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(0))
+    for pos_mask, neg_mask in [(torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)),
+                               (torch.rand(6, 5, dtype=torch.float64), torch.rand(9, 5, dtype=torch.float64))]:
+        want_q, want_k, want_n = _reference_posneg(q, k, queue, pos_mask, neg_mask, perm)
+        got_q, got_k = extrapolate_positives(q, k, 1 + pos_mask)
+        got_n = interpolate_negatives(queue, perm, neg_mask)
+        torch.testing.assert_close(got_q, want_q)
+        torch.testing.assert_close(got_k, want_k)
+        torch.testing.assert_close(got_n, want_n)
+        g_want = torch.autograd.grad((want_q * want_k).sum() + (want_q @ want_n.t()).sum(), q)[0]
+        g_got = torch.autograd.grad((got_q * got_k).sum() + (got_q @ got_n.t()).sum(), q)[0]
+        torch.testing.assert_close(g_got, g_want)
+
+
+def _recovered_lambdas(out, q, k, queue):
+    """λ⁺ (B,) from q̂ − q = (λ⁺ − 1)(q − k); λ⁻ per element is not recoverable without the
+    permutation, so the negatives' spread is returned as n̂ − n (K, D)."""
+    lam = 1 + ((out.q - q) * (q - k)).sum(1) / ((q - k) ** 2).sum(1)
+    return lam, out.source - queue
+
+
+def test_draw_step_is_one_lambda_per_step_as_the_reference_command():
+    torch.manual_seed(1)
+    q, k, queue = _unit(32, 8, seed=3), _unit(32, 8, seed=4), _unit(50, 8, seed=5)
+    assert FeatureTransform().draw == "step"  # the default is the reference's --dim_mask none
+    out = FeatureTransform(pos_alpha=2.0, neg_alpha=1.6, draw="step")(NegativeSet(q, k, queue))
+    lam, _ = _recovered_lambdas(out, q, k, queue)
+    assert float(lam.max() - lam.min()) < 1e-9 and 1.0 < float(lam[0]) < 2.0
+    # one λ⁻: n̂ − n = (1 − λ⁻)(n[perm] − n) for every row; n[perm] is some row, so the ratio
+    # (n̂ − n) / (n_j − n) for the matching j is the same scalar everywhere
+    ratios = set()
+    for i in range(queue.shape[0]):
+        for j in range(queue.shape[0]):
+            diff = queue[j] - queue[i]
+            if diff.norm() > 1e-6:
+                r = ((out.source[i] - queue[i]) @ diff) / (diff @ diff)
+                if torch.allclose(out.source[i] - queue[i], r * diff, atol=1e-9):
+                    ratios.add(round(float(r), 9))
+    assert len(ratios) == 1
+
+
+def test_draw_sample_and_dim_spread_the_lambdas():
+    torch.manual_seed(2)
+    q, k, queue = _unit(64, 8, seed=3), _unit(64, 8, seed=4), _unit(100, 8, seed=5)
+    lam, _ = _recovered_lambdas(FeatureTransform(draw="sample")(NegativeSet(q, k, queue)), q, k, queue)
+    assert lam.min() > 1.0 and lam.max() < 2.0 and lam.std() > 0.05
+    out = FeatureTransform(draw="dim")(NegativeSet(q, k, queue))
+    per_elem = 1 + (out.q - q) / (q - k)  # (B, D): λ⁺ per element
+    assert per_elem.min() > 1.0 and per_elem.max() < 2.0 and per_elem.std(dim=1).min() > 0.01
+
+
+def test_draw_key_is_checked():
+    import pytest
+
+    from vissl_neg.config import load_config
+    from vissl_neg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"negatives.strategies\[0\].*draw"):
+        load_config(overrides=["negatives.strategies=[{name: feature_transform, draw: batch}]"])

@@ -127,3 +127,14 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
                     "from ..tasks import TASKS\nimport vissl_neg.export.card\nfrom . import schema\n")
     assert imports_of(fake, "vissl_neg.config.probe") == [
         ("vissl_neg.config", 8), ("vissl_neg.engine", 4), ("vissl_neg.export.card", 7), ("vissl_neg.tasks", 6)]
+
+
+def test_the_docs_draw_the_same_layers():
+    import re
+
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    drawing = text.split("<!-- layers:start -->")[1].split("<!-- layers:end -->")[0]
+    rows = [re.split(r"\s{2,}", line.strip())[0] for line in drawing.splitlines()
+            if re.match(r"^ [a-z]", line)]
+    drawn = [tuple(name.strip() for name in row.split("|")) for row in reversed(rows)]
+    assert drawn == LAYERS, drawn

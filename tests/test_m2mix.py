@@ -27,7 +27,8 @@ from vissl_neg.geo.m2mix import (
 )
 from vissl_neg.losses import symmetric_info_nce
 
-AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p", "dropout_p"))
+AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
+                                             "grid_dropout_p", "coarse_dropout_p"))
 
 
 def unit(*shape, seed=0, dtype=torch.float64):
@@ -81,12 +82,18 @@ def test_mix_loss_is_the_reference_formula(lam, eps):
     got = m2mix_info_nce(g, a, lam, math.log(scale), label_smoothing=eps)
     assert got.item() == pytest.approx(hand_mix_loss(g, a, lam, scale, eps).item(), rel=1e-10)
     s = torch.tensor(math.log(1 / 0.05), dtype=torch.float64)  # the main loss's learnable scale
-    total = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, mix_logit_scale=math.log(scale), label_smoothing=eps)
+    total = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, mix_logit_scale=math.log(scale), label_smoothing=eps,
+                                     mix_label_smoothing=eps)
     expected = hand_symmetric(g, a, 1 / 0.05, eps) + 0.3 * hand_mix_loss(g, a, lam, scale, eps)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
-    shared = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, label_smoothing=eps)  # no τ₂: the main scale
+    shared = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, label_smoothing=eps,
+                                      mix_label_smoothing=eps)  # no τ₂: the main scale
     expected = hand_symmetric(g, a, 1 / 0.05, eps) + 0.3 * hand_mix_loss(g, a, lam, 1 / 0.05, eps)
     assert shared.item() == pytest.approx(expected.item(), rel=1e-10)
+    # by default the mix term's targets are hard whatever the main loss's smoothing (reference loss.py:47-49, 62-68)
+    hard = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, mix_logit_scale=math.log(scale), label_smoothing=eps)
+    expected = hand_symmetric(g, a, 1 / 0.05, eps) + 0.3 * hand_mix_loss(g, a, lam, scale, 0.0)
+    assert hard.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
 def test_mixes_lie_on_the_sphere_and_split_the_angle():
@@ -215,7 +222,7 @@ def expected_step_loss(t: GeoTrainer, pano, sat, seed: int, epoch: int = 0):
         else:
             lam = sample_m2mix_lambda(m.alpha)
             loss = m2mix_symmetric_info_nce(fp, fs, t.model.logit_scale, lam, weight, math.log(1 / m.temperature),
-                                            t.cfg.loss.label_smoothing)
+                                            t.cfg.loss.label_smoothing, m.label_smoothing)
     t.model.load_state_dict(state)  # the reference pass moved BN statistics
     return loss, lam, weight
 
@@ -306,7 +313,7 @@ def test_shipped_config_is_the_fixture_recipe_with_the_reference_defaults():
 def test_mixup_settings_do_not_change_on_resume():
     saved = to_dict(load_config(None, ["task=geo"]))
     for change in ("mixup.enabled=true", "mixup.weight=0.1", "mixup.alpha=1.0", "mixup.temperature=0",
-                   "mixup.epoch_decay=false", "mixup.start_epoch=2"):
+                   "mixup.epoch_decay=false", "mixup.start_epoch=2", "mixup.label_smoothing=0.1"):
         diffs = config_differences(saved, load_config(None, ["task=geo", change]))
         assert [d.split(":")[0] for d in diffs] == [change.split("=")[0]]
 
@@ -318,6 +325,7 @@ def test_mixup_settings_do_not_change_on_resume():
     ("mixup.start_epoch=-1", "config key 'mixup.start_epoch' must be >= 0, got -1"),
     ("mixup.start_epoch=40", "config key 'mixup.start_epoch' (40) must be below train.epochs (40)"),
     ("mixup.enabled=maybe", "config key 'mixup.enabled' must be of type bool"),
+    ("mixup.label_smoothing=1.0", "config key 'mixup.label_smoothing' must be in [0, 1), got 1.0"),
     ("mixup.wieght=0.1", "mixup.wieght"),
 ])
 def test_config_errors(override, message):

@@ -49,7 +49,8 @@ def data_root(tmp_path_factory):
 
 def moco_run(data_root, out_dir, *extra) -> dict:
     overrides = tiny_overrides(data_root, out_dir) + ["optim.batch_size=32", "train.epochs=1", "negatives.diag_top=5",
-                                                      "train.hist_every=1", "train.log_every=1", *extra]
+                                                      "train.hist_every=1", "train.log_every=1", "train.report=true",
+                                                      *extra]
     return Trainer(load_config(None, overrides), resume=False).fit()
 
 
@@ -176,3 +177,9 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_training(data_root, tmp_pat
     result = moco_run(data_root, tmp_path / "run", "eval.knn_every=-1", "train.max_steps=2")
     assert result["step"] == 2 and (tmp_path / "run" / "metrics.json").is_file()
     assert "note: no " in capsys.readouterr().out and not (tmp_path / "run" / report.REPORT).exists()
+
+
+def test_train_report_false_draws_nothing(data_root, tmp_path):
+    result = moco_run(data_root, tmp_path / "run", "eval.knn_every=-1", "train.max_steps=1", "train.report=false")
+    assert result["step"] == 1 and (tmp_path / "run" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / report.REPORT).exists()

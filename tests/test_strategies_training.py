@@ -25,7 +25,7 @@ STRATEGY_CONFIGS = {
     "filter_dual_view": ["negatives.strategies=[{name: filter, keep: 40}]", "loss.dual_view=true"],
     "feature_transform": ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
     "debiased": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
-    "ambiguous": ["negatives.strategies=[{name: ambiguous, keep: 40, a: 12.5, b: 0.1}]"],
+    "ambiguous": ["negatives.strategies=[{name: ambiguous, keep: 40, a: 0.5, b: 0.5}]"],
     "false_negatives_eliminate": ["negatives.strategies=[{name: false_negatives, top: 5, mode: eliminate}]"],
     "false_negatives_attract_dual_view": ["negatives.strategies=[{name: false_negatives, top: 5, mode: attract}]",
                                           "loss.dual_view=true"],
@@ -147,7 +147,7 @@ def test_ambiguous_step_loss_equals_the_public_functions(data_root, tmp_path):
     queue = trainer.model.queue.keys
     sims, pos = (q @ queue.t()).detach(), (q * k).sum(1).detach()
     torch.manual_seed(8)
-    drawn = sample_without_replacement(simans_logits(sims, pos, 12.5, 0.1), 40)
+    drawn = sample_without_replacement(simans_logits(sims, pos, 0.5, 0.5, 0.2), 40)
     assert torch.equal(negs.index.sort(1).values, drawn.sort(1).values)
     torch.testing.assert_close(loss, info_nce(q, k, queue[drawn], 0.2))
     loss.backward()
@@ -156,12 +156,12 @@ def test_ambiguous_step_loss_equals_the_public_functions(data_root, tmp_path):
 
 @pytest.mark.parametrize("mode", ["eliminate", "attract"])
 def test_false_negative_step_loss_equals_the_public_functions(data_root, tmp_path, mode):
-    extra = [f"negatives.strategies=[{{name: false_negatives, top: 5, mode: {mode}}}]"]
+    extra = [f"negatives.strategies=[{{name: false_negatives, top: 5, threshold: -1, mode: {mode}}}]"]
     trainer = make_trainer(data_root, tmp_path, extra)
     q, k, idx = _contrast_inputs(trainer, seed=5)
     loss, negs, *_ = trainer.contrast(q, k, idx)
     queue = trainer.model.queue.keys
-    suspected = suspect_false_negatives(k @ queue.t(), 5)
+    suspected = suspect_false_negatives(torch.maximum(q.detach() @ queue.t(), k @ queue.t()), 5, -1.0)
     assert torch.equal(negs.suspected, suspected) and int(suspected.sum()) == 32 * 5
     want = false_negative_info_nce(q, k, queue, 0.2, suspected, mode)
     torch.testing.assert_close(loss, want)
@@ -169,14 +169,14 @@ def test_false_negative_step_loss_equals_the_public_functions(data_root, tmp_pat
 
 
 def test_false_negatives_then_filter_then_mochi(data_root, tmp_path):
-    extra = ["negatives.strategies=[{name: false_negatives, top: 6, mode: eliminate}, {name: filter, keep: 40}, "
+    extra = ["negatives.strategies=[{name: false_negatives, top: 6, threshold: -1, mode: eliminate}, {name: filter, keep: 40}, "
              "{name: mochi, n_hard: 10, s: 5, s_prime: 3}]"]
     trainer = make_trainer(data_root, tmp_path, extra)
     q, k, idx = _contrast_inputs(trainer, seed=6)
     torch.manual_seed(9)
     loss, *_ = trainer.contrast(q, k, idx)
     queue = trainer.model.queue.keys
-    suspected = suspect_false_negatives(k @ queue.t(), 6)
+    suspected = suspect_false_negatives(torch.maximum(q.detach() @ queue.t(), k @ queue.t()), 6, -1.0)
     kept_rows = (q @ queue.t()).detach().topk(40, dim=1).indices
     torch.manual_seed(9)
     synthetic = mix_hard_negatives(q, queue[kept_rows], 10, 5, 3)

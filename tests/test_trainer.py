@@ -13,18 +13,20 @@ from vissl_neg.engine.trainer import Trainer
 
 
 def test_bf16_autocast_on_cpu_trains_and_writes_the_run_directory(tmp_path):
-    write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
+    # CPUs without native bf16 (AVX2) emulate bf16 convolutions slowly: a small batch keeps this cheap
+    write_fmnist_fixture(tmp_path / "data", n_train=32, n_test=32)
     run_dir = tmp_path / "run"
     cfg = load_config(None, tiny_overrides(tmp_path / "data", run_dir) + ["train.amp=bf16", "train.epochs=1",
-                                                                           "train.hist_every=2"])
+                                                                           "train.hist_every=2", "optim.batch_size=16",
+                                                                           "model.bn_splits=4"])
     trainer = Trainer(cfg)
     assert trainer.amp_dtype is torch.bfloat16
     keys_before = trainer.model.encoder_k.head.net[0].weight.clone()
     result = trainer.fit()
-    assert result["step"] == 4 and result["knn_top1"] is not None
+    assert result["step"] == 2 and result["knn_top1"] is not None
     assert not torch.equal(keys_before, trainer.model.encoder_k.head.net[0].weight)  # EMA moved
-    assert int(trainer.model.queue.ptr) == (4 * 64) % 100
-    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 4
+    assert int(trainer.model.queue.ptr) == 2 * 16
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 2
     assert (run_dir / "config.yaml").is_file() and (run_dir / "last.ckpt").is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
 

@@ -82,7 +82,8 @@ def test_device_views_draw_per_sample_and_equal_the_cpu_ops():
 def _geo(root, out_dir, device):
     from vissl_neg.engine.geo_trainer import GeoTrainer
 
-    off = [f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p", "dropout_p")]
+    off = [f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
+                                             "grid_dropout_p", "coarse_dropout_p")]
     overrides = [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "model.backbone=resnet10t",
                  "optim.batch_size=8", "sampling.neighbour_select=4", "sampling.neighbour_range=8",
                  "train.epochs=1", f"train.device={device}", "train.amp=off", "train.progress=false",

@@ -2,9 +2,11 @@
 
 Geometry stays consistent within a pair: a horizontal flip applies to both images, and a
 satellite rotation by k·90° (``torch.rot90``, counter-clockwise) goes with a roll of the
-panorama by −k·W/4 columns, as the reference code does. Photometric changes (colour
-jitter, blur or sharpen, coarse dropout) are drawn per image. The geometric part is a pure
-function of explicit per-sample coefficients (``flip`` (B,) bool, ``k`` (B,) in 0..3);
+panorama by −k·W/4 columns, as the reference code does. Photometric changes are drawn per
+image, in the reference's order and with its settings (Skyy93/Sample4Geo@498c651
+sample4geo/transforms.py:38-57, 62-82): JPEG compression, colour jitter, one of blur or
+sharpen, one of grid or coarse dropout (``augment/sample4geo_ops.py``). The geometric part is
+a pure function of explicit per-sample coefficients (``flip`` (B,) bool, ``k`` (B,) in 0..3);
 :func:`sample_pair_geometry` draws them.
 """
 
@@ -14,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from vissl_neg.augment import ops
+from vissl_neg.augment import sample4geo_ops as s4g
 from vissl_neg.augment.views import Normalize
 
 
@@ -49,37 +52,56 @@ def sample_pair_geometry(batch: int, flip_p: float, rotate_p: float, device=None
 class CrossViewAugment(nn.Module):
     """uint8 (pano, sat) batches -> normalised float views, geometry shared within a pair.
 
-    Per image: colour jitter (brightness, contrast, saturation), Gaussian blur (5×5, σ ∈
-    [0.1, 1.5]), sharpening (PIL sharpness factor 1 + U(0.2, 0.5), the reference's
-    albumentations ``Sharpen`` alpha range) and coarse dropout (one box of 2-10 % of the
-    image set to 0), each with its own probability; all drawn on the device."""
+    Per image, each step with its own probability (the reference's defaults): JPEG compression
+    of quality 90-100 (p 0.5; an approximation, see ``sample4geo_ops.jpeg_round_trip``), colour
+    jitter of brightness, contrast, saturation 0.15 and hue 0.15 (p 0.5), one of AdvancedBlur
+    (p ``blur_p``) or Sharpen (p ``sharpen_p``), one of GridDropout (ratio 0.4 on the
+    satellite, 0.5 on the panorama; p ``grid_dropout_p``) or CoarseDropout (10-25 holes of
+    10-20 % of the image height; p ``coarse_dropout_p``); all drawn on the device."""
 
-    def __init__(self, flip_p: float = 0.5, rotate_p: float = 0.75, jitter: float = 0.15, jitter_p: float = 0.5,
-                 blur_p: float = 0.3, sharpen_p: float = 0.3, dropout_p: float = 0.3,
+    GRID_RATIO = {"sat": 0.4, "pano": 0.5}  # transforms.py:47 and :71
+
+    def __init__(self, flip_p: float = 0.5, rotate_p: float = 0.75, jpeg_p: float = 0.5,
+                 jpeg_quality: tuple[int, int] = (90, 100), jitter: float = 0.15, hue: float = 0.15,
+                 jitter_p: float = 0.5, blur_p: float = 0.15, sharpen_p: float = 0.15,
+                 grid_dropout_p: float = 0.15, coarse_dropout_p: float = 0.15,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
         self.flip_p, self.rotate_p = flip_p, rotate_p
-        self.jitter, self.jitter_p, self.blur_p, self.sharpen_p, self.dropout_p = jitter, jitter_p, blur_p, sharpen_p, dropout_p
+        self.jpeg_p, self.jpeg_quality = jpeg_p, (int(jpeg_quality[0]), int(jpeg_quality[1]))
+        self.jitter, self.hue, self.jitter_p = jitter, hue, jitter_p
+        self.filter_p = (blur_p, sharpen_p)
+        self.dropout_p = (grid_dropout_p, coarse_dropout_p)
         self.normalize = Normalize(list(mean), list(std), 3)
+        self.register_buffer("jpeg_base", s4g.jpeg_base_tables(), persistent=False)
 
-    def photometric(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """float images (B, C, H, W) in [0, 1] -> the same with this pipeline's photometric changes."""
+    def photometric(self, x: torch.Tensor, view: str, generator: torch.Generator | None = None) -> torch.Tensor:
+        """float images (B, C, H, W) in [0, 1] of ``view`` (pano | sat) -> the same with this
+        pipeline's photometric changes."""
         b, dev = x.shape[0], x.device
-        factors = ops.sample_jitter(b, self.jitter, self.jitter, self.jitter, 0.0, dev, generator)
+        h, w = x.shape[-2:]
+        if self.jpeg_p > 0:
+            quality = s4g.sample_jpeg_quality(b, *self.jpeg_quality, dev, generator)
+            x = s4g.jpeg_round_trip(x, quality, ops.bernoulli(b, self.jpeg_p, dev, generator), self.jpeg_base)
+        factors = ops.sample_jitter(b, self.jitter, self.jitter, self.jitter, self.hue, dev, generator)
         x = ops.color_jitter(x, *factors, ops.bernoulli(b, self.jitter_p, dev, generator))
-        x = ops.gaussian_blur(x, ops.uniform(b, 0.1, 1.5, dev, generator), 5,
-                              ops.bernoulli(b, self.blur_p, dev, generator))
-        x = ops.sharpen(x, ops.uniform(b, 1.2, 1.5, dev, generator), ops.bernoulli(b, self.sharpen_p, dev, generator))
-        boxes, found = ops.sample_boxes(b, x.shape[-2], x.shape[-1], (0.02, 0.1), (0.3, 3.3), dev, generator,
-                                        fallback="none")
-        return ops.erase(x, boxes, found & ops.bernoulli(b, self.dropout_p, dev, generator))
+        if sum(self.filter_p) > 0:
+            choice = s4g.one_of(b, self.filter_p, dev, generator)
+            x = s4g.filter2d(x, s4g.sample_advanced_blur(b, dev, generator), choice == 1)
+            x = s4g.filter2d(x, s4g.sample_sharpen(b, dev, generator), choice == 2)
+        if sum(self.dropout_p) > 0:
+            choice = s4g.one_of(b, self.dropout_p, dev, generator)
+            grid = s4g.grid_dropout_mask(h, w, self.GRID_RATIO[view], dev)
+            boxes, active = s4g.sample_coarse_holes(b, h, w, *s4g.coarse_dropout_limits(h), dev, generator)
+            x = s4g.dropout(x, grid, s4g.holes_mask(boxes, active, h, w), choice)
+        return x
 
     @torch.no_grad()
     def forward(self, pano: torch.Tensor, sat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flip, k = sample_pair_geometry(pano.shape[0], self.flip_p, self.rotate_p, pano.device)
         pano, sat = rotate_pair(*flip_pair(pano, sat, flip), k)
-        pano = self.photometric(pano.float().div_(255.0))
-        sat = self.photometric(sat.float().div_(255.0))
+        pano = self.photometric(pano.float().div_(255.0), "pano")
+        sat = self.photometric(sat.float().div_(255.0), "sat")
         return self.normalize(pano), self.normalize(sat)
 
 

@@ -1,5 +1,10 @@
 """Typed configuration of cross-view training (Sample4Geo, Deuser et al. ICCV 2023), selected
-by ``task: geo`` at the top of a config. Defaults are the reference CVUSA recipe."""
+by ``task: geo`` at the top of a config. Defaults follow the reference CVUSA recipe
+(Skyy93/Sample4Geo train_cvusa.py) except the backbone: ``convnext_base`` without weights
+(nothing to download), where the reference fine-tunes ``convnext_base.fb_in22k_ft_in1k_384``
+from its pretrained weights, and the precision (``train.amp: auto``, bf16 on a GPU that has
+it, where the reference trains fp16 with a GradScaler); ``configs/cvusa_sample4geo.yaml`` sets
+both as the reference does."""
 
 from __future__ import annotations
 
@@ -26,15 +31,21 @@ class GeoDataConfig:
 @dataclass
 class GeoAugmentConfig:
     """Pair-consistent geometry (flip both; rotate the satellite, roll the panorama),
-    photometric changes per image."""
+    photometric changes per image; defaults are the reference's (sample4geo/transforms.py).
+    Blur and sharpen are one of (P(blur) = blur_p, P(sharpen) = sharpen_p, never both: the
+    reference's OneOf at 0.3), and so are grid and coarse dropout."""
 
     flip_p: float = 0.5
     rotate_p: float = 0.75
-    jitter: float = 0.15
+    jpeg_p: float = 0.5
+    jpeg_quality: list[int] = field(default_factory=lambda: [90, 100])  # uniform integers, both included
+    jitter: float = 0.15  # brightness, contrast, saturation
+    hue: float = 0.15
     jitter_p: float = 0.5
-    blur_p: float = 0.3
-    sharpen_p: float = 0.3
-    dropout_p: float = 0.3
+    blur_p: float = 0.15
+    sharpen_p: float = 0.15
+    grid_dropout_p: float = 0.15
+    coarse_dropout_p: float = 0.15
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
@@ -68,6 +79,7 @@ class GeoMixupConfig:
     temperature: float = 0.07  # fixed temperature of the mix term; 0 = the learnable logit scale
     epoch_decay: bool = True  # weight / (epoch - start_epoch + 1)
     start_epoch: int = 0
+    label_smoothing: float = 0.0  # of the mix term only (the reference's targets there are hard)
 
 
 @dataclass

@@ -285,10 +285,11 @@ def _check_run(cfg) -> None:
     )
 
 
-def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
+def build_strategies(specs: list[dict], negatives: int | None = None, temperature: float | None = None) -> list:
     """``negatives.strategies`` -> strategy objects, each checked; errors name the entry.
     With ``negatives`` (the count each query starts with) a count a strategy takes from
-    them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there."""
+    them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there.
+    ``temperature`` (the loss's) fills the ``temperature: 0`` of a strategy that works on logits."""
     from vissl_neg.negatives import STRATEGIES
 
     built = []
@@ -299,6 +300,8 @@ def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
             raise ConfigError(f"config key '{key}' needs a name, one of {', '.join(STRATEGIES)}")
         _choice(f"{key}.name", str(spec["name"]), tuple(STRATEGIES))
         strategy = _build(STRATEGIES[spec["name"]], {k: v for k, v in spec.items() if k != "name"}, key)
+        if getattr(strategy, "uses_loss_temperature", False) and strategy.temperature == 0 and temperature:
+            strategy.temperature = temperature
         try:
             strategy.check()
         except ValueError as exc:
@@ -347,7 +350,8 @@ def validate(cfg: Config) -> None:
     _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))
     _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
     available = SOURCES[cfg.negatives.source].available(cfg.negatives, cfg.optim.batch_size)
-    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None)
+    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None,
+                                  cfg.loss.temperature)
     if not cfg.loss.cancels_false_negatives and any(isinstance(s, FalseNegatives) for s in strategies):
         raise ConfigError(f"loss.name={cfg.loss.name} with a false_negatives strategy is not supported: the "
                           "false-negative loss replaces the loss (use loss.name=info_nce)")
@@ -433,20 +437,30 @@ def validate_geo(cfg: GeoConfig) -> None:
                   "sampling.chunk_size", "eval.batch_size", "mixup.alpha", "mixup.weight"),
         non_negative=("model.patch_size", "optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every",
                       "eval.chunk_size", "mixup.temperature", "mixup.start_epoch"),
-        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jitter_p", "blur_p", "sharpen_p",
-                                                      "dropout_p")),
+        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
+                                                      "grid_dropout_p", "coarse_dropout_p", "hue")),
     )
     if cfg.eval.every < -1:
         raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
     if cfg.sampling.neighbour_select > cfg.sampling.neighbour_range:
         raise ConfigError(f"sampling.neighbour_select={cfg.sampling.neighbour_select} must not exceed "
                           f"sampling.neighbour_range={cfg.sampling.neighbour_range}")
-    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
-        raise ConfigError(f"config key 'loss.label_smoothing' must be in [0, 1), got {cfg.loss.label_smoothing}")
+    for key in ("loss.label_smoothing", "mixup.label_smoothing"):
+        if not 0.0 <= _get(cfg, key) < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1), got {_get(cfg, key)}")
     if cfg.mixup.enabled and cfg.mixup.start_epoch >= cfg.train.epochs:
         raise ConfigError(f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
                           f"({cfg.train.epochs}), or mixup never starts")
     a = cfg.augment
+    for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):
+        if sum(getattr(a, k) for k in one_of) > 1.0:
+            raise ConfigError(f"config keys 'augment.{one_of[0]}' + 'augment.{one_of[1]}' are one of two, so their sum "
+                              f"must be at most 1, got {sum(getattr(a, k) for k in one_of)}")
+    q = a.jpeg_quality
+    if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
+        raise ConfigError(f"config key 'augment.jpeg_quality' must be [low, high] with 1 <= low <= high <= 100, got {q}")
+    if cfg.augment.hue > 0.5:
+        raise ConfigError(f"config key 'augment.hue' must be at most 0.5 (half the colour circle), got {a.hue}")
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")
 

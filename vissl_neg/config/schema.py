@@ -118,6 +118,7 @@ class TrainConfig:
     log_every: int = 20  # steps
     hist_every: int = 200  # steps
     progress: bool = True
+    report: bool = True  # draw RUN_DIR/report.png from the TensorBoard logs when the run ends
     max_steps: int = 0  # stop after this many steps in total (0 = all epochs); for tests
 
 
@@ -166,6 +167,7 @@ RUN_KEYS = (
     "train.log_every",
     "train.hist_every",
     "train.progress",
+    "train.report",
     "train.max_steps",
 )
 RESUMABLE_KEYS = RUN_KEYS + (

@@ -260,7 +260,8 @@ class TrainerBase:
         }
         if self.is_main:
             (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-            self._write_report()
+            if self.cfg.train.report:
+                self._write_report()
         return result
 
     def _write_report(self) -> None:

@@ -83,8 +83,9 @@ class GeoTrainer(TrainerBase):
 
         seed_everything(cfg.train.seed)
         a = cfg.augment
-        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jitter, a.jitter_p, a.blur_p, a.sharpen_p,
-                                        a.dropout_p, a.mean, a.std).to(self.device)
+        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p,
+                                        a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p,
+                                        a.mean, a.std).to(self.device)
         self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
         if cfg.model.channels_last and not self._compiles():
@@ -93,7 +94,8 @@ class GeoTrainer(TrainerBase):
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         use_fused(self.optimizer, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # fp16: the reference's GradScaler(init_scale=2.**10) (Sample4Geo train_cvusa.py:293-294)
+        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10, enabled=self.amp_dtype == torch.float16)
         self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
         self.mined_epoch = -1
@@ -185,7 +187,7 @@ class GeoTrainer(TrainerBase):
         if weight > 0:
             lam = sample_m2mix_lambda(m.alpha, self.device)
             loss = m2mix_symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, lam, weight, self.mix_logit_scale,
-                                            cfg.loss.label_smoothing)
+                                            cfg.loss.label_smoothing, m.label_smoothing)
         else:
             loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)

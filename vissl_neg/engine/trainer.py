@@ -98,7 +98,8 @@ class Trainer(TrainerBase):
         if cfg.model.sync_bn:
             self.model, note = sync_batch_norms(self.model, dist.world_size(), self.device.type)
             self.notes += [note] if note else []
-        self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch))
+        self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch),
+                                           cfg.loss.temperature)
         self.first_log_done = False
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
             seed_everything(cfg.train.seed + 7919 * dist.rank())

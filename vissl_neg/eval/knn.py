@@ -1,4 +1,6 @@
-"""Weighted kNN classifier on cosine similarity (Wu et al. 2018, as MoCo's monitor uses it).
+"""Weighted kNN classifier on cosine similarity (Wu et al. 2018): the rule of the kNN monitor
+in MoCo's CIFAR-10 demo, which scores the encoder's 128-d embedding (after the head); vissl_neg
+scores the features it is given, and its trainer and evaluation pass backbone features.
 
 score(c) = Σ_{j ∈ top-k} exp(s_j / T) · [y_j = c], s_j = cos(x, x_j); predict argmax_c.
 """

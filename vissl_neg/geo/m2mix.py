@@ -19,8 +19,9 @@ reference's script: α = 0.5, w ∈ {0.05, 0.01, 0.005, 0.001} (``main.py``: 0.0
 
 *Ours*: g plays the image (λ → 1 gives g, λ → 0 gives a; Beta(α, α) is symmetric, so the
 mixes' distribution does not depend on the choice); slerp is vissl_neg's robust form; the
-mix term takes the main loss's label smoothing (the reference's targets are hard: 0); the
-decay counts epochs from the first mixing epoch, 1/(epoch − start_epoch + 1).
+decay counts epochs from the first mixing epoch, 1/(epoch − start_epoch + 1). The mix term
+has its own label smoothing (``mixup.label_smoothing``), 0 by default: the reference's
+targets there are hard (loss.py:47-49, 62-68) whatever the main loss uses.
 """
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ def m2mix_info_nce(f_pano: torch.Tensor, f_sat: torch.Tensor, lam: float | torch
 def m2mix_symmetric_info_nce(f_pano: torch.Tensor, f_sat: torch.Tensor, logit_scale: torch.Tensor | float,
                              lam: float | torch.Tensor, weight: float,
                              mix_logit_scale: torch.Tensor | float | None = None,
-                             label_smoothing: float = 0.0) -> torch.Tensor:
-    """Symmetric InfoNCE + ``weight`` · the mix term; the mix term's log-scale is
-    ``mix_logit_scale`` (log(1/τ₂)), or ``logit_scale`` when None."""
+                             label_smoothing: float = 0.0, mix_label_smoothing: float = 0.0) -> torch.Tensor:
+    """Symmetric InfoNCE (``label_smoothing``) + ``weight`` · the mix term
+    (``mix_label_smoothing``, hard targets by default as in the reference); the mix term's
+    log-scale is ``mix_logit_scale`` (log(1/τ₂)), or ``logit_scale`` when None."""
     mix_scale = logit_scale if mix_logit_scale is None else mix_logit_scale
     return (symmetric_info_nce(f_pano, f_sat, logit_scale, label_smoothing)
-            + weight * m2mix_info_nce(f_pano, f_sat, lam, mix_scale, label_smoothing))
+            + weight * m2mix_info_nce(f_pano, f_sat, lam, mix_scale, mix_label_smoothing))
 
 
 def m2mix_weight(weight: float, epoch: int, start_epoch: int = 0, epoch_decay: bool = True) -> float:
