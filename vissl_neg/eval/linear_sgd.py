@@ -88,7 +88,8 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
         sched.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         epoch = state["epoch"]
-    whole_image = cfg.data.crops == "image"  # the crop boxes are drawn over each whole image in the workers
+    # image folders with data.crops=image: the crop boxes are drawn over each whole image in the workers
+    whole_image = cfg.data.crops == "image" and hasattr(train_set, "cropped_view")
     loader_set = train_set.cropped_view([(augment.cfg.crop_scale, augment.cfg.crop_ratio)], augment.cfg.size) \
         if whole_image else train_set
     sampler = ResumableBatchSampler(len(train_set), min(e.linear_batch_size, len(train_set)), cfg.train.seed,
