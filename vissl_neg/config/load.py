@@ -162,12 +162,38 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """{name: file} of the configs shipped with the package: ``vissl_neg/configs`` in an
+    installed wheel, the checkout's ``configs/`` folder otherwise (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "configs", package.parent / "configs"):
+        files = sorted(folder.glob("*.yaml"))
+        if files:
+            return {f.stem: f for f in files}
+    return {}
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file on disk, else a shipped config named by ``path``: ``NAME``, ``NAME.yaml``
+    or ``configs/NAME.yaml`` (the checkout's path, from any folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent.name in ("", "configs") and path.suffix in ("", ".yaml"):
+        shipped = shipped_configs()
+        name = path.stem if path.suffix else path.name
+        if name in shipped:
+            return shipped[name]
+        close = difflib.get_close_matches(name, list(shipped), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (vissl-neg configs lists them)"
+        raise ConfigError(f"config file '{path}' does not exist and no shipped config is named '{name}'{hint}")
+    raise ConfigError(f"config file '{path}' does not exist")
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A config file as a dict. A top-level ``base: other.yaml`` (relative to the file)
     is read first and the file's own keys are merged over it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+    path = find_config(path)
     try:
         data = _yaml(path.read_text())
     except yaml.YAMLError as exc:
