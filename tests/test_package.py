@@ -81,13 +81,7 @@ def test_vissl_neg_train_runs_from_another_folder_with_a_shipped_config(venv, tm
     assert (work / "run" / "last.ckpt").is_file()
 
 
-def test_the_installed_command_says_error_in_one_line(venv, tmp_path):
-    proc = subprocess.run([str(venv / "bin" / "vissl-neg"), "train", "--config", "fmnist_mochy"], cwd=tmp_path,
-                          capture_output=True, text=True, env=_env(), timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "error: config file 'fmnist_mochy' does not exist and no shipped config is named 'fmnist_mochy' "
-        "(did you mean 'fmnist_mochi'?)"]
+def test_the_installed_command_lists_the_configs_it_ships(venv, tmp_path):
     listed = subprocess.run([str(venv / "bin" / "vissl-neg"), "configs"], cwd=tmp_path, capture_output=True,
                             text=True, env=_env(), timeout=120)
     assert listed.returncode == 0, listed.stderr
