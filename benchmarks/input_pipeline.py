@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
 from vissl_neg.augment import ViewAugment  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data.image_folder import decode_image  # noqa: E402
@@ -97,7 +98,7 @@ def main() -> int:
                 "vissl_neg worker: JPEG -> uint8 256 (always a full-size decode)":
                     rate(lambda p: decode_image(p, 256, draft=False), paths),
                 "vissl_neg views on the device (2 x 224), run here on the CPU":
-                    rate(lambda _: (augment(batch), augment(batch)), range(2), repeats=1) * len(batch),
+                    rate(lambda _, b=batch: (augment(b), augment(b)), range(2), repeats=1) * len(batch),
                 "lightly MoCoV2Transform in workers (PIL decode + 2 x 224 views)": rate(peer, paths),
             }
             for name, r in measured.items():

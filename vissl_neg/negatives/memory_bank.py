@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vissl_neg.runtime.distributed import concat_all_gather
 from vissl_neg.errors import ConfigError
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.source import NegativeSource
+from vissl_neg.runtime.distributed import concat_all_gather
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -34,7 +34,7 @@ class MixCoefficients:
     jq: torch.Tensor
     wq: torch.Tensor
 
-    def rows(self, hard: torch.Tensor) -> "MixCoefficients":
+    def rows(self, hard: torch.Tensor) -> MixCoefficients:
         """Map positions in the hard set to rows via ``hard`` (B, N)."""
         return MixCoefficients(hard.gather(1, self.i), hard.gather(1, self.j), self.w, hard.gather(1, self.jq), self.wq)
 
