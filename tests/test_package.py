@@ -4,6 +4,7 @@ venv where only the wheel provides vissl_neg (its dependencies come from this en
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,8 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    # a copy of what the build reads: setuptools' build/ folder would otherwise keep deleted modules in the wheel
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("configs", "vissl_neg"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", "-w", str(out)], cwd=REPO, capture_output=True, text=True,
+                           "--no-index", "-q", "-w", str(out)], cwd=src, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     (found,) = out.glob("vissl_neg-*.whl")

@@ -13,13 +13,16 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vissl_neg.negatives.strategy import Strategy
 
 
 class _Loader(yaml.SafeLoader):
@@ -91,7 +94,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type, values: dict, prefix: str = ""):
+def _build(cls: Any, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -103,7 +106,7 @@ def _build(cls: type, values: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def _build_variant(base: type, values: dict, key: str):
+def _build_variant(base: Any, values: dict, key: str):
     """A section whose ``name`` selects a registered dataclass with keys of its own."""
     from vissl_neg.losses import LOSSES
 
@@ -243,7 +246,7 @@ def resumable_keys(cfg) -> tuple[str, ...]:
     return schema_of(cfg).resumable_keys
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config | GeoConfig:
     """Defaults <- YAML file <- dotted overrides, validated."""
     values = read_yaml(path) if path else {}
     values = _merge(values, parse_overrides(overrides or []))
@@ -318,7 +321,7 @@ def build_strategies(specs: list[dict], negatives: int | None = None) -> list:
     them (filter/ambiguous keep, n_hard, top) must not exceed what the query has there."""
     from vissl_neg.negatives import STRATEGIES
 
-    built = []
+    built: list[Strategy] = []
     available, narrowed_by = negatives, ""
     for i, spec in enumerate(specs):
         key = f"negatives.strategies[{i}]"

@@ -30,8 +30,8 @@ from vissl_neg.negatives.queue import NegativeQueue
 from vissl_neg.negatives.source import BatchKeys, NegativeSource
 from vissl_neg.negatives.strategy import Strategy
 
-SOURCES = {"queue": NegativeQueue, "memory_bank": MemoryBank, "batch": BatchKeys}
-STRATEGIES = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
+SOURCES: dict[str, type[NegativeSource]] = {"queue": NegativeQueue, "memory_bank": MemoryBank, "batch": BatchKeys}
+STRATEGIES: dict[str, type[Strategy]] = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
               "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
 
 __all__ = [

@@ -23,6 +23,8 @@ class MemoryBank(NegativeSource):
     """
 
     attr = "bank"
+    bank: torch.Tensor
+    labels: torch.Tensor
 
     def __init__(self, num_items: int, dim: int, momentum: float = 0.5, dtype: torch.dtype | str = torch.float32):
         super().__init__()

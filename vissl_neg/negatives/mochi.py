@@ -152,7 +152,11 @@ class Mochi(Strategy):
     def limits(self) -> dict[str, int]:
         return {"n_hard": self.n_hard}
 
-    beta_alpha = None  # mixing weights: U(0, 1) pairs, U(0, 0.5) query mixes
+    @property
+    def beta_alpha(self) -> float | None:
+        """None: mixing weights U(0, 1) for pairs, U(0, 0.5) for query mixes."""
+        return None
+
     make_mixes = staticmethod(mochi_mixes)
 
     def __call__(self, negs: NegativeSet) -> NegativeSet:

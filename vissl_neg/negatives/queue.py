@@ -21,6 +21,9 @@ class NegativeQueue(NegativeSource):
     """
 
     attr = "queue"
+    keys: torch.Tensor
+    labels: torch.Tensor
+    ptr: torch.Tensor
 
     def __init__(self, size: int, dim: int):
         super().__init__()
