@@ -36,5 +36,21 @@ def test_every_public_name_resolves():
     assert vissl_neg.mochi is negatives.mochi and vissl_neg.contrastive_loss is negatives.contrastive_loss
 
 
+def test_every_name_in_the_table_exists():
+    """Each `name` or `name(...)` in the page's table is public in vissl_neg or one of its families
+    (or a registered loss name); `.method` entries are attributes of the sources."""
+    import vissl_neg.geo as geo
+    import vissl_neg.losses as losses
+
+    table = [line for line in API.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = {m for line in table for m in re.findall(r"`(?:vissl_neg\.\w+\.)?(\.?\w+)(?:\(|`)", line)}
+    assert len(names) > 25
+    homes = (vissl_neg, negatives, losses, geo)
+    sources = (negatives.NegativeQueue(4, 2), negatives.MemoryBank(4, 2))
+    missing = sorted(n for n in names if not (any(hasattr(m, n.lstrip(".")) for m in sources) if n.startswith(".")
+                                              else n in losses.LOSSES or any(n in m.__all__ for m in homes)))
+    assert not missing, missing
+
+
 def test_the_package_ships_its_type_marker():
     assert (Path(vissl_neg.__file__).parent / "py.typed").is_file()
