@@ -33,7 +33,16 @@ def test_code_block_runs(index, tmp_path, monkeypatch):
 def test_every_public_name_resolves():
     assert {n for n in vissl_neg.__all__ if not hasattr(vissl_neg, n)} == set()
     assert {n for n in negatives.__all__ if not hasattr(negatives, n)} == set()
-    assert vissl_neg.mochi is negatives.mochi and vissl_neg.contrastive_loss is negatives.contrastive_loss
+    assert vissl_neg.mochi is negatives.functional.mochi and vissl_neg.contrastive_loss is negatives.contrastive_loss
+    assert {n for n in negatives.functional.__all__ if not hasattr(negatives.functional, n)} == set()
+
+
+def test_no_public_name_hides_a_submodule():
+    """``import vissl_neg.negatives.mochi as m`` must give the module, not a function of that name."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(negatives.__path__):
+        assert type(getattr(negatives, info.name, negatives)).__name__ == "module", info.name
 
 
 def test_every_name_in_the_table_exists():
@@ -45,7 +54,7 @@ def test_every_name_in_the_table_exists():
     table = [line for line in API.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
     names = {m for line in table for m in re.findall(r"`(?:vissl_neg\.\w+\.)?(\.?\w+)(?:\(|`)", line)}
     assert len(names) > 25
-    homes = (vissl_neg, negatives, losses, geo)
+    homes = (vissl_neg, negatives, negatives.functional, losses, geo)
     sources = (negatives.NegativeQueue(4, 2), negatives.MemoryBank(4, 2))
     missing = sorted(n for n in names if not (any(hasattr(m, n.lstrip(".")) for m in sources) if n.startswith(".")
                                               else n in losses.LOSSES or any(n in m.__all__ for m in homes)))

@@ -10,10 +10,8 @@ import torch.nn.functional as F
 
 import vissl_neg
 from vissl_neg.losses import debiased_info_nce
-from vissl_neg.negatives import (
-    Filter,
-    Mochi,
-    NegativeSet,
+from vissl_neg.negatives import Filter, Mochi, NegativeSet
+from vissl_neg.negatives.functional import (
     apply_strategies,
     batch_negatives,
     contrastive_loss,

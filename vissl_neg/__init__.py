@@ -22,9 +22,10 @@ _EXPORTS = {
     "neighbour_batches": "vissl_neg.geo.sampling",
     "debiased_info_nce": "vissl_neg.losses",
     "info_nce": "vissl_neg.losses",
-    **{name: "vissl_neg.negatives" for name in (
-        "MemoryBank", "NegativeQueue", "NegativeSet", "ambiguous", "batch_negatives", "contrastive_loss",
-        "false_negatives", "feature_transform", "filter_hardest", "geodesic", "mochi", "negative_set")},
+    **{name: "vissl_neg.negatives" for name in ("MemoryBank", "NegativeQueue", "NegativeSet")},
+    **{name: "vissl_neg.negatives.functional" for name in (
+        "ambiguous", "batch_negatives", "contrastive_loss", "false_negatives", "feature_transform", "filter_hardest",
+        "geodesic", "mochi", "negative_set")},
 }
 
 if TYPE_CHECKING:
@@ -33,10 +34,8 @@ if TYPE_CHECKING:
     from vissl_neg.geo.metrics import recall_at_k
     from vissl_neg.geo.sampling import gps_neighbours, mined_neighbours, neighbour_batches
     from vissl_neg.losses import debiased_info_nce, info_nce
-    from vissl_neg.negatives import (
-        MemoryBank,
-        NegativeQueue,
-        NegativeSet,
+    from vissl_neg.negatives import MemoryBank, NegativeQueue, NegativeSet
+    from vissl_neg.negatives.functional import (
         ambiguous,
         batch_negatives,
         contrastive_loss,
