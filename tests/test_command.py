@@ -61,3 +61,16 @@ def test_a_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
     own = tmp_path / "fmnist_mochi.yaml"  # a file on disk wins over the shipped one
     own.write_text("optim: {lr: 0.123}\n")
     assert load_config("fmnist_mochi.yaml").optim.lr == pytest.approx(0.123)
+
+
+def test_train_from_python_is_the_command(tmp_path):
+    """``vissl_neg.train(config, overrides)``: the same trainer as ``vissl-neg train``."""
+    import vissl_neg
+
+    from helpers import tiny_overrides, write_fmnist_fixture
+
+    write_fmnist_fixture(tmp_path / "data", n_train=64, n_test=32)
+    result = vissl_neg.train("fmnist_moco", tiny_overrides(tmp_path / "data", tmp_path / "run")
+                             + ["train.max_steps=1", "eval.knn_every=-1", "optim.batch_size=32"])
+    assert result["step"] == 1
+    assert (tmp_path / "run" / "last.ckpt").is_file()
