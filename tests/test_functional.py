@@ -115,3 +115,21 @@ def test_the_trainer_scores_through_the_same_function(monkeypatch, qkn):
                           "loss": vissl_neg.negatives.functional.LOSSES["info_nce"](temperature=T)})()
     loss = trainer_module.Trainer.contrast(fake, q, k, torch.arange(6))[0]
     assert len(seen) == 1 and torch.allclose(loss, _info_nce(q, k, queue), atol=1e-6)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("geodesic", {"n_hard": 8, "s": 4, "s_prime": 2}),
+    ("feature_transform", {}),
+    ("ambiguous", {"keep": 10}),
+    ("false_negatives", {"top": 3, "mode": "attract"}),
+])
+def test_every_strategy_function_trains_on_plain_tensors(name, params, qkn):
+    """Each door gives a set the loss takes: a finite loss whose gradient reaches the queries."""
+    from vissl_neg.negatives import functional
+
+    q, k, queue = qkn
+    negs = getattr(functional, name)(q, k, queue, **params)
+    loss = contrastive_loss(negs, temperature=T)
+    assert torch.isfinite(loss) and loss.item() != pytest.approx(_info_nce(q, k, queue).item())
+    loss.backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
