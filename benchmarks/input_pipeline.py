@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
 from vissl_neg.augment import ViewAugment  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data.image_folder import decode_image, decode_views  # noqa: E402

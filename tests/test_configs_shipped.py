@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 from vissl_neg.config import build_strategies, load_config
 from vissl_neg.data import DATASETS
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

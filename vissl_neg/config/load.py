@@ -10,15 +10,19 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vissl_neg.negatives.strategy import Strategy
 
 
 class _Loader(yaml.SafeLoader):
@@ -90,7 +94,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type, values: dict, prefix: str = ""):
+def _build(cls: Any, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -102,7 +106,7 @@ def _build(cls: type, values: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def _build_variant(base: type, values: dict, key: str):
+def _build_variant(base: Any, values: dict, key: str):
     """A section whose ``name`` selects a registered dataclass with keys of its own."""
     from vissl_neg.losses import LOSSES
 
@@ -162,12 +166,38 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """{name: file} of the configs shipped with the package: ``vissl_neg/configs`` in an
+    installed wheel, the checkout's ``configs/`` folder otherwise (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "configs", package.parent / "configs"):
+        files = sorted(folder.glob("*.yaml"))
+        if files:
+            return {f.stem: f for f in files}
+    return {}
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file on disk, else a shipped config named by ``path``: ``NAME``, ``NAME.yaml``
+    or ``configs/NAME.yaml`` (the checkout's path, from any folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent.name in ("", "configs") and path.suffix in ("", ".yaml"):
+        shipped = shipped_configs()
+        name = path.stem if path.suffix else path.name
+        if name in shipped:
+            return shipped[name]
+        close = difflib.get_close_matches(name, list(shipped), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (vissl-neg configs lists them)"
+        raise ConfigError(f"config file '{path}' does not exist and no shipped config is named '{name}'{hint}")
+    raise ConfigError(f"config file '{path}' does not exist")
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A config file as a dict. A top-level ``base: other.yaml`` (relative to the file)
     is read first and the file's own keys are merged over it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+    path = find_config(path)
     try:
         data = _yaml(path.read_text())
     except yaml.YAMLError as exc:
@@ -216,7 +246,7 @@ def resumable_keys(cfg) -> tuple[str, ...]:
     return schema_of(cfg).resumable_keys
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config | GeoConfig:
     """Defaults <- YAML file <- dotted overrides, validated."""
     values = read_yaml(path) if path else {}
     values = _merge(values, parse_overrides(overrides or []))
@@ -292,7 +322,7 @@ def build_strategies(specs: list[dict], negatives: int | None = None, temperatur
     ``temperature`` (the loss's) fills the ``temperature: 0`` of a strategy that works on logits."""
     from vissl_neg.negatives import STRATEGIES
 
-    built = []
+    built: list[Strategy] = []
     available, narrowed_by = negatives, ""
     for i, spec in enumerate(specs):
         key = f"negatives.strategies[{i}]"

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from vissl_neg.config import flatten, resumable_keys, save_config, to_dict
-from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.errors import TrainingDiverged, UserError
+from vissl_neg.runtime import checkpoint as ckpt
 
 
 def config_differences(saved: dict, cfg) -> list[str]:

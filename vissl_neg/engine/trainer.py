@@ -13,10 +13,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
-from vissl_neg.runtime import checkpoint as ckpt
-from vissl_neg.runtime import distributed as dist
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
@@ -24,6 +21,10 @@ from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.models import MoCo, build_encoder, build_predictor, count_batch_norms, momentum_at
 from vissl_neg.negatives import SOURCES, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
+from vissl_neg.negatives.functional import contrast
+from vissl_neg.runtime import checkpoint as ckpt
+from vissl_neg.runtime import distributed as dist
+from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 
 
 def sync_batch_norms(model: torch.nn.Module, world_size: int, device_type: str) -> tuple[torch.nn.Module, str | None]:
@@ -209,14 +210,8 @@ class Trainer(TrainerBase):
     def contrast(self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor | None = None):
         """One direction's loss -> (loss, negative set, pos (B,), real (B, K), synthetic (B, S) or None)."""
         negs = self.negative_set(q, k, indices, labels)
-        pos = (negs.q * negs.k).sum(dim=1)
-        real = negs.real_similarities()
-        syn = negs.synthetic_similarities()
-        sims = real if syn is None else torch.cat([real, syn], dim=1)
-        marks = negs.suspected
-        if marks is not None and syn is not None:  # synthetic negatives are never suspected
-            marks = torch.cat([marks, torch.zeros_like(syn, dtype=torch.bool)], dim=1)
-        return self.loss(pos, sims, marks, negs.cancel), negs, pos, real, syn
+        loss, pos, real, syn = contrast(negs, self.loss)  # the building block users call in their own loop
+        return loss, negs, pos, real, syn
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
                    diagnose: bool = False) -> dict[str, torch.Tensor]:

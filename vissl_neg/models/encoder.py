@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -146,7 +147,7 @@ def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretraine
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown timm model '{name}' in model.backbone{hint}")
     kwargs = timm_kwargs(name, in_chans, image_size, patch_size, num_heads)
-    extra = {}
+    extra: dict[str, Any] = {}
     if pretrained_file:
         if not Path(pretrained_file).is_file():
             raise ConfigError(f"model.pretrained_file '{pretrained_file}' does not exist")
