@@ -104,14 +104,14 @@ def main() -> int:
             gen = torch.Generator().manual_seed(0)
             cropped = torch.stack([decode_views(p, crops, 224, gen) for p in paths[:32]])
             measured = {
-                CROPS_ROW: rate(lambda p: decode_views(p, crops, 224, gen), paths),
+                CROPS_ROW: rate(lambda p, g=gen: decode_views(p, crops, 224, g), paths),
                 SQUARE_ROW: rate(lambda p: decode_image(p, 256, draft=True), paths),
                 FULL_ROW: rate(lambda p: decode_image(p, 256, draft=False), paths),
                 "vissl_neg views on the device from the worker's crops (2 x 224), run here on the CPU":
-                    rate(lambda _: (augment(cropped[:, 0], cropped=True), augment(cropped[:, 1], cropped=True)),
+                    rate(lambda _, c=cropped: (augment(c[:, 0], cropped=True), augment(c[:, 1], cropped=True)),
                          range(2), repeats=1) * len(batch),
                 "vissl_neg views on the device from the 256 square (2 x 224), run here on the CPU":
-                    rate(lambda _: (augment(batch), augment(batch)), range(2), repeats=1) * len(batch),
+                    rate(lambda _, b=batch: (augment(b), augment(b)), range(2), repeats=1) * len(batch),
                 PEER_ROW: rate(peer, paths),
             }
             for name, r in measured.items():

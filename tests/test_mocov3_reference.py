@@ -16,16 +16,12 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from helpers import tiny_overrides, write_fmnist_fixture
-from vissl_neg.augment import ViewAugment, second_view
-from vissl_neg.augment import ops
+from vissl_neg.augment import ViewAugment, ops, second_view
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer, sync_batch_norms
 from vissl_neg.errors import ConfigError
 from vissl_neg.eval.linear_sgd import probe_augment, probe_lr, probe_schedule
 from vissl_neg.models import (
-    MoCo,
     ProjectionHead,
     build_backbone,
     build_encoder,
@@ -33,7 +29,9 @@ from vissl_neg.models import (
     mocov3_vit_init,
     sincos_position_embedding,
 )
-from vissl_neg.negatives import SOURCES
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import tiny_overrides, write_fmnist_fixture
 
 
 # ---------------------------------------------------------------- transcriptions of the reference
@@ -82,7 +80,7 @@ def ref_init(self) -> None:
 def ref_build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
     """moco-v3 c349e6e moco/builder.py:36-52 (MoCo._build_mlp)."""
     mlp = []
-    for l in range(num_layers):
+    for l in range(num_layers):  # noqa: E741 (the reference's name)
         dim1 = input_dim if l == 0 else mlp_dim
         dim2 = output_dim if l == num_layers - 1 else mlp_dim
 

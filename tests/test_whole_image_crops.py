@@ -14,13 +14,14 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from helpers import write_imagenet_fixture
 from vissl_neg.config import load_config
 from vissl_neg.data import build_dataset
 from vissl_neg.data.image_folder import decode_views, draw_boxes
 from vissl_neg.data.loader import ResumableBatchSampler
 from vissl_neg.errors import ConfigError, DataError
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import write_imagenet_fixture
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
@@ -204,8 +205,9 @@ def test_linear_probe_crops_the_whole_image(tmp_path):
 def test_crops_key_is_checked_and_ignored_by_fashion_mnist(tmp_path):
     with pytest.raises(ConfigError, match="config key 'data.crops' must be one of square, image"):
         load_config(None, ["data.name=imagenet", "data.crops=whole"])
-    from helpers import tiny_overrides, write_fmnist_fixture
     from vissl_neg.engine.trainer import Trainer
+
+    from helpers import tiny_overrides, write_fmnist_fixture
 
     write_fmnist_fixture(tmp_path / "fm", n_train=32, n_test=16)
     trainer = Trainer(load_config(None, tiny_overrides(tmp_path / "fm", tmp_path / "run") + [

@@ -102,8 +102,9 @@ def mocov3_vit_init(model: nn.Module) -> None:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        if getattr(model, "cls_token", None) is not None:
-            nn.init.normal_(model.cls_token, std=1e-6)
+        cls_token = getattr(model, "cls_token", None)
+        if isinstance(cls_token, torch.Tensor):
+            nn.init.normal_(cls_token, std=1e-6)
         proj = getattr(getattr(model, "patch_embed", None), "proj", None)
         if isinstance(proj, nn.Conv2d):
             fan_in = proj.weight.shape[1] * proj.weight.shape[2] * proj.weight.shape[3]
