@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
+from vissl_neg.cli.evaluate import evaluate_geo_run  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine.geo_trainer import GeoTrainer  # noqa: E402
 from vissl_neg.geo.fixture import write_cvusa_fixture  # noqa: E402
-from vissl_neg.cli.evaluate import evaluate_geo_run  # noqa: E402
 
 VARIANTS = {
     "hard-negative batches (GPS, then mined every 4 epochs)": [],

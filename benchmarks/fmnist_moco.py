@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import LightlyMoCo, publish  # noqa: E402
+
 from vissl_neg.augment import EvalTransform  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.data import ResumableBatchSampler, build_dataset  # noqa: E402

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
 from stats import welch_t_test  # noqa: E402
+
 from vissl_neg.augment import EvalTransform  # noqa: E402
 from vissl_neg.config import config_from_dict, flatten, load_config, to_dict  # noqa: E402
 from vissl_neg.data import build_dataset  # noqa: E402

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import peak_rss_mb, publish  # noqa: E402
+
 from vissl_neg.geo.sampling import gps_neighbours, mined_neighbours, neighbour_batches  # noqa: E402
 
 MB = 2**20

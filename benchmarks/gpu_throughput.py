@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import LightlyMoCo, publish  # noqa: E402
+
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.models import build_backbone  # noqa: E402
-
 
 
 def strategies(queue: int) -> dict[str, list[str]]:
@@ -212,7 +212,7 @@ def strategy_costs(bench: Bench) -> dict:
 def loader_rates(bench: Bench, workers: list[int], batch: int = 64) -> dict:
     """img/s of the loader over the JPEG tree: one epoch to start the workers and warm the page
     cache, the second timed (persistent workers)."""
-    from vissl_neg.data import make_loader, to_device
+    from vissl_neg.data import make_loader
 
     out = {}
     for label, decode_on, w in [*((f"{n} workers decode", "workers", n) for n in workers),
@@ -225,9 +225,7 @@ def loader_rates(bench: Bench, workers: list[int], batch: int = 64) -> dict:
             sync()
             t0, seen = time.perf_counter(), 0
             for batch_ in loader:
-                images, labels, indices = to_device(batch_, t.device)
-                if t.decoder is not None:
-                    images = t.decoder(images, indices)
+                images, labels, indices = t.load_images(batch_)
                 seen += images.shape[0]
             sync()
         out[label] = seen / (time.perf_counter() - t0)

@@ -4,12 +4,16 @@
 Generates ImageNet-sized JPEGs (500x375, smooth content + noise, quality 90), then
 measures on ONE thread, in one process:
 
-1. vissl_neg worker side as shipped: JPEG -> uint8 256x256 (libjpeg-turbo through
-   torchvision.io, or PIL's reduced-size decoding for JPEGs at least twice the target);
-2. the same forcing a full-size decode;
-3. vissl_neg device side: two MoCo-v2 views (224) of a uint8 batch (augment/ops.py), here on
-   the CPU (on a GPU this runs on the GPU and costs no CPU core);
-4. the peer: PIL decode + lightly's MoCoV2Transform (two 224 views) per image, as
+1. vissl_neg worker side with ``data.crops: image`` (the ImageNet configs'): JPEG -> two uint8
+   224 views, each RandomResizedCrop box drawn over the whole image, the JPEG decoded at the
+   smallest scale that keeps both boxes 224 pixels wide, each box resized there;
+2. vissl_neg worker side with ``data.crops: square``: JPEG -> uint8 256x256 (libjpeg-turbo
+   through torchvision.io, or PIL's reduced-size decoding for JPEGs at least twice the target);
+3. the same forcing a full-size decode;
+4. vissl_neg device side: two MoCo-v2 views (224) of a uint8 batch (augment/ops.py), here on
+   the CPU (on a GPU this runs on the GPU and costs no CPU core): from the worker's crops
+   (flip, colour, blur) and from the 256 square (crop, flip, colour, blur);
+5. the peer: PIL decode + lightly's MoCoV2Transform (two 224 views) per image, as
    torchvision transforms in DataLoader workers do it.
 
 It reports the cores a 2,000 img/s training run needs for the worker side of each
@@ -34,11 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
 from vissl_neg.augment import ViewAugment  # noqa: E402
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.data.image_folder import decode_image  # noqa: E402
+from vissl_neg.data.image_folder import decode_image, decode_views  # noqa: E402
 
 TARGET = 2000.0
+CROPS_ROW = "vissl_neg worker, data.crops: image: JPEG -> 2 x uint8 224 views, boxes over the whole image"
+SQUARE_ROW = "vissl_neg worker, data.crops: square: JPEG -> uint8 256 (reduced-size decoding where it applies)"
+FULL_ROW = "vissl_neg worker, data.crops: square: JPEG -> uint8 256 (always a full-size decode)"
+PEER_ROW = "lightly MoCoV2Transform in workers (PIL decode + 2 x 224 views)"
 
 
 def make_jpegs(folder: Path, n: int, width: int, height: int, seed: int = 0) -> list[str]:
@@ -82,8 +91,9 @@ def main() -> int:
         with Image.open(p) as img:
             peer_tf(img.convert("RGB"))
 
-    cfg = load_config("configs/imagenet_mocov2.yaml", ["data.name=fashion_mnist"])
+    cfg = load_config("configs/imagenet_mocov2.yaml", ["data.name=fashion_mnist", "data.crops=square"])
     augment = ViewAugment(cfg.augment, 3)
+    crops = [(cfg.augment.crop_scale, cfg.augment.crop_ratio)] * 2
     sizes = {"500x375": (500, 375), "1600x1200": (1600, 1200)}
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,20 +101,25 @@ def main() -> int:
             n = args.images if w <= 500 else max(20, args.images // 5)
             paths = make_jpegs(Path(tmp), n, w, h)
             batch = torch.stack([decode_image(p, 256) for p in paths[:32]])
+            gen = torch.Generator().manual_seed(0)
+            cropped = torch.stack([decode_views(p, crops, 224, gen) for p in paths[:32]])
             measured = {
-                "vissl_neg worker: JPEG -> uint8 256 (as shipped: reduced-size decoding where it applies)":
-                    rate(lambda p: decode_image(p, 256, draft=True), paths),
-                "vissl_neg worker: JPEG -> uint8 256 (always a full-size decode)":
-                    rate(lambda p: decode_image(p, 256, draft=False), paths),
-                "vissl_neg views on the device (2 x 224), run here on the CPU":
-                    rate(lambda _: (augment(batch), augment(batch)), range(2), repeats=1) * len(batch),
-                "lightly MoCoV2Transform in workers (PIL decode + 2 x 224 views)": rate(peer, paths),
+                CROPS_ROW: rate(lambda p, g=gen: decode_views(p, crops, 224, g), paths),
+                SQUARE_ROW: rate(lambda p: decode_image(p, 256, draft=True), paths),
+                FULL_ROW: rate(lambda p: decode_image(p, 256, draft=False), paths),
+                "vissl_neg views on the device from the worker's crops (2 x 224), run here on the CPU":
+                    rate(lambda _, c=cropped: (augment(c[:, 0], cropped=True), augment(c[:, 1], cropped=True)),
+                         range(2), repeats=1) * len(batch),
+                "vissl_neg views on the device from the 256 square (2 x 224), run here on the CPU":
+                    rate(lambda _, b=batch: (augment(b), augment(b)), range(2), repeats=1) * len(batch),
+                PEER_ROW: rate(peer, paths),
             }
             for name, r in measured.items():
                 rows.setdefault(name, {})[label] = r
-    ours = rows["vissl_neg worker: JPEG -> uint8 256 (as shipped: reduced-size decoding where it applies)"]
-    full = rows["vissl_neg worker: JPEG -> uint8 256 (always a full-size decode)"]
-    peer_rate = rows["lightly MoCoV2Transform in workers (PIL decode + 2 x 224 views)"]
+    ours = rows[CROPS_ROW]
+    square = rows[SQUARE_ROW]
+    full = rows[FULL_ROW]
+    peer_rate = rows[PEER_ROW]
     lines = [
         f"JPEGs of 500x375 (ImageNet-typical) and 1600x1200 (large photos), quality 90, one CPU thread, "
         f"torch {torch.__version__}",
@@ -114,11 +129,13 @@ def main() -> int:
         *[f"| {name} | {r['500x375']:.0f} | {TARGET / r['500x375']:.1f} | {r['1600x1200']:.0f} |"
           for name, r in rows.items()],
         "",
-        f"At ImageNet sizes a {TARGET:.0f} img/s run needs about {TARGET / ours['500x375']:.0f} loader cores with "
-        f"vissl_neg (views on the GPU) against {TARGET / peer_rate['500x375']:.0f} with torchvision transforms in "
-        f"workers ({ours['500x375'] / peer_rate['500x375']:.1f}x fewer). Reduced-size decoding pays on large photos "
-        f"({ours['1600x1200'] / full['1600x1200']:.1f}x there); a 500x375 JPEG is too small to decode at half "
-        "scale for a 256 target, so both worker rows match at that size. Without a GPU the device views "
+        f"At ImageNet sizes a {TARGET:.0f} img/s run with the ImageNet configs' whole-image crops needs about "
+        f"{TARGET / ours['500x375']:.0f} loader cores (views finished on the GPU) against "
+        f"{TARGET / peer_rate['500x375']:.0f} with torchvision transforms in workers "
+        f"({ours['500x375'] / peer_rate['500x375']:.1f}x fewer); cutting the views from a 256 square instead "
+        f"(data.crops: square) needs {TARGET / square['500x375']:.0f}. Reduced-size decoding pays on large photos "
+        f"({square['1600x1200'] / full['1600x1200']:.1f}x for the square there); a 500x375 JPEG is too small to "
+        "decode at half scale for a 256 target. Without a GPU the device views "
         "are the bottleneck: on a CPU-only machine per-image transforms in workers are cheaper.",
     ]
     publish(lines, rows, args.out, args.readme, "input_pipeline")

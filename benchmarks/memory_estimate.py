@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.models import build_encoder  # noqa: E402
 

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import peak_rss_mb, publish  # noqa: E402
+
 from vissl_neg.geo.metrics import DEFAULT_BUDGET, recall_at_k  # noqa: E402
 
 MB = 2**20

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import publish  # noqa: E402
+
 from vissl_neg.config import load_config  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace, tmp: str) -> int:
           f"{torch.get_num_threads()} threads", flush=True)
 
     step_times = {name: [] for name in trainers}
-    for name, trainer in trainers.items():  # warm-up: allocator, first-touch of the queue
+    for trainer in trainers.values():  # warm-up: allocator, first-touch of the queue
         trainer.train_step(*batch)
     for r in range(args.rounds):
         for name, trainer in trainers.items():

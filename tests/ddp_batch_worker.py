@@ -10,8 +10,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.runtime import distributed as dist  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
+from vissl_neg.runtime import distributed as dist  # noqa: E402
 
 
 def per_rank(rank: int, b: int = 8, d: int = 16):

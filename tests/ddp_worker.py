@@ -12,13 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import helpers  # noqa: E402,F401  (one thread per process)
 import torch  # noqa: E402
 
 from vissl_neg.config import load_config  # noqa: E402
-from vissl_neg.runtime import distributed as dist  # noqa: E402
 from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.models.shuffle_bn import batch_shuffle_ddp, batch_unshuffle_ddp  # noqa: E402
+from vissl_neg.runtime import distributed as dist  # noqa: E402
+
+import helpers  # noqa: E402,F401  (one thread per process)
 
 
 def main() -> None:

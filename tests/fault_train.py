@@ -19,10 +19,10 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]
 
-import helpers  # noqa: F401  (one thread per process)
+from vissl_neg.engine.trainer import Trainer  # noqa: E402
+from vissl_neg.runtime import distributed as dist  # noqa: E402
 
-from vissl_neg.engine.trainer import Trainer
-from vissl_neg.runtime import distributed as dist
+import helpers  # noqa: E402,F401  (one thread per process)
 
 
 def _fault(name: str) -> list[str] | None:

@@ -8,13 +8,13 @@ import itertools
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives import Ambiguous, NegativeSet
 from vissl_neg.negatives.ambiguous import gumbel_top_k, sample_gumbel, sample_without_replacement, simans_logits
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

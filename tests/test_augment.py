@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 from vissl_neg.augment import EvalTransform, ViewAugment
 from vissl_neg.config import load_config
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 MEAN, STD = 0.2860, 0.3530
 ONLY_CROP = ["augment.flip_p=0", "augment.jitter_p=0", "augment.blur_p=0"]

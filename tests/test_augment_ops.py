@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from host_sync import host_reads
 from vissl_neg.augment import ops
 from vissl_neg.augment.cross_view import CrossViewAugment
 from vissl_neg.augment.views import ViewAugment
 from vissl_neg.config import load_config
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from host_sync import host_reads
 
 
 def _images(b=6, c=3, h=24, w=32, seed=0):

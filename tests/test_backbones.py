@@ -5,18 +5,19 @@ cannot take are one-line errors, and shuffle-BN is skipped for models without Ba
 
 from __future__ import annotations
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import pytest
 import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers import write_fmnist_fixture, write_imagenet_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import ConfigError
 from vissl_neg.models import SplitBatchNorm2d, SplitBatchNormAct2d, build_backbone, build_encoder, convert_split_bn
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import write_fmnist_fixture, write_imagenet_fixture
 
 COMMON = ["optim.batch_size=16", "negatives.size=32", "model.head_hidden=32", "model.dim=16", "model.bn_splits=2",
           "train.max_steps=1", "train.progress=false", "eval.knn_every=-1"]

@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from helpers import tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.losses import info_nce
 from vissl_neg.negatives.filtering import hardest_negatives
 from vissl_neg.negatives.mochi import mix_hard_negatives
 from vissl_neg.negatives.source import other_rows
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import tiny_overrides, write_fmnist_fixture
 
 B, D, T = 32, 128, 0.2
 

@@ -13,6 +13,7 @@ import helpers  # noqa: F401  (pins torch to one CPU thread)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import fmnist_strategies as bench  # noqa: E402
+
 from vissl_neg.config import load_config  # noqa: E402
 
 
@@ -84,7 +85,7 @@ def test_each_method_off_the_default_architecture_has_a_random_init_baseline_of_
     for method in bench.METHODS:
         backbone = bench.method_config(method, 0, Args).model.backbone
         assert (backbone == default) != (method in covered), method
-    for key, (_, config, of) in bench.BASELINES.items():
+    for _, config, of in bench.BASELINES.values():
         arch = load_config(bench.ROOT / "configs" / f"{config}.yaml", []).model
         for method in of or ():
             assert bench.method_config(method, 0, Args).model.backbone == arch.backbone

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import FILES, subprocess_env, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import Config, load_config, save_config
 from vissl_neg.engine.trainer import Trainer
+
+from helpers import FILES, subprocess_env, tiny_overrides, write_fmnist_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = 128

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 ROOT = Path(__file__).resolve().parents[1]

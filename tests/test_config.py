@@ -6,12 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import yaml
 
 from vissl_neg.config import Config, load_config
 from vissl_neg.errors import ConfigError, UserError
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 REPO = Path(__file__).resolve().parents[1]
 YAML_PATH = REPO / "configs" / "fmnist_moco.yaml"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 from vissl_neg.config import build_strategies, load_config
 from vissl_neg.data import DATASETS
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -73,7 +74,7 @@ def test_ambiguous_and_false_negative_recipes():
         assert (amb.a, amb.b, amb.temperature) == (0.5, 0.0, cfg.loss.temperature)
         assert amb.keep < cfg.negatives.size
     simans = _built(_load(by_name["fmnist_simans"])[0])
-    assert [(type(s).__name__, getattr(s, "keep")) for s in simans] == [("Filter", 100), ("Ambiguous", 15)]
+    assert [(type(s).__name__, s.keep) for s in simans] == [("Filter", 100), ("Ambiguous", 15)]
     assert simans[-1].start_epoch == 0
     for name in ("fmnist_false_negatives", "imagenet100_false_negatives"):
         cfg, _ = _load(by_name[name])

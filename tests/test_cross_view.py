@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 
 from vissl_neg.augment.cross_view import CrossViewAugment, flip_pair, rotate_pair, sample_pair_geometry
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _pair(b=4):

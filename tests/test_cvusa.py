@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 from vissl_neg.data.cvusa import CVUSADataset
 from vissl_neg.errors import DataError
 from vissl_neg.geo.fixture import write_cvusa_fixture
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def test_reads_the_real_layout(tmp_path):

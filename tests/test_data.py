@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FILES, IMAGE_MAGIC, idx_bytes, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.data import (
     ResumableBatchSampler,
@@ -20,6 +19,8 @@ from vissl_neg.data import (
     read_idx,
 )
 from vissl_neg.errors import DataError
+
+from helpers import FILES, IMAGE_MAGIC, idx_bytes, write_fmnist_fixture
 
 N_TRAIN, N_TEST = 64, 32
 

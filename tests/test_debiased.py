@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.losses import debiased_from_similarities, debiased_info_nce, dual_view_info_nce, info_nce
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 from vissl_neg.augment import EvalTransform
 from vissl_neg.config import load_config
 from vissl_neg.data import TensorImageDataset
 from vissl_neg.eval import extract_features, knn_predict, knn_top1, linear_probe, standardise
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _brute_force_knn(query, bank, labels, num_classes, k, t):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import pytest
 import safetensors.torch
 import timm
@@ -15,13 +14,15 @@ import torch.nn as nn
 import torchvision
 import yaml
 
-from helpers import tiny_overrides, write_fmnist_fixture
+from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import UserError
-from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.export import export_run
 from vissl_neg.models import apply_small_stem
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import tiny_overrides, write_fmnist_fixture
 
 FILES = {"model.safetensors", "config.json", "README.md", "backbone.pth", "model_card.json"}
 

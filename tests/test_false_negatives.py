@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.losses import false_negative_from_similarities, false_negative_info_nce, info_nce
 from vissl_neg.negatives import FalseNegatives, Filter, NegativeSet
 from vissl_neg.negatives.false_negatives import suspect_false_negatives
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed, dtype=torch.float64):

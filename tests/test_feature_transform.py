@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives import FeatureTransform, NegativeSet
 from vissl_neg.negatives.feature_transform import extrapolate_positives, interpolate_negatives
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives import Filter, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
 from vissl_neg.negatives.filtering import hardest_negatives
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -7,13 +7,13 @@ import math
 import random
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.geo import gps_neighbours, haversine_km, mined_neighbours, neighbour_batches, recall_at_k
 from vissl_neg.losses import symmetric_info_nce
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import nan_loss_at  # importing helpers also pins torch to one CPU thread
 from vissl_neg.config import load_config
 from vissl_neg.engine.geo_trainer import GeoTrainer
 from vissl_neg.errors import ConfigError, DataError, UserError
 from vissl_neg.geo import gps_neighbours, neighbour_batches, read_neighbours
 from vissl_neg.geo.fixture import write_cvusa_fixture
 from vissl_neg.losses import symmetric_info_nce
+
+from helpers import nan_loss_at  # importing helpers also pins torch to one CPU thread
 
 N_TRAIN, N_VAL = 24, 8
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives.geodesic import geodesic_mix, slerp
 from vissl_neg.negatives.mochi import sample_mix_coefficients
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import write_image_tree, write_imagenet_fixture
 from vissl_neg.config import load_config
 from vissl_neg.data import IMAGENET100_CLASSES, build_dataset, make_loader, read_class_list
 from vissl_neg.data.image_folder import decode_image
 from vissl_neg.data.loader import ResumableBatchSampler
 from vissl_neg.errors import DataError
+
+from helpers import write_image_tree, write_imagenet_fixture
 
 
 def data_cfg(name, root, *extra):

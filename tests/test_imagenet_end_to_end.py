@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import warnings
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import timm
 import torch
 
-from helpers import write_imagenet_fixture
+from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
-from vissl_neg.cli.evaluate import evaluate_run
 from vissl_neg.export.release import export_run
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import write_imagenet_fixture
 
 
 def overrides(root, out_dir, *extra):

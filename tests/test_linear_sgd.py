@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import warnings
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 
-from helpers import write_imagenet_fixture
 from vissl_neg.config import load_config
-from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.eval.linear_sgd import CHECKPOINT, linear_sgd
 from vissl_neg.models import build_backbone
+from vissl_neg.runtime import checkpoint as ckpt
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import write_imagenet_fixture
 
 
 def test_linear_sgd_learns_and_resumes(tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.losses import info_nce, info_nce_from_similarities, similarities
 from vissl_neg.negatives import NegativeQueue
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _dot(a, b):

@@ -11,8 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from host_sync import host_reads
 from vissl_neg.config import flatten, load_config, to_dict
 from vissl_neg.engine.geo_trainer import GeoTrainer
 from vissl_neg.engine.run_dir import config_differences
@@ -26,6 +24,9 @@ from vissl_neg.geo.m2mix import (
     sample_m2mix_lambda,
 )
 from vissl_neg.losses import symmetric_info_nce
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from host_sync import host_reads
 
 AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
                                              "grid_dropout_p", "coarse_dropout_p"))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives import MemoryBank
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def test_update_mixes_with_momentum_and_renormalises():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 import torch.nn.functional as F
 
 from vissl_neg.negatives.mochi import MixCoefficients, mix_hard_negatives, mochi_mix, sample_mix_coefficients
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _unit(*shape, seed):

@@ -6,8 +6,6 @@ import copy
 import math
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import timm
 import torch
 import torch.nn as nn
@@ -28,6 +26,8 @@ from vissl_neg.models import (
 )
 from vissl_neg.models.shuffle_bn import batch_shuffle_single
 from vissl_neg.negatives import NegativeQueue
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 def _small_net(seed):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 
 from vissl_neg.negatives import NegativeQueue
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 
 class RingSim:

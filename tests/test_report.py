@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine import report
 from vissl_neg.engine.geo_trainer import GeoTrainer
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import UserError
 from vissl_neg.geo.fixture import write_cvusa_fixture
+
+from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 

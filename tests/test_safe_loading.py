@@ -5,7 +5,6 @@ nothing; checkpoints are written with the user's umask."""
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import subprocess
 import sys
@@ -15,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config, save_config
-from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import UserError
+from vissl_neg.runtime import checkpoint as ckpt
+
+from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = (torch.Tensor, int, float, str, bool, type(None))

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
-from host_sync import host_reads
 from vissl_neg.augment import sample4geo_ops as s4g
 from vissl_neg.augment.cross_view import CrossViewAugment
 from vissl_neg.config import load_config
 from vissl_neg.errors import ConfigError
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from host_sync import host_reads
 
 
 def _filter2d_reference(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import copy
 
-import helpers
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import tiny_overrides, write_fmnist_fixture
 
 from vissl_neg.config import load_config
 from vissl_neg.errors import ConfigError
@@ -22,6 +20,8 @@ from vissl_neg.models.shuffle_bn import (
     split_batch_norm,
     split_bn_forward,
 )
+
+from helpers import tiny_overrides, write_fmnist_fixture
 
 
 def groups(n: int, g: int, blocks: bool) -> list[torch.Tensor]:

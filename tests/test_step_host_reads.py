@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vissl_neg.config import load_config
+from vissl_neg.engine.trainer import Trainer
+
 import helpers  # noqa: F401  (pins torch to one CPU thread)
 from helpers import tiny_overrides, write_fmnist_fixture
 from host_sync import host_reads
-from vissl_neg.config import load_config
-from vissl_neg.engine.trainer import Trainer
 
 FAMILIES = {
     "queue": [],

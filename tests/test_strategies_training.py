@@ -5,11 +5,8 @@ only real keys are enqueued, diagnostics are logged, and a memory-bank run resum
 from __future__ import annotations
 
 import pytest
-
-import helpers  # noqa: F401  (pins torch to one CPU thread)
 import torch
 
-from helpers import tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
 from vissl_neg.losses import debiased_info_nce, false_negative_info_nce, info_nce
@@ -18,6 +15,9 @@ from vissl_neg.negatives.false_negatives import suspect_false_negatives
 from vissl_neg.negatives.filtering import hardest_negatives
 from vissl_neg.negatives.geodesic import geodesic_mix
 from vissl_neg.negatives.mochi import mix_hard_negatives, sample_mix_coefficients
+
+import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import tiny_overrides, write_fmnist_fixture
 
 STRATEGY_CONFIGS = {
     "mochi": ["negatives.strategies=[{name: mochi, n_hard: 16, s: 8, s_prime: 4}]"],

@@ -6,10 +6,11 @@ import json
 
 import torch
 
-from helpers import nan_loss_at, tiny_overrides, write_fmnist_fixture
 from vissl_neg.config import load_config
-from vissl_neg.runtime.device import resolve_amp
 from vissl_neg.engine.trainer import Trainer
+from vissl_neg.runtime.device import resolve_amp
+
+from helpers import nan_loss_at, tiny_overrides, write_fmnist_fixture
 
 
 def test_bf16_autocast_on_cpu_trains_and_writes_the_run_directory(tmp_path):

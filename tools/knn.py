@@ -1,18 +1,14 @@
 #!/usr/bin/env python
-"""Weighted kNN top-1 (cosine) of a run's frozen backbone on the test split.
-
-    python tools/knn.py RUN_DIR [--random-init]
-
-Prints the result and writes RUN_DIR/knn.json (or knn_random_init.json).
-"""
+"""``vissl-neg knn`` from a checkout: python tools/knn.py --help (the code is vissl_neg.cli.evaluate.knn_main)."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vissl_neg.errors import cli_entry  # noqa: E402
-from vissl_neg.cli.evaluate import cli  # noqa: E402
+from vissl_neg.cli.evaluate import knn_main  # noqa: E402
+
+main = knn_main
 
 if __name__ == "__main__":
-    sys.exit(cli_entry(cli)("knn", __doc__))
+    sys.exit(main())

@@ -5,7 +5,6 @@ tests themselves before GPU time is spent; what needs CUDA then checks nothing).
 
 import pytest
 import torch
-
 from cuda_helpers import DEVICE
 
 

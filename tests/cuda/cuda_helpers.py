@@ -8,9 +8,10 @@ import warnings
 
 import torch
 
-from helpers import tiny_overrides
 from vissl_neg.config import load_config
 from vissl_neg.engine.trainer import Trainer
+
+from helpers import tiny_overrides
 
 DEVICE = os.environ.get("VISSL_NEG_CUDA_SUITE_DEVICE", "cuda")
 ON_CUDA = DEVICE == "cuda"

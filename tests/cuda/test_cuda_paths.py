@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cuda_helpers import DEVICE, ON_CUDA, batch, make_trainer
-from helpers import write_fmnist_fixture, write_imagenet_fixture
+
 from vissl_neg.augment import ops
 from vissl_neg.augment.views import ViewAugment
 from vissl_neg.config import config_from_dict, load_config, to_dict
 from vissl_neg.engine.trainer import Trainer
+
+from helpers import write_fmnist_fixture, write_imagenet_fixture
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cuda_helpers import DEVICE
+
 from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 ROOT = Path(__file__).resolve().parents[2]

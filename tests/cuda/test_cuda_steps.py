@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cuda_helpers import DEVICE, FAMILIES, ON_CUDA, batch, make_trainer, syncs_recorded
+
 from helpers import write_fmnist_fixture
 
 # |loss_amp - loss_fp32| / loss_fp32 after the same first step from the same weights and views.

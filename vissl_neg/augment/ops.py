@@ -182,6 +182,13 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, size: int, apply: t
     return torch.where(apply.view(-1, 1, 1, 1), x.view(b, c, h, w), images)
 
 
+def solarize(images: torch.Tensor, apply: torch.Tensor, threshold: float = 128 / 255) -> torch.Tensor:
+    """PIL's ImageOps.solarize (BYOL's solarisation; threshold 128 of 255): every value at or
+    above ``threshold`` becomes 1 - value, where ``apply`` (B,)."""
+    out = torch.where(images >= threshold, 1.0 - images, images)
+    return torch.where(apply.view(-1, 1, 1, 1), out, images)
+
+
 def sharpen(images: torch.Tensor, factor: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
     """PIL's ImageEnhance.Sharpness (kornia.enhance.sharpness) with factor (B,): 1 keeps the
     image, above 1 sharpens; where ``apply``."""

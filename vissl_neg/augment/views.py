@@ -6,6 +6,8 @@ normalised. Every sample draws its own crop, flip, jitter and blur parameters.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
@@ -28,11 +30,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def second_view(cfg):
+    """The augment section of the second view: ``cfg`` with its ``view2`` values over it."""
+    view2 = getattr(cfg, "view2", None)
+    return dataclasses.replace(cfg, view2={}, **view2) if view2 else cfg
+
+
 class ViewAugment(nn.Module):
     """One random view per image; call it twice for MoCo's two independent views.
 
     MoCo v2's pipeline (random resized crop, flip, colour jitter, grayscale, Gaussian blur;
-    optional erasing), every parameter drawn per sample on the images' device by the
+    optional solarisation and erasing), every parameter drawn per sample on the images' device by the
     samplers of :mod:`vissl_neg.augment.ops`, so no step waits for the host."""
 
     def __init__(self, cfg, in_chans: int):
@@ -42,12 +50,19 @@ class ViewAugment(nn.Module):
         self.normalize = Normalize(cfg.mean, cfg.std, in_chans)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                cropped: bool = False) -> torch.Tensor:
+        """``cropped``: the images are views already cut and resized to ``size`` (in the loader
+        workers, ``data.crops: image``); only the flip and what follows are applied here."""
         cfg, dev, b = self.cfg, images.device, images.shape[0]
         x = images.float().div_(255.0)
-        boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio), dev,
-                                    generator)
-        x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
+        if cropped:
+            flip = ops.bernoulli(b, cfg.flip_p, dev, generator).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        else:
+            boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio),
+                                        dev, generator)
+            x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
         if cfg.jitter_p > 0:
             factors = ops.sample_jitter(b, cfg.brightness, cfg.contrast, cfg.saturation if self.color else 0.0,
                                         cfg.hue if self.color else 0.0, dev, generator)
@@ -57,6 +72,8 @@ class ViewAugment(nn.Module):
         if cfg.blur_p > 0:
             sigma = ops.uniform(b, cfg.blur_sigma[0], cfg.blur_sigma[1], dev, generator)
             x = ops.gaussian_blur(x, sigma, cfg.blur_kernel, ops.bernoulli(b, cfg.blur_p, dev, generator))
+        if getattr(cfg, "solarize_p", 0.0) > 0:
+            x = ops.solarize(x, ops.bernoulli(b, cfg.solarize_p, dev, generator))
         if cfg.erase_p > 0:
             boxes, found = ops.sample_boxes(b, cfg.size, cfg.size, (0.02, 0.33), (0.3, 3.3), dev, generator,
                                             fallback="none")

@@ -1,1 +1,1 @@
-"""The commands' side of the package: evaluating a run directory, as tools/*.py do."""
+"""The command line: ``vissl-neg`` (main.py) and its subcommands, which tools/*.py wrap; evaluating a run directory."""

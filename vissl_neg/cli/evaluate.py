@@ -14,10 +14,11 @@ from vissl_neg.augment import EvalTransform
 from vissl_neg.augment.cross_view import EvalPairTransform
 from vissl_neg.data import build_dataset
 from vissl_neg.data.cvusa import cvusa_split
+from vissl_neg.errors import cli_entry
 from vissl_neg.eval.evaluate import evaluate_backbone, recalibrate_bn
 from vissl_neg.export.release import backbone_state_dict
 from vissl_neg.geo.embed import evaluate_recall
-from vissl_neg.models import build_backbone
+from vissl_neg.models import backbone_from_config
 from vissl_neg.models.cross_view import build_cross_view_model
 from vissl_neg.runtime.device import resolve_amp
 from vissl_neg.tasks import load_run
@@ -28,8 +29,7 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     freshly initialised with the run's seed, BN statistics re-estimated); writes RUN_DIR/<kind>[_random_init].json."""
     cfg, state = load_run(run_dir)
     torch.manual_seed(cfg.train.seed)
-    backbone = build_backbone(cfg.model.backbone, state["in_chans"], cfg.model.small_stem,
-                              image_size=cfg.augment.size, patch_size=cfg.model.patch_size)
+    backbone = backbone_from_config(cfg.model, state["in_chans"], cfg.augment.size)
     if random_init:
         train_set = build_dataset(cfg.data, "train")
         dev = torch.device(device)
@@ -51,16 +51,65 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     return result
 
 
-def cli(kind: str, doc: str, argv=None) -> int:
-    """The shared command line of tools/knn.py and tools/linear_probe.py."""
+KNN_DOC = """Weighted kNN top-1 (cosine) of a run's frozen backbone on the test split.
+
+    vissl-neg knn RUN_DIR [--random-init]
+
+Prints the result and writes RUN_DIR/knn.json (or knn_random_init.json).
+"""
+
+LINEAR_PROBE_DOC = """Linear-probe top-1 of a run's frozen backbone: standardised features, logistic regression.
+
+    vissl-neg linear-probe RUN_DIR [--random-init]
+
+Prints the result and writes RUN_DIR/linear_probe.json (or linear_probe_random_init.json).
+"""
+
+EVAL_GEO_DOC = """Cross-view recall (R@1, R@5, R@10, R@1%) of a geo run: ground panoramas against satellite tiles.
+
+    vissl-neg eval-geo RUN_DIR [--random-init] [--root /data/CVUSA] [--split test]
+
+Prints the result and writes RUN_DIR/eval_geo.json (or eval_geo_random_init.json).
+"""
+
+
+def cli(kind: str, doc: str, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The shared command line of ``vissl-neg knn`` and ``vissl-neg linear-probe`` (and tools/knn.py, ...)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     print(json.dumps(evaluate_run(args.run_dir, kind, args.random_init, args.device)))
+    return 0
+
+
+@cli_entry
+def knn_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return cli("knn", KNN_DOC, argv, prog)
+
+
+@cli_entry
+def linear_probe_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return cli("linear_probe", LINEAR_PROBE_DOC, argv, prog)
+
+
+@cli_entry
+def eval_geo_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command line of ``vissl-neg eval-geo`` (and tools/eval_geo.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=EVAL_GEO_DOC,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
+    parser.add_argument("--root", help="the CVUSA root, if it moved since training (default: the run's data.root)")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    print(json.dumps(evaluate_geo_run(args.run_dir, args.random_init, args.device, args.root, args.split)))
     return 0
 
 

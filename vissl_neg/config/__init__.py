@@ -5,6 +5,7 @@ from vissl_neg.config.load import (
     TaskSchema,
     build_strategies,
     config_from_dict,
+    find_config,
     flatten,
     load_config,
     parse_overrides,
@@ -12,6 +13,7 @@ from vissl_neg.config.load import (
     resumable_keys,
     save_config,
     schema_of,
+    shipped_configs,
     task_name,
     to_dict,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "Config",
     "RESUMABLE_KEYS",
     "config_from_dict",
+    "find_config",
     "flatten",
     "load_config",
     "parse_overrides",
@@ -31,6 +34,7 @@ __all__ = [
     "resumable_keys",
     "save_config",
     "schema_of",
+    "shipped_configs",
     "task_name",
     "to_dict",
 ]

@@ -10,15 +10,19 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vissl_neg.negatives.strategy import Strategy
 
 
 class _Loader(yaml.SafeLoader):
@@ -90,7 +94,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key '{key}' must be of type {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type, values: dict, prefix: str = ""):
+def _build(cls: Any, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -102,7 +106,7 @@ def _build(cls: type, values: dict, prefix: str = ""):
     return cls(**kwargs)
 
 
-def _build_variant(base: type, values: dict, key: str):
+def _build_variant(base: Any, values: dict, key: str):
     """A section whose ``name`` selects a registered dataclass with keys of its own."""
     from vissl_neg.losses import LOSSES
 
@@ -162,12 +166,38 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """{name: file} of the configs shipped with the package: ``vissl_neg/configs`` in an
+    installed wheel, the checkout's ``configs/`` folder otherwise (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "configs", package.parent / "configs"):
+        files = sorted(folder.glob("*.yaml"))
+        if files:
+            return {f.stem: f for f in files}
+    return {}
+
+
+def find_config(path: str | Path) -> Path:
+    """A config file on disk, else a shipped config named by ``path``: ``NAME``, ``NAME.yaml``
+    or ``configs/NAME.yaml`` (the checkout's path, from any folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.parent.name in ("", "configs") and path.suffix in ("", ".yaml"):
+        shipped = shipped_configs()
+        name = path.stem if path.suffix else path.name
+        if name in shipped:
+            return shipped[name]
+        close = difflib.get_close_matches(name, list(shipped), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (vissl-neg configs lists them)"
+        raise ConfigError(f"config file '{path}' does not exist and no shipped config is named '{name}'{hint}")
+    raise ConfigError(f"config file '{path}' does not exist")
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A config file as a dict. A top-level ``base: other.yaml`` (relative to the file)
     is read first and the file's own keys are merged over it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+    path = find_config(path)
     try:
         data = _yaml(path.read_text())
     except yaml.YAMLError as exc:
@@ -216,7 +246,7 @@ def resumable_keys(cfg) -> tuple[str, ...]:
     return schema_of(cfg).resumable_keys
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config | GeoConfig:
     """Defaults <- YAML file <- dotted overrides, validated."""
     values = read_yaml(path) if path else {}
     values = _merge(values, parse_overrides(overrides or []))
@@ -292,7 +322,7 @@ def build_strategies(specs: list[dict], negatives: int | None = None, temperatur
     ``temperature`` (the loss's) fills the ``temperature: 0`` of a strategy that works on logits."""
     from vissl_neg.negatives import STRATEGIES
 
-    built = []
+    built: list[Strategy] = []
     available, narrowed_by = negatives, ""
     for i, spec in enumerate(specs):
         key = f"negatives.strategies[{i}]"
@@ -335,9 +365,17 @@ def validate(cfg: Config) -> None:
     _choice("model.momentum_schedule", cfg.model.momentum_schedule, ("fixed", "cosine"))
     _choice("model.shuffle_bn", cfg.model.shuffle_bn, ("auto", "ddp", "split", "none"))
     _choice("model.split_bn_impl", cfg.model.split_bn_impl, ("auto", "fused", "per_group"))
+    _choice("model.pos_embed", cfg.model.pos_embed, ("learn", "sincos"))
+    _choice("model.vit_init", cfg.model.vit_init, ("timm", "mocov3"))
+    if cfg.model.head_layers < 2:
+        raise ConfigError(f"config key 'model.head_layers' must be >= 2, got {cfg.model.head_layers}")
+    if cfg.model.sync_bn and cfg.model.shuffle_bn in ("ddp", "split"):
+        raise ConfigError(f"model.sync_bn=true shares BN statistics over the ranks, which model.shuffle_bn="
+                          f"{cfg.model.shuffle_bn} keeps apart; use model.shuffle_bn=none (or auto)")
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
+    _choice("data.crops", cfg.data.crops, ("square", "image"))  # image folders only, like decode_size
     from vissl_neg.negatives import SOURCES
 
     _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))
@@ -353,6 +391,8 @@ def validate(cfg: Config) -> None:
     _choice("optim.name", cfg.optim.name, ("sgd", "adamw"))
     _choice("optim.lr_scaling", cfg.optim.lr_scaling, ("none", "linear"))
     _choice("eval.linear_protocol", cfg.eval.linear_protocol, ("lbfgs", "sgd"))
+    _choice("eval.linear_schedule", cfg.eval.linear_schedule, ("steps", "cosine"))
+    _choice("eval.linear_lr_scaling", cfg.eval.linear_lr_scaling, ("none", "linear"))
     _check_run(cfg)
     _check_ranges(
         cfg,
@@ -360,27 +400,54 @@ def validate(cfg: Config) -> None:
                   "optim.base_batch", "augment.size", "eval.knn_k", "eval.knn_temperature",
                   "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
                   "eval.linear_batch_size"),
-        non_negative=("data.subset", "model.head_hidden", "model.patch_size"),
-        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p")),
+        non_negative=("data.subset", "model.head_hidden", "model.patch_size", "model.num_heads"),
     )
     if not 0.0 <= cfg.model.momentum < 1.0:
         raise ConfigError(f"config key 'model.momentum' must be in [0, 1), got {cfg.model.momentum}")
-    a = cfg.augment
-    for key in ("crop_scale", "crop_ratio", "blur_sigma"):
-        lo_hi = getattr(a, key)
-        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
-            raise ConfigError(f"config key 'augment.{key}' must be [low, high] with 0 < low <= high, got {lo_hi}")
-    if a.crop_scale[1] > 1.0:
-        raise ConfigError(f"config key 'augment.crop_scale' must not exceed 1.0, got {a.crop_scale}")
-    if a.blur_kernel % 2 == 0:
-        raise ConfigError(f"config key 'augment.blur_kernel' must be odd, got {a.blur_kernel}")
-    if len(a.mean) != len(a.std) or any(s <= 0 for s in a.std):
+    _check_augment(cfg.augment, "augment")
+    if cfg.augment.view2:
+        cfg.augment.view2 = _view2_values(cfg.augment)
+        _check_augment(dataclasses.replace(cfg.augment, view2={}, **cfg.augment.view2), "augment.view2")
+    if len(cfg.augment.mean) != len(cfg.augment.std) or any(s <= 0 for s in cfg.augment.std):
         raise ConfigError("config keys 'augment.mean' and 'augment.std' must have one entry per channel, std > 0")
     if cfg.model.shuffle_bn in ("auto", "split") and cfg.optim.batch_size % cfg.model.bn_splits:
         raise ConfigError(
             f"optim.batch_size={cfg.optim.batch_size} must be divisible by model.bn_splits={cfg.model.bn_splits} "
             "for split shuffle-BN"
         )
+
+
+# keys both views share: the output size and the normalisation
+SHARED_VIEW_KEYS = ("size", "mean", "std", "view2")
+
+
+def _view2_values(a) -> dict:
+    """``augment.view2`` checked against the section's keys and types -> the coerced values."""
+    hints = typing.get_type_hints(type(a))
+    names = [f.name for f in dataclasses.fields(a) if f.name not in SHARED_VIEW_KEYS]
+    out = {}
+    for key, value in a.view2.items():
+        if key in SHARED_VIEW_KEYS:
+            raise ConfigError(f"config key 'augment.view2.{key}': both views share augment.{key}")
+        if key not in names:
+            raise _unknown_key(f"augment.view2.{key}", names)
+        out[key] = _coerce(f"augment.view2.{key}", value, hints[key])
+    return out
+
+
+def _check_augment(a, prefix: str) -> None:
+    """Range checks of one view's augmentation keys, named under ``prefix``."""
+    for key in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p", "solarize_p"):
+        if not 0.0 <= getattr(a, key) <= 1.0:
+            raise ConfigError(f"config key '{prefix}.{key}' must be a probability in [0, 1], got {getattr(a, key)}")
+    for key in ("crop_scale", "crop_ratio", "blur_sigma"):
+        lo_hi = getattr(a, key)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"config key '{prefix}.{key}' must be [low, high] with 0 < low <= high, got {lo_hi}")
+    if a.crop_scale[1] > 1.0:
+        raise ConfigError(f"config key '{prefix}.crop_scale' must not exceed 1.0, got {a.crop_scale}")
+    if a.blur_kernel % 2 == 0:
+        raise ConfigError(f"config key '{prefix}.blur_kernel' must be odd, got {a.blur_kernel}")
 
 
 def validate_geo(cfg: GeoConfig) -> None:

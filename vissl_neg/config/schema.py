@@ -17,6 +17,10 @@ class DataConfig:
     decode_size: int = 256  # image folders: workers decode to this shorter side, centre crop
     draft: bool = True  # image folders: reduced-size JPEG decoding (PIL draft)
     decode_on: str = "workers"  # image folders: workers (PIL) | device (torchvision decode_jpeg; nvJPEG on CUDA)
+    # image folders, training views (pretraining and the sgd probe): square = cut on the device from the
+    # decode_size centre square | image = each view's RandomResizedCrop box drawn over the whole image in the
+    # loader worker (the reference's), decoded and resized there; evaluation views stay resize + centre crop
+    crops: str = "square"
     num_workers: int = 0
     prefetch_factor: int = 2  # batches each worker loads ahead (num_workers > 0)
     persistent_workers: bool = True  # keep workers alive across epochs (num_workers > 0)
@@ -41,8 +45,12 @@ class AugmentConfig:
     blur_kernel: int = 3
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     erase_p: float = 0.0
+    solarize_p: float = 0.0  # BYOL's solarisation (pixels >= 128/255 inverted)
     mean: list[float] = field(default_factory=lambda: [0.2860])
     std: list[float] = field(default_factory=lambda: [0.3530])
+    # the second view's own values of keys above, e.g. {blur_p: 0.1, solarize_p: 0.2} (BYOL / MoCo v3's
+    # asymmetric views); empty: both views alike
+    view2: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,9 +58,15 @@ class ModelConfig:
     backbone: str = "resnet10t"
     small_stem: bool = False  # first conv stride 1 and no max-pool, for 28x28 / 32x32 inputs
     patch_size: int = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = the model's own
+    num_heads: int = 0  # ViTs: timm's num_heads; 0 = the model's own (MoCo v3's ViT-S: 12, timm's/DeiT's: 6)
+    pos_embed: str = "learn"  # ViTs: learn (timm's) | sincos (MoCo v3's fixed 2-D sin-cos, not trained)
+    vit_init: str = "timm"  # ViTs: timm | mocov3 (xavier-uniform, Q/K/V apart, zero biases; moco-v3 vits.py)
     head_hidden: int = 512  # 0 = the backbone's feature width
+    head_layers: int = 2  # Linear layers of the projection head (MoCo v3: 3 for ViTs, 2 for ResNets)
     head_bn: bool = False  # BN in the projection head and after its output (MoCo v3's projector)
     predictor_hidden: int = 0  # > 0: MoCo v3's prediction head (dim -> hidden -> dim) on the query side
+    predictor_last_bn: bool = False  # BN without affine after the predictor's output (MoCo v3's ViT predictor)
+    sync_bn: bool = False  # under DDP on CUDA, every BN of the model uses the global batch (MoCo v3's SyncBN)
     freeze_patch_embed: bool = False  # ViTs: keep the random patch projection (MoCo v3)
     dim: int = 128
     momentum: float = 0.99
@@ -121,7 +135,9 @@ class EvalConfig:
     linear_epochs: int = 100
     linear_batch_size: int = 256
     linear_weight_decay: float = 0.0
-    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])
+    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])  # linear_schedule=steps: lr x0.1 at these epochs
+    linear_schedule: str = "steps"  # steps (MoCo v1/v2) | cosine per epoch (MoCo v3's main_lincls.py)
+    linear_lr_scaling: str = "none"  # none | linear: linear_lr x linear_batch_size / 256 (MoCo v3)
 
 
 @dataclass
@@ -168,4 +184,6 @@ RESUMABLE_KEYS = RUN_KEYS + (
     "eval.linear_batch_size",
     "eval.linear_weight_decay",
     "eval.linear_milestones",
+    "eval.linear_schedule",
+    "eval.linear_lr_scaling",
 )

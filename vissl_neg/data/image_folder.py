@@ -4,8 +4,13 @@ tree), decoded in the loader workers to fixed-size uint8.
 
 Decoding: libjpeg-turbo via torchvision.io, or PIL's ``draft`` (the JPEG decoder produces the
 image at 1/2, 1/4 or 1/8 scale directly) for JPEGs at least twice the target; then the
-shorter side is resized to ``size`` and the centre ``size`` x ``size`` kept. Views are cut
-from that on the device.
+shorter side is resized to ``size`` and the centre ``size`` x ``size`` kept (evaluation
+views, and training views with ``data.crops: square``, which are cut from that on the device).
+With ``data.crops: image`` (:meth:`ImageFolderDataset.cropped_view`) the worker instead draws
+each training view's RandomResizedCrop box over the whole image, as torchvision's
+``RandomResizedCrop.get_params`` does, decodes the JPEG at the smallest scale that keeps every
+box at least ``out`` pixels on its shorter side, and resizes each box to ``out`` x ``out``;
+flip, colour and blur follow on the device.
 An unreadable image is skipped with a warning naming it: the next readable image of the
 dataset takes its place, so batches keep their size, and ``skipped`` counts them across
 worker processes.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import multiprocessing
 import os
 import warnings
@@ -28,6 +34,7 @@ from torchvision.io import ImageReadMode
 from torchvision.io import decode_image as decode_any
 from torchvision.transforms.v2 import functional as TF
 
+from vissl_neg.augment import ops
 from vissl_neg.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -112,6 +119,61 @@ def decode_image(path: str, size: int, draft: bool = True) -> torch.Tensor:
     return square(image, size)
 
 
+def draw_boxes(width: int, height: int, crops: list[tuple], generator: torch.Generator) -> torch.Tensor:
+    """One RandomResizedCrop box per ``(scale, ratio)`` of ``crops`` over a ``width`` x ``height``
+    image -> (V, 4) float (x0, y0, w, h) in whole pixels: torchvision's ``get_params``
+    (:func:`vissl_neg.augment.ops.sample_boxes`), drawn with ``generator``."""
+    return torch.cat([ops.sample_boxes(1, height, width, tuple(scale), tuple(ratio), "cpu", generator)[0]
+                      for scale, ratio in crops])
+
+
+def _reduced_scale(boxes: torch.Tensor, out: int) -> float:
+    """The fraction of full resolution at which every box still has ``out`` pixels on its shorter side."""
+    return min(1.0, out / float(boxes[:, 2:].min()))
+
+
+def crop_views(image: torch.Tensor, boxes: torch.Tensor, full: tuple[int, int], out: int) -> torch.Tensor:
+    """uint8 (3, h, w) decoded at some scale of a ``full`` = (W, H) image; boxes (V, 4) in full-size
+    pixels -> uint8 (V, 3, out, out), each box resized with antialiasing."""
+    sx, sy = image.shape[-1] / full[0], image.shape[-2] / full[1]
+    views = []
+    for x0, y0, w, h in boxes.tolist():
+        left, top = round(x0 * sx), round(y0 * sy)
+        width = max(1, min(round(w * sx), image.shape[-1] - left))
+        height = max(1, min(round(h * sy), image.shape[-2] - top))
+        views.append(TF.resized_crop(image, top, left, height, width, [out, out], antialias=True))
+    return torch.stack(views)
+
+
+def decode_views(path: str, crops: list[tuple], out: int, generator: torch.Generator,
+                 draft: bool = True) -> torch.Tensor:
+    """An image file -> uint8 (V, 3, out, out): a RandomResizedCrop box per entry of ``crops``
+    drawn over the whole image (:func:`draw_boxes`), each resized to ``out``. With ``draft`` a
+    JPEG is decoded at the smallest 1/2^k scale that keeps every box ``out`` pixels wide (PIL's
+    reduced-size decoding) when that scale is 1/2 or less, else at full size by libjpeg-turbo
+    through torchvision.io. Raises OSError for an unreadable file."""
+    raw = Path(path).read_bytes()
+    with Image.open(io.BytesIO(raw)) as img:
+        full = img.size
+        boxes = draw_boxes(full[0], full[1], crops, generator)
+        f = _reduced_scale(boxes, out)
+        if draft and img.format == "JPEG" and f <= 0.5:  # else libjpeg-turbo through torchvision, faster
+            img.draft("RGB", (math.ceil(full[0] * f), math.ceil(full[1] * f)))
+            return crop_views(_pil_rgb(img), boxes, full, out)
+    try:
+        image = decode_any(_as_tensor(raw), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        with Image.open(io.BytesIO(raw)) as img:
+            image = _pil_rgb(img)
+    return crop_views(image, boxes, full, out)
+
+
+def image_size_of(raw: bytes) -> tuple[int, int]:
+    """(W, H) from an encoded image's header (no decoding)."""
+    with Image.open(io.BytesIO(raw)) as img:
+        return img.size
+
+
 def _as_tensor(raw: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
@@ -138,11 +200,24 @@ class ImageFolderDataset(Dataset):
         self.draft = draft
         self.skipped = multiprocessing.Value("l", 0)
         self.encoded = False  # True: items are the files' encoded bytes, decoded later on the device
+        self.crops: list[tuple] | None = None  # cropped_view: (scale, ratio) of each view
+        self.out = size
 
     def encoded_view(self) -> "ImageFolderDataset":
         """The same dataset yielding encoded bytes (uint8 1-D tensors) for ``DeviceJpegDecoder``."""
         view = copy.copy(self)
         view.encoded = True
+        return view
+
+    def cropped_view(self, crops: list[tuple], out: int) -> "ImageFolderDataset":
+        """The same dataset yielding training views: for each ``(scale, ratio)`` of ``crops`` a
+        RandomResizedCrop box drawn over the whole image and resized to ``out`` -> images uint8
+        (B, V, 3, out, out). It takes the keyed items of a ``ResumableBatchSampler(keyed=True)``:
+        each item's boxes come from a generator seeded by (seed, epoch, index), so they do not
+        depend on the worker that loads it, and a resumed run draws the same boxes. Combined with
+        ``encoded_view`` it yields the bytes and the boxes (B, V, 4) for the device decoder."""
+        view = copy.copy(self)
+        view.crops, view.out = [(tuple(s), tuple(r)) for s, r in crops], out
         return view
 
     @property
@@ -152,13 +227,21 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, i: int) -> tuple[torch.Tensor, int]:
-        """Decode item i, or the next readable one; -> (image, the index that was used)."""
+    def _load(self, i: int, key: int | None = None):
+        """Decode item i, or the next readable one; -> (image, the index that was used), or
+        (bytes, index, boxes) for an encoded cropped view."""
+        gen = None if key is None else torch.Generator().manual_seed(key)
         for step in range(len(self.files)):
             j = (i + step) % len(self.files)
             try:
+                if self.crops is not None and self.encoded:
+                    raw = Path(self.files[j]).read_bytes()
+                    width, height = image_size_of(raw)
+                    return _as_tensor(raw), j, draw_boxes(width, height, self.crops, gen)
                 if self.encoded:
                     return _file_bytes(self.files[j]), j
+                if self.crops is not None:
+                    return decode_views(self.files[j], self.crops, self.out, gen, self.draft), j
                 return decode_image(self.files[j], self.size, self.draft), j
             except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
                 warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
@@ -171,8 +254,19 @@ class ImageFolderDataset(Dataset):
         image, j = self._load(i)
         return image, self.labels[j], j
 
-    def __getitems__(self, indices: list[int]):
-        loaded = [self._load(i) for i in indices]
-        used = torch.tensor([j for _, j in loaded], dtype=torch.long)
-        images = [im for im, _ in loaded]
-        return (images if self.encoded else torch.stack(images)), self.labels[used], used
+    def __getitems__(self, indices: list):
+        """A batch of indices (or, for a cropped view, of keyed ``(index, key)`` items) ->
+        (images, labels, used indices) [+ boxes (B, V, 4) for an encoded cropped view]."""
+        if self.crops is not None:
+            if not indices or not isinstance(indices[0], (tuple, list)):
+                raise DataError("a cropped image-folder view takes (index, key) items: "
+                                "use ResumableBatchSampler(keyed=True)")
+            loaded = [self._load(int(i), int(k)) for i, k in indices]
+        else:  # keyed items of a ResumableBatchSampler(keyed=True): the key is for cropped views only
+            loaded = [self._load(i[0] if isinstance(i, (tuple, list)) else i) for i in indices]
+        used = torch.tensor([item[1] for item in loaded], dtype=torch.long)
+        images = [item[0] for item in loaded]
+        batch = (images if self.encoded else torch.stack(images)), self.labels[used], used
+        if self.crops is not None and self.encoded:
+            return (*batch, torch.stack([item[2] for item in loaded]))
+        return batch

@@ -12,9 +12,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     Drops the partial last batch. Under DDP every rank takes a strided share of each
     global batch (``rank::world_size``), so the global order is the same for any world size.
+    ``keyed``: items are ``(index, key)`` pairs, the key a seed of (seed, epoch, index) for
+    the views a loader worker draws (``ImageFolderDataset.cropped_view``).
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 keyed: bool = False):
+        self.keyed = keyed  # items (index, key): key seeds the item's random views in the worker
         self.num_items = num_items
         self.batch_size = batch_size  # per rank
         self.seed = seed
@@ -45,8 +49,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
         perm = self.order(self.epoch)
         gb = self.global_batch
         for b in range(self.start_batch, self.batches_per_epoch()):
-            chunk = perm[b * gb : (b + 1) * gb]
-            yield chunk[self.rank :: self.world_size].tolist()
+            chunk = perm[b * gb : (b + 1) * gb][self.rank :: self.world_size].tolist()
+            yield [(i, self.item_key(self.epoch, i)) for i in chunk] if self.keyed else chunk
+
+    def item_key(self, epoch: int, index: int) -> int:
+        """A 63-bit seed that depends only on (seed, epoch, index)."""
+        g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
+        return int(torch.randint(0, 2**62, (1,), generator=g))
 
 
 class FixedBatchSampler(Sampler[list[int]]):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from vissl_neg.engine.run_dir import diverged, install_stop_handlers, restore_handlers
+from vissl_neg.errors import one_line
 from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime import distributed as dist
 from vissl_neg.runtime.device import autocast, use_deterministic_kernels
-from vissl_neg.engine.run_dir import diverged, install_stop_handlers, restore_handlers
-from vissl_neg.errors import one_line
 
 
 class TrainerBase:

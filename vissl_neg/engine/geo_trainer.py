@@ -19,19 +19,18 @@ from vissl_neg.config.geo_schema import GeoConfig
 from vissl_neg.config.load import to_dict
 from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, to_device
-from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs, evaluate_recall
-from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
 from vissl_neg.geo.m2mix import m2_mix_negatives, m2mix_symmetric_info_nce, m2mix_weight, sample_m2mix_lambda
+from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
 from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
-
+from vissl_neg.runtime import checkpoint as ckpt
+from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 
 GPS_FILE = "split_locations/all.csv"
 

@@ -10,13 +10,10 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vissl_neg.augment import EvalTransform, ViewAugment
+from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
-from vissl_neg.runtime import checkpoint as ckpt
-from vissl_neg.runtime import distributed as dist
 from vissl_neg.engine.base import TrainerBase
-from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
@@ -24,6 +21,22 @@ from vissl_neg.eval import extract_features, knn_top1
 from vissl_neg.models import MoCo, build_encoder, build_predictor, count_batch_norms, momentum_at
 from vissl_neg.negatives import SOURCES, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
+from vissl_neg.negatives.functional import contrast
+from vissl_neg.runtime import checkpoint as ckpt
+from vissl_neg.runtime import distributed as dist
+from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
+
+
+def sync_batch_norms(model: torch.nn.Module, world_size: int, device_type: str) -> tuple[torch.nn.Module, str | None]:
+    """``model.sync_bn``: under DDP on CUDA every BatchNorm of the model (both encoders' heads, the
+    predictor, any backbone BN) becomes a SyncBatchNorm over the global batch, as MoCo v3 converts its
+    whole model (moco-v3 main_moco.py:195-196) -> (model, a note or None). One process: nothing to sync."""
+    if world_size <= 1:
+        return model, None
+    if device_type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
+        return model, ("model.sync_bn needs CUDA (torch's SyncBatchNorm); each process keeps its own "
+                       "BatchNorm statistics here")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), None
 
 
 class Trainer(TrainerBase):
@@ -49,8 +62,10 @@ class Trainer(TrainerBase):
             )
         if global_batch % dist.world_size():
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
+        self.whole_image_crops = cfg.data.crops == "image" and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
-            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size()
+            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size(),
+            keyed=self.whole_image_crops,
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
@@ -58,11 +73,14 @@ class Trainer(TrainerBase):
         seed_everything(cfg.train.seed)
         in_chans = self.train_set.in_chans
         self.augment = ViewAugment(cfg.augment, in_chans).to(self.device)
+        # the second view's own values (BYOL / MoCo v3's asymmetric views), else the same pipeline
+        self.augment2 = (ViewAugment(second_view(cfg.augment), in_chans).to(self.device) if cfg.augment.view2
+                         else self.augment)
         self.eval_transform = EvalTransform(cfg.augment, in_chans).to(self.device)
         self.notes: list[str] = []
         shuffle_bn = cfg.model.shuffle_bn
         if shuffle_bn == "auto":
-            shuffle_bn = "ddp" if dist.world_size() > 1 else "split"
+            shuffle_bn = "none" if cfg.model.sync_bn else "ddp" if dist.world_size() > 1 else "split"
         if shuffle_bn == "ddp" and dist.world_size() == 1:
             raise ConfigError("model.shuffle_bn=ddp needs several processes (torchrun); use split on one process")
         encoder = build_encoder(cfg.model, in_chans, cfg.augment.size)
@@ -79,6 +97,9 @@ class Trainer(TrainerBase):
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
             self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
                               f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
+        if cfg.model.sync_bn:
+            self.model, note = sync_batch_norms(self.model, dist.world_size(), self.device.type)
+            self.notes += [note] if note else []
         self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch),
                                            cfg.loss.temperature)
         self.first_log_done = False
@@ -91,10 +112,14 @@ class Trainer(TrainerBase):
         if dist.is_dist():
             self.query_encoder = DDP(self.query_encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loader_set, self.decoder, self.batch_sampler = self.train_set, None, self.sampler
+        if self.whole_image_crops:  # each view's box over the whole image, cut in the loader workers
+            views = (cfg.augment, second_view(cfg.augment))
+            self.loader_set = self.train_set.cropped_view([(a.crop_scale, a.crop_ratio) for a in views],
+                                                          cfg.augment.size)
         if cfg.data.decode_on == "device":
             from vissl_neg.data.device_decode import DeviceJpegDecoder
 
-            self.loader_set = self.train_set.encoded_view()
+            self.loader_set = self.loader_set.encoded_view()
             self.decoder = DeviceJpegDecoder(self.train_set, cfg.data.decode_size, self.device)
             if self.device.type != "cuda":
                 self.notes.append("data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
@@ -163,7 +188,10 @@ class Trainer(TrainerBase):
 
     # ---------------------------------------------------------------- training
     def _views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v1, v2 = self.augment(images), self.augment(images)
+        if images.dim() == 5:  # (B, 2, C, S, S): the two views, cropped in the loader workers
+            v1, v2 = self.augment(images[:, 0], cropped=True), self.augment2(images[:, 1], cropped=True)
+        else:
+            v1, v2 = self.augment(images), self.augment2(images)
         if self.cfg.model.channels_last:
             v1 = v1.contiguous(memory_format=torch.channels_last)
             v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -183,14 +211,8 @@ class Trainer(TrainerBase):
     def contrast(self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor | None = None):
         """One direction's loss -> (loss, negative set, pos (B,), real (B, K), synthetic (B, S) or None)."""
         negs = self.negative_set(q, k, indices, labels)
-        pos = (negs.q * negs.k).sum(dim=1)
-        real = negs.real_similarities()
-        syn = negs.synthetic_similarities()
-        sims = real if syn is None else torch.cat([real, syn], dim=1)
-        marks = negs.suspected
-        if marks is not None and syn is not None:  # synthetic negatives are never suspected
-            marks = torch.cat([marks, torch.zeros_like(syn, dtype=torch.bool)], dim=1)
-        return self.loss(pos, sims, marks, negs.cancel), negs, pos, real, syn
+        loss, pos, real, syn = contrast(negs, self.loss)  # the building block users call in their own loop
+        return loss, negs, pos, real, syn
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
                    diagnose: bool = False) -> dict[str, torch.Tensor]:
@@ -254,11 +276,16 @@ class Trainer(TrainerBase):
         self.sampler.set_epoch(epoch, start_batch)
         return 0.0
 
+    def load_images(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A loader batch -> (uint8 images on the device, decoded there with data.decode_on=device;
+        (B, 2, C, S, S) views with data.crops=image), labels, indices."""
+        images, labels, indices = to_device(batch[:3], self.device)
+        if self.decoder is not None:  # batch[3]: the views' boxes (B, 2, 4) with data.crops=image
+            images = self.decoder(images, indices, *batch[3:], out=self.cfg.augment.size)
+        return images, labels, indices
+
     def train_batch(self, batch, diagnose: bool) -> dict:
-        images, labels, indices = to_device(batch, self.device)
-        if self.decoder is not None:
-            images = self.decoder(images, indices)
-        return self.train_step(images, labels, indices, diagnose)
+        return self.train_step(*self.load_images(batch), diagnose)
 
     def step_scalars(self, out: dict) -> dict:
         scalars = {"train/momentum": out["momentum"]}

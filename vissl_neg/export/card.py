@@ -111,7 +111,7 @@ def render_readme(card: dict, cfg, geo: bool, repo_id: str, license: str) -> str
               "data_cfg = timm.data.resolve_data_config({}, model=model)  # size, mean, std, crop of the training",
               "transform = timm.data.create_transform(**data_cfg)",
               "with torch.no_grad():",
-              "    features = model(transform(image).unsqueeze(0))  # (1, %d)" % card["num_features"],
+              f"    features = model(transform(image).unsqueeze(0))  # (1, {card['num_features']})",
               "```", "",
               f"`config.json` rebuilds the trained architecture: `timm.create_model(\"{card['backbone']}\", "
               + ", ".join(f"{k}={v!r}" for k, v in card["model_args"].items()) + ")`.",

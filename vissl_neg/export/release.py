@@ -14,13 +14,13 @@ import safetensors.torch
 import torch
 from timm.models._hub import save_config_for_hf
 
-from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
 from vissl_neg.export.card import DATASETS, render_readme
 from vissl_neg.models.encoder import build_backbone, timm_kwargs
 from vissl_neg.models.shuffle_bn import count_batch_norms
 from vissl_neg.tasks import TASKS, load_run, task_of
+
 # what config.json keeps of timm's own pretrained_cfg for the architecture; the rest describes timm's weights
 ARCH_KEYS = ("architecture", "fixed_input_size", "first_conv", "classifier")
 # config keys that name files or folders of the training machine: the export keeps them out
@@ -66,8 +66,10 @@ def released_backbone(cfg, state: dict) -> tuple[torch.nn.Module, dict]:
     """-> (the trained backbone as plain timm builds it, in eval mode; its timm_kwargs)."""
     task = task_of(cfg)
     in_chans, image_size = task.backbone_input(cfg, state)
-    kwargs = timm_kwargs(cfg.model.backbone, in_chans, image_size, cfg.model.patch_size)
-    model = build_backbone(cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size)
+    num_heads = getattr(cfg.model, "num_heads", 0)
+    kwargs = timm_kwargs(cfg.model.backbone, in_chans, image_size, cfg.model.patch_size, num_heads)
+    model = build_backbone(cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size,
+                           num_heads=num_heads)
     model.load_state_dict(backbone_state_dict(state["model"], task.backbone_prefix))
     return model.eval(), kwargs
 
@@ -81,6 +83,22 @@ def write_config(model: torch.nn.Module, model_args: dict, data: dict, path: Pat
                             "license": license}
     save_config_for_hf(model, path, model_config=dict(extra or {}), model_args=dict(model_args))
     return json.loads(path.read_text())
+
+
+def export_backbone(model: torch.nn.Module, out_dir: str | Path, model_args: dict | None = None,
+                    data: dict | None = None, license: str = "apache-2.0", extra: dict | None = None) -> dict:
+    """Write a timm backbone (any ``timm.create_model`` result, e.g. one trained in your own
+    loop) as model.safetensors + config.json (timm's hub layout: ``timm.create_model(
+    "local-dir:OUT_DIR", pretrained=True)`` rebuilds it) and backbone.pth; ``model_args`` are
+    the ``create_model`` arguments besides the name (default ``{"num_classes": 0}``), ``data``
+    the preprocessing (input_size, mean, std, ...); returns config.json's content."""
+    out_dir = Path(out_dir)
+    make_output_dir(out_dir, "export folder")
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    torch.save(weights, out_dir / "backbone.pth")
+    safetensors.torch.save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})
+    (out_dir / "model.safetensors").chmod((out_dir / "backbone.pth").stat().st_mode)  # it writes 0600
+    return write_config(model, model_args or {"num_classes": 0}, data or {}, out_dir / "config.json", license, extra)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: str = "USER/REPO",
@@ -100,14 +118,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
                         "export with --allow-small-stem to release it with that caveat in its card")
     model, kwargs = released_backbone(cfg, state)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
-    make_output_dir(out_dir, "export folder")
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    torch.save(weights, out_dir / "backbone.pth")
-    safetensors.torch.save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})
-    (out_dir / "model.safetensors").chmod((out_dir / "backbone.pth").stat().st_mode)  # it writes 0600
     data = task.preprocessing(cfg, kwargs["in_chans"])
-    config = write_config(model, kwargs, data, out_dir / "config.json", license,
-                          {"vissl_neg": {"small_stem": True}} if small_stem else None)
+    config = export_backbone(model, out_dir, kwargs, data, license,
+                             {"vissl_neg": {"small_stem": True}} if small_stem else None)
     results, skipped = task.card_results(run_dir, cfg, state)
     fields = task.card_fields(cfg, state, results)
     dataset = DATASETS.get(cfg.data.name, (cfg.data.name, None))

@@ -7,8 +7,8 @@ from torch.utils.data import BatchSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from vissl_neg.data.loader import make_loader, to_device
-from vissl_neg.runtime.device import autocast
 from vissl_neg.geo.metrics import recall_at_k
+from vissl_neg.runtime.device import autocast
 
 
 @torch.no_grad()

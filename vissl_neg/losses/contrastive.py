@@ -44,7 +44,7 @@ class ContrastiveLoss:
     cancels_false_negatives = True  # takes a false_negatives strategy's marks
 
     @classmethod
-    def variant(cls, name: str) -> type["ContrastiveLoss"] | None:
+    def variant(cls, name: str) -> type[ContrastiveLoss] | None:
         """The registered loss class of ``name`` (None if there is none)."""
         from vissl_neg.losses import LOSSES
 

@@ -13,7 +13,6 @@ relative to the row maximum, so small temperatures do not overflow.
 
 from __future__ import annotations
 
-
 import torch
 
 from vissl_neg.losses.info_nce import similarities

@@ -6,10 +6,13 @@ from vissl_neg.models.encoder import (
     ProjectionHead,
     QueryPath,
     apply_small_stem,
+    backbone_from_config,
     build_backbone,
     build_encoder,
     build_predictor,
     check_input,
+    mocov3_vit_init,
+    sincos_position_embedding,
     timm_kwargs,
 )
 from vissl_neg.models.moco import MoCo
@@ -25,6 +28,7 @@ __all__ = [
     "SplitBatchNorm2d",
     "SplitBatchNormAct2d",
     "apply_small_stem",
+    "backbone_from_config",
     "build_backbone",
     "build_cross_view_model",
     "build_encoder",
@@ -32,7 +36,9 @@ __all__ = [
     "check_input",
     "convert_split_bn",
     "count_batch_norms",
+    "mocov3_vit_init",
     "momentum_at",
     "momentum_update",
+    "sincos_position_embedding",
     "timm_kwargs",
 ]

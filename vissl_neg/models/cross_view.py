@@ -33,5 +33,5 @@ def build_cross_view_model(cfg, sat_size: int, pano_size: tuple[int, int]) -> Cr
     hint = ("it takes one fixed input size, the two views differ" if fixed_input_size(cfg.backbone)
             else "use larger data sizes or another backbone")
     for name, shape in (("satellite images", (sat_size, sat_size)), ("panoramas", tuple(pano_size))):
-        check_input(backbone, cfg.backbone, (3, *shape), name, hint)
+        check_input(backbone, cfg.backbone, (3, shape[0], shape[1]), name, hint)
     return CrossViewModel(backbone, cfg.init_temperature)

@@ -1,9 +1,11 @@
-"""timm backbone + MoCo-v2 MLP head; the query/key encoder of every method here."""
+"""timm backbone + MoCo MLP head; the query/key encoder of every method here."""
 
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -36,16 +38,80 @@ def fixed_input_size(name: str) -> bool:
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
-def timm_kwargs(name: str, in_chans: int, image_size: int | None = None, patch_size: int = 0) -> dict:
+def timm_kwargs(name: str, in_chans: int, image_size: int | None = None, patch_size: int = 0,
+                num_heads: int = 0) -> dict:
     """The arguments :func:`build_backbone` gives ``timm.create_model`` besides the name, as a
     release's config.json ``model_args`` repeats them: no classifier, ``in_chans``, the data's
-    ``img_size`` for models with a fixed input size, and ``patch_size`` when set (0 = the model's own)."""
+    ``img_size`` for models with a fixed input size, and ``patch_size`` / ``num_heads`` when set
+    (0 = the model's own)."""
     kwargs = {"num_classes": 0, "in_chans": in_chans}
     if image_size and fixed_input_size(name):
         kwargs["img_size"] = image_size
     if patch_size:
         kwargs["patch_size"] = patch_size
+    if num_heads:
+        kwargs["num_heads"] = num_heads
     return kwargs
+
+
+def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """MoCo v3's fixed 2-D sin-cos position embedding (Chen, Xie, He 2021; moco-v3 vits.py:53-69)
+    -> (1, 1 + grid_h * grid_w, dim): a zero row for the class token, then per patch the sin and
+    cos of its two grid coordinates at dim / 4 frequencies each, in the reference's order."""
+    if dim % 4:
+        raise ConfigError(f"model.pos_embed=sincos needs an embedding width divisible by 4, got {dim}")
+    coord_w, coord_h = torch.meshgrid(torch.arange(grid_w, dtype=torch.float32),
+                                      torch.arange(grid_h, dtype=torch.float32), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    out_w = coord_w.flatten()[:, None] * omega[None]
+    out_h = coord_h.flatten()[:, None] * omega[None]
+    patches = torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), patches], dim=0)[None]
+
+
+def use_sincos_position_embedding(model: nn.Module, name: str) -> None:
+    """Replace a timm ViT's learned ``pos_embed`` by :func:`sincos_position_embedding`, kept as a
+    parameter (so timm loads the weights as they are) with ``requires_grad`` False: never trained,
+    never weight-decayed (moco-v3 vits.py:28-29, 68-69)."""
+    patch = getattr(model, "patch_embed", None)
+    pos = getattr(model, "pos_embed", None)
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if patch is None or not isinstance(pos, nn.Parameter) or getattr(model, "no_embed_class", False) or prefix != 1:
+        raise ConfigError(f"model.pos_embed=sincos needs a ViT with one class (or register) token and a learned "
+                          f"position embedding over it; '{name}' has none")
+    h, w = patch.grid_size
+    table = sincos_position_embedding(h, w, pos.shape[-1]).to(pos.dtype)
+    if table.shape != pos.shape:
+        raise ConfigError(f"model.pos_embed=sincos: '{name}' has a position embedding of shape {tuple(pos.shape)}, "
+                          f"not {tuple(table.shape)}")
+    model.pos_embed = nn.Parameter(table, requires_grad=False)
+
+
+def mocov3_vit_init(model: nn.Module) -> None:
+    """MoCo v3's ViT initialisation (moco-v3 vits.py:31-47): every Linear xavier-uniform with Q, K
+    and V of a fused ``qkv`` treated as three matrices, biases zero; class token N(0, 1e-6); the
+    patch projection xavier-uniform over its (C * p * p, width) fan, bias zero. (The reference
+    writes C = 3; the input's channel count is used here, the same for RGB.)"""
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Linear):
+                if "qkv" in name:
+                    val = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
+                    nn.init.uniform_(m.weight, -val, val)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        cls_token = getattr(model, "cls_token", None)
+        if isinstance(cls_token, torch.Tensor):
+            nn.init.normal_(cls_token, std=1e-6)
+        proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+        if isinstance(proj, nn.Conv2d):
+            fan_in = proj.weight.shape[1] * proj.weight.shape[2] * proj.weight.shape[3]
+            val = math.sqrt(6.0 / float(fan_in + proj.weight.shape[0]))
+            nn.init.uniform_(proj.weight, -val, val)
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -70,16 +136,19 @@ def _check_patches(name: str, model: nn.Module, image_size: int) -> None:
 
 
 def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretrained: bool = False,
-                   pretrained_file: str = "", image_size: int | None = None, patch_size: int = 0) -> nn.Module:
+                   pretrained_file: str = "", image_size: int | None = None, patch_size: int = 0,
+                   num_heads: int = 0, pos_embed: str = "learn", init: str = "timm") -> nn.Module:
     """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features,
     built with :func:`timm_kwargs`. ``pretrained`` loads timm's weights (a download),
-    ``pretrained_file`` a local weights file."""
+    ``pretrained_file`` a local weights file. ViTs: ``num_heads`` (0 = the model's own),
+    ``pos_embed`` 'learn' (timm's) or 'sincos' (MoCo v3's fixed embedding), ``init`` 'timm' or
+    'mocov3' (:func:`mocov3_vit_init`, applied after timm builds the model)."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown timm model '{name}' in model.backbone{hint}")
-    kwargs = timm_kwargs(name, in_chans, image_size, patch_size)
-    extra = {}
+    kwargs = timm_kwargs(name, in_chans, image_size, patch_size, num_heads)
+    extra: dict[str, Any] = {}
     if pretrained_file:
         if not Path(pretrained_file).is_file():
             raise ConfigError(f"model.pretrained_file '{pretrained_file}' does not exist")
@@ -91,6 +160,9 @@ def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretraine
         if "patch_size" in str(exc):
             raise ConfigError(f"backbone '{name}' takes no patch size ({_first_line(exc)}); "
                               "use model.patch_size=0") from None
+        if "num_heads" in str(exc):
+            raise ConfigError(f"backbone '{name}' takes no number of heads ({_first_line(exc)}); "
+                              "use model.num_heads=0") from None
         raise ConfigError(f"timm cannot build '{name}' for {size} ({_first_line(exc)})") from None
     except (OSError, RuntimeError, ValueError, AssertionError) as exc:
         if pretrained or pretrained_file:  # no network, a wrong or damaged file
@@ -102,7 +174,20 @@ def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretraine
         _check_patches(name, model, image_size)
     if small_stem:
         apply_small_stem(model)
+    if init == "mocov3":
+        if getattr(model, "patch_embed", None) is None:
+            raise ConfigError(f"model.vit_init=mocov3 is MoCo v3's ViT initialisation; '{name}' is no ViT")
+        mocov3_vit_init(model)
+    if pos_embed == "sincos":
+        use_sincos_position_embedding(model, name)
     return model
+
+
+def backbone_from_config(cfg, in_chans: int, image_size: int | None) -> nn.Module:
+    """:func:`build_backbone` with the ``model`` section's architecture keys."""
+    return build_backbone(cfg.backbone, in_chans, getattr(cfg, "small_stem", False), image_size=image_size,
+                          patch_size=cfg.patch_size, num_heads=getattr(cfg, "num_heads", 0),
+                          pos_embed=getattr(cfg, "pos_embed", "learn"), init=getattr(cfg, "vit_init", "timm"))
 
 
 def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], what: str = "inputs",
@@ -129,20 +214,26 @@ def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], wha
 
 
 class ProjectionHead(nn.Module):
-    """MLP head Linear(F, H) -> [BN] -> ReLU -> Linear(H, D) [-> BN without affine]: MoCo v2's
-    (Chen et al. 2020; no BN) or, with ``bn`` / ``last_bn``, MoCo v3's (Chen, Xie, He 2021:
-    BN in the hidden layer, and after the output for the projector, not the predictor)."""
+    """MLP head (B, F) -> (B, D) of ``layers`` Linear layers: (Linear(., H) [-> BN] -> ReLU) x
+    (layers - 1) -> Linear(H, D) [-> BN without affine]. MoCo v2's (Chen et al. 2020; 2 layers,
+    no BN, biases) or, with ``bn`` / ``last_bn``, MoCo v3's ``_build_mlp`` (Chen, Xie, He 2021;
+    moco-v3 builder.py:36-52: hidden BNs, no Linear bias before a BN; ViT projector 3 layers,
+    ResNet projector and every predictor 2; the last BN on every MLP but the ResNet predictor)."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, bn: bool = False, last_bn: bool = False):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, bn: bool = False, last_bn: bool = False,
+                 layers: int = 2):
         super().__init__()
         hidden = hidden or in_dim
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden, bias=not bn)]
-        if bn:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim, bias=not last_bn)]
+        mods: list[nn.Module] = []
+        for i in range(layers - 1):
+            mods.append(nn.Linear(in_dim if i == 0 else hidden, hidden, bias=not bn))
+            if bn:
+                mods.append(nn.BatchNorm1d(hidden))
+            mods.append(nn.ReLU(inplace=True))
+        mods.append(nn.Linear(hidden if layers > 1 else in_dim, out_dim, bias=not last_bn))
         if last_bn:
-            layers.append(nn.BatchNorm1d(out_dim, affine=False))
-        self.net = nn.Sequential(*layers)
+            mods.append(nn.BatchNorm1d(out_dim, affine=False))
+        self.net = nn.Sequential(*mods)
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,20 +271,21 @@ class QueryPath(nn.Module):
 def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
     """``cfg`` is the ``model`` section; a dry run turns an input the backbone cannot take
     into a one-line :class:`ConfigError`."""
-    backbone = build_backbone(cfg.backbone, in_chans, cfg.small_stem, image_size=image_size,
-                              patch_size=cfg.patch_size)
+    backbone = backbone_from_config(cfg, in_chans, image_size)
     width = check_input(backbone, cfg.backbone, (in_chans, image_size, image_size),
                         hint="try a larger augment.size, model.small_stem=true or another backbone")
     if cfg.freeze_patch_embed:
         freeze_patch_embedding(backbone, cfg.backbone)
-    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim, bn=cfg.head_bn, last_bn=cfg.head_bn))
+    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim, bn=cfg.head_bn, last_bn=cfg.head_bn,
+                                            layers=cfg.head_layers))
 
 
 def build_predictor(cfg) -> ProjectionHead | None:
-    """MoCo v3's prediction head on the query side (``model.predictor_hidden`` > 0), else None."""
+    """MoCo v3's 2-layer prediction head on the query side (``model.predictor_hidden`` > 0), else
+    None; ending in BN without affine with ``model.predictor_last_bn`` (the reference's ViT predictor)."""
     if not cfg.predictor_hidden:
         return None
-    return ProjectionHead(cfg.dim, cfg.predictor_hidden, cfg.dim, bn=True)
+    return ProjectionHead(cfg.dim, cfg.predictor_hidden, cfg.dim, bn=True, last_bn=cfg.predictor_last_bn)
 
 
 def freeze_patch_embedding(backbone: nn.Module, name: str) -> None:

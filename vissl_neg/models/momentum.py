@@ -12,7 +12,7 @@ import torch.nn as nn
 def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
     """In-place EMA of ``online``'s parameters into ``target``'s, one fused op per tensor list.
     Buffers (BN running statistics) are not averaged: the key encoder keeps its own."""
-    params_t = [p for p in target.parameters()]
+    params_t: list[torch.Tensor] = list(target.parameters())
     params_o = [p.detach() for p in online.parameters()]
     torch._foreach_mul_(params_t, m)
     torch._foreach_add_(params_t, params_o, alpha=1.0 - m)

@@ -33,6 +33,8 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
     n, c, h, w = x.shape
     g = num_splits
     momentum = bn.momentum if bn.momentum is not None else 0.1
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, \
+        "split BN keeps running statistics"
     if x.dim() == 4 and _grouped_blocks(x):
         means = [bn.running_mean.clone() for _ in range(g)]
         variances = [bn.running_var.clone() for _ in range(g)]
@@ -67,6 +69,8 @@ def fused_split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int)
     n, c, h, w = x.shape
     g = num_splits
     momentum = bn.momentum if bn.momentum is not None else 0.1
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, \
+        "split BN keeps running statistics"
     xf = x.float()
     if _grouped_blocks(x):  # group k = samples k·N/G .. (k+1)·N/G - 1
         xg, dims, shape = xf.view(g, n // g, c, h, w), (1, 3, 4), (g, 1, c, 1, 1)
@@ -138,9 +142,10 @@ def convert_split_bn(module: nn.Module, num_splits: int, impl: str = "auto") -> 
     version (``impl``: :func:`split_bn_forward`) with the same state; returns how many were replaced."""
     count = 0
     for name, child in module.named_children():
-        if type(child) in (nn.BatchNorm2d, BatchNormAct2d):
+        if isinstance(child, nn.BatchNorm2d) and type(child) in (nn.BatchNorm2d, BatchNormAct2d):
             kwargs = dict(eps=child.eps, momentum=child.momentum, affine=child.affine)
-            if type(child) is BatchNormAct2d:
+            split: nn.Module
+            if isinstance(child, BatchNormAct2d):
                 split = SplitBatchNormAct2d(child.num_features, num_splits, impl, apply_act=False, **kwargs)
                 split.drop, split.act = child.drop, child.act
             else:

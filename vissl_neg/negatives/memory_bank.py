@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vissl_neg.runtime.distributed import concat_all_gather
 from vissl_neg.errors import ConfigError
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.source import NegativeSource
+from vissl_neg.runtime.distributed import concat_all_gather
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -23,6 +23,8 @@ class MemoryBank(NegativeSource):
     """
 
     attr = "bank"
+    bank: torch.Tensor
+    labels: torch.Tensor
 
     def __init__(self, num_items: int, dim: int, momentum: float = 0.5, dtype: torch.dtype | str = torch.float32):
         super().__init__()

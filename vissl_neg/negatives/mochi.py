@@ -34,7 +34,7 @@ class MixCoefficients:
     jq: torch.Tensor
     wq: torch.Tensor
 
-    def rows(self, hard: torch.Tensor) -> "MixCoefficients":
+    def rows(self, hard: torch.Tensor) -> MixCoefficients:
         """Map positions in the hard set to rows via ``hard`` (B, N)."""
         return MixCoefficients(hard.gather(1, self.i), hard.gather(1, self.j), self.w, hard.gather(1, self.jq), self.wq)
 
@@ -152,7 +152,11 @@ class Mochi(Strategy):
     def limits(self) -> dict[str, int]:
         return {"n_hard": self.n_hard}
 
-    beta_alpha = None  # mixing weights: U(0, 1) pairs, U(0, 0.5) query mixes
+    @property
+    def beta_alpha(self) -> float | None:
+        """None: mixing weights U(0, 1) for pairs, U(0, 0.5) for query mixes."""
+        return None
+
     make_mixes = staticmethod(mochi_mixes)
 
     def __call__(self, negs: NegativeSet) -> NegativeSet:

@@ -139,7 +139,7 @@ class NegativeSet:
     cancel: str = "eliminate"  # how the loss cancels the suspected: eliminate | attract
     dense: torch.Tensor | None = field(default=None, repr=False)  # cached (B, M) q·source
 
-    def with_(self, **changes) -> "NegativeSet":
+    def with_(self, **changes) -> NegativeSet:
         if "source" in changes and self.synthetic:
             raise ValueError("the negative source cannot change after synthetic negatives were mixed from it")
         if "index" in changes and self.suspected is not None and "suspected" not in changes:
@@ -148,7 +148,7 @@ class NegativeSet:
             changes.setdefault("dense", None)
         return replace(self, **changes)
 
-    def restrict(self, positions: torch.Tensor) -> "NegativeSet":
+    def restrict(self, positions: torch.Tensor) -> NegativeSet:
         """Keep, per query, only the real negatives at ``positions`` (B, S) (and their marks)."""
         suspected = None if self.suspected is None else self.suspected.gather(1, positions)
         return self.with_(index=self.rows(positions), suspected=suspected)
@@ -202,5 +202,5 @@ class NegativeSet:
             return None
         return torch.cat([m.vectors(self.source) for m in self.synthetic], dim=1)
 
-    def add_synthetic(self, mixes: Mixes) -> "NegativeSet":
+    def add_synthetic(self, mixes: Mixes) -> NegativeSet:
         return replace(self, synthetic=self.synthetic + (mixes,))

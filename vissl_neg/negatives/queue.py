@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vissl_neg.runtime.distributed import concat_all_gather
 from vissl_neg.negatives.negative_set import NegativeSet
 from vissl_neg.negatives.source import NegativeSource
+from vissl_neg.runtime.distributed import concat_all_gather
 
 
 class NegativeQueue(NegativeSource):
@@ -21,6 +21,9 @@ class NegativeQueue(NegativeSource):
     """
 
     attr = "queue"
+    keys: torch.Tensor
+    labels: torch.Tensor
+    ptr: torch.Tensor
 
     def __init__(self, size: int, dim: int):
         super().__init__()

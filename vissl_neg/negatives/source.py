@@ -22,15 +22,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from vissl_neg.runtime.distributed import concat_all_gather, rank
 from vissl_neg.negatives.negative_set import NegativeSet
+from vissl_neg.runtime.distributed import concat_all_gather, rank
 
 
 class NegativeSource(nn.Module):
     attr = "source"
 
     @classmethod
-    def from_config(cls, neg, dim: int, num_items: int, batch_size: int) -> "NegativeSource":
+    def from_config(cls, neg, dim: int, num_items: int, batch_size: int) -> NegativeSource:
         raise NotImplementedError
 
     @staticmethod

@@ -27,8 +27,16 @@ if TYPE_CHECKING:
 
 class Strategy:
     start_epoch: float = 0.0
-    mixes: bool = False
-    changes_source: bool = False
+
+    @property
+    def mixes(self) -> bool:
+        """It makes synthetic negatives from the current source."""
+        return False
+
+    @property
+    def changes_source(self) -> bool:
+        """It replaces the source rows (so it must come before any mixing)."""
+        return False
 
     def check(self) -> None:
         """Raise ValueError for parameters outside their domain."""
