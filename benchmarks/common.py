@@ -20,8 +20,9 @@ def write_results(out: str | Path, text: str, data) -> None:
     out.with_suffix(".json").write_text(json.dumps(data, indent=2))
 
 
-def publish(lines: list[str], data, out: str | Path, readme: str | Path | None, name: str,
-            readme_extra: str = "") -> str:
+def publish(
+    lines: list[str], data, out: str | Path, readme: str | Path | None, name: str, readme_extra: str = ""
+) -> str:
     """Join ``lines`` into the results text, print it, write it (and ``data`` as JSON) to
     ``out``, and splice it (plus ``readme_extra``) into ``readme`` between the ``name``
     markers when a README is given. Returns the text."""
@@ -49,8 +50,16 @@ class LightlyMoCo:
     memory bank, update_momentum) on vissl_neg's device views, for same-process comparisons;
     on ``device`` with ``amp_dtype`` autocast, channels_last and torch.compile when asked."""
 
-    def __init__(self, cfg, backbone, in_chans: int, device=None, amp_dtype=None, channels_last: bool = False,
-                 compile: bool = False):
+    def __init__(
+        self,
+        cfg,
+        backbone,
+        in_chans: int,
+        device=None,
+        amp_dtype=None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ):
         import copy
 
         import torch
@@ -74,10 +83,12 @@ class LightlyMoCo:
             self.query.to(memory_format=torch.channels_last)
             self.key.to(memory_format=torch.channels_last)
         deactivate_requires_grad(self.key)
-        self.criterion = NTXentLoss(temperature=cfg.loss.temperature,
-                                    memory_bank_size=(cfg.negatives.size, cfg.model.dim)).to(device)
-        self.opt = torch.optim.SGD(self.query.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                   weight_decay=cfg.optim.weight_decay)
+        self.criterion = NTXentLoss(
+            temperature=cfg.loss.temperature, memory_bank_size=(cfg.negatives.size, cfg.model.dim)
+        ).to(device)
+        self.opt = torch.optim.SGD(
+            self.query.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay
+        )
         self.forward_q = torch.compile(self.query) if compile else self.query
 
     def step(self, images, lr: float, momentum: float):
@@ -92,7 +103,10 @@ class LightlyMoCo:
         update_momentum(self.query, self.key, momentum)
         x_q, x_k = self.augment(images), self.augment(images)
         if self.channels_last:
-            x_q, x_k = x_q.contiguous(memory_format=torch.channels_last), x_k.contiguous(memory_format=torch.channels_last)
+            x_q, x_k = (
+                x_q.contiguous(memory_format=torch.channels_last),
+                x_k.contiguous(memory_format=torch.channels_last),
+            )
         with autocast(self.device, self.amp_dtype):
             q = self.forward_q(x_q)
             with torch.no_grad():

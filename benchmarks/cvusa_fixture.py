@@ -63,8 +63,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
     for seed in args.seeds:
         for v, (name, extra) in enumerate(VARIANTS.items()):
             out = work / f"run{v}_seed{seed}"
-            cfg = load_config("configs/cvusa_fixture.yaml", [f"data.root={work / 'data'}", f"train.out_dir={out}",
-                                                              f"train.seed={seed}", "train.progress=false", *extra])
+            cfg = load_config(
+                "configs/cvusa_fixture.yaml",
+                [
+                    f"data.root={work / 'data'}",
+                    f"train.out_dir={out}",
+                    f"train.seed={seed}",
+                    "train.progress=false",
+                    *extra,
+                ],
+            )
             t0 = time.perf_counter()
             result = GeoTrainer(cfg, resume=False).fit()
             rows[name]["seconds"].append(time.perf_counter() - t0)
@@ -87,8 +95,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
         secs = f"{statistics.mean(r['seconds']):.0f}" if r["seconds"] else "–"
         lines.append(f"| {name} | " + " | ".join(mean_std(r[k]) for k in KEYS) + f" | {secs} |")
     lines.append(f"| chance | {100 / n_val:.1f} | {500 / n_val:.1f} | {1000 / n_val:.1f} | |")
-    publish(lines, {"rows": rows, "seeds": args.seeds, "n_train": len(ids["train"]), "n_test": n_val},
-            args.out, args.readme, "cvusa_fixture")
+    publish(
+        lines,
+        {"rows": rows, "seeds": args.seeds, "n_train": len(ids["train"]), "n_test": n_val},
+        args.out,
+        args.readme,
+        "cvusa_fixture",
+    )
     return 0
 
 

@@ -42,17 +42,23 @@ def main() -> int:
         if rows[epochs] is None:
             print("stopped by a signal; run the same command again to continue", flush=True)
             return 130
-    lines = [f"Fashion-MNIST, MoCo v2 default recipe (configs/fmnist_moco.yaml), seed {args.seed}, one run per budget "
-             f"(the cosine schedules span each run); torch {torch.__version__}, {device} ({torch.get_num_threads()} "
-             "threads)", "",
-             "| epochs | linear top-1 (%) | kNN top-1 (%) | same class among the 64 hardest negatives | wall (min) |",
-             "|---:|---:|---:|---:|---:|",
-             f"| 0 (random init) | {random['linear_probe']:.2f} | {random['knn']:.2f} | - | {random['wall_min']:.1f} |"]
+    lines = [
+        f"Fashion-MNIST, MoCo v2 default recipe (configs/fmnist_moco.yaml), seed {args.seed}, one run per budget "
+        f"(the cosine schedules span each run); torch {torch.__version__}, {device} ({torch.get_num_threads()} "
+        "threads)",
+        "",
+        "| epochs | linear top-1 (%) | kNN top-1 (%) | same class among the 64 hardest negatives | wall (min) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| 0 (random init) | {random['linear_probe']:.2f} | {random['knn']:.2f} | - | {random['wall_min']:.1f} |",
+    ]
     for epochs, r in rows.items():
-        lines.append(f"| {epochs} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {bench._pct(r.get('fnr'))} | "
-                     f"{r['wall_min']:.1f} |")
-    publish(lines, {"random_init": random, **{str(e): r for e, r in rows.items()}}, args.out, args.readme,
-            "fmnist_curve")
+        lines.append(
+            f"| {epochs} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {bench._pct(r.get('fnr'))} | "
+            f"{r['wall_min']:.1f} |"
+        )
+    publish(
+        lines, {"random_init": random, **{str(e): r for e, r in rows.items()}}, args.out, args.readme, "fmnist_curve"
+    )
     return 0
 
 

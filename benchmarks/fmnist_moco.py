@@ -62,8 +62,11 @@ def main() -> int:
     parser.add_argument("--readme", default=None, help="also replace the table between the markers in this file")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    overrides = list(args.overrides) + ["train.progress=false", "eval.knn_every=-1",
-                                        "train.out_dir=runs/bench_fmnist_moco"]
+    overrides = list(args.overrides) + [
+        "train.progress=false",
+        "eval.knn_every=-1",
+        "train.out_dir=runs/bench_fmnist_moco",
+    ]
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
     cfg = load_config(args.config, overrides)
@@ -71,8 +74,9 @@ def main() -> int:
     rows = []
 
     torch.manual_seed(cfg.train.seed)
-    random_backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
-                                     patch_size=cfg.model.patch_size)
+    random_backbone = build_backbone(
+        cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size, patch_size=cfg.model.patch_size
+    )
     init_state = copy.deepcopy(random_backbone.state_dict())
     train_set = build_dataset(cfg.data, "train")
     recalibrate_bn(random_backbone, train_set, EvalTransform(cfg.augment, 1), device, seed=cfg.train.seed)
@@ -88,8 +92,9 @@ def main() -> int:
     ours = trainer.model.encoder_q.backbone
 
     print("lightly MoCo ...", flush=True)
-    theirs = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
-                            patch_size=cfg.model.patch_size)
+    theirs = build_backbone(
+        cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size, patch_size=cfg.model.patch_size
+    )
     theirs.load_state_dict(init_state)
     theirs_ips = train_lightly(cfg, theirs)
 
@@ -113,8 +118,10 @@ def main() -> int:
     for name, r in table.items():
         ips = f"{r['img_s']:.0f}" if "img_s" in r else "-"
         lines.append(f"| {name} | {r['linear_probe']:.2f} | {r['knn']:.2f} | {ips} |")
-    lines.append(f"| vissl_neg / lightly | {v['linear_probe'] / lt['linear_probe']:.3f} | "
-                 f"{v['knn'] / lt['knn']:.3f} | {v['img_s'] / lt['img_s']:.2f} |")
+    lines.append(
+        f"| vissl_neg / lightly | {v['linear_probe'] / lt['linear_probe']:.3f} | "
+        f"{v['knn'] / lt['knn']:.3f} | {v['img_s'] / lt['img_s']:.2f} |"
+    )
     publish(lines, table, args.out, args.readme, "fmnist_moco")
     return 0
 

@@ -56,26 +56,46 @@ METHODS = {  # key: (label, config, extra overrides)
     "filter_dual": ("filter 1024 + dual-view loss", "fmnist_filter_dual", []),
     "feature_transform": ("feature transformation (2.0, 1.6, one λ per step)", "fmnist_feature_transform", []),
     "debiased": (f"debiased (τ⁺ {TAU_PLUS})", "fmnist_debiased", [f"loss.tau_plus={TAU_PLUS}", "loss.beta=0"]),
-    "hard_weighted": (f"hardness-weighted (τ⁺ {TAU_PLUS}, β 1)", "fmnist_debiased",
-                      [f"loss.tau_plus={TAU_PLUS}", "loss.beta=1.0"]),
+    "hard_weighted": (
+        f"hardness-weighted (τ⁺ {TAU_PLUS}, β 1)",
+        "fmnist_debiased",
+        [f"loss.tau_plus={TAU_PLUS}", "loss.beta=1.0"],
+    ),
     "ambiguous": ("ambiguous negatives, SimANS weights (keep 1024 of the queue)", "fmnist_ambiguous", []),
     "fn_eliminate": ("false negatives: eliminate (top 10, > 0.7)", "fmnist_false_negatives", [FN_ELIMINATE]),
     "fn_attract": ("false negatives: attract (top 10, > 0.7)", "fmnist_false_negatives", []),
-    "in_batch": ("in-batch negatives, symmetric (SimCLR-style MoCo)", "fmnist_moco",
-                 ["negatives.source=batch", "loss.symmetric=true"]),
+    "in_batch": (
+        "in-batch negatives, symmetric (SimCLR-style MoCo)",
+        "fmnist_moco",
+        ["negatives.source=batch", "loss.symmetric=true"],
+    ),
     "mocov3": ("MoCo v3, small ViT (test_vit3)", "fmnist_mocov3", []),
 }
 RANDOM, BASE = "random_init", "moco"
 # Random-init baselines: key -> (label, config of the architecture, the methods it is the baseline of).
-BASELINES = {RANDOM: ("random init", "fmnist_moco", None),
-             "random_init_vit": ("random init, small ViT (test_vit3)", "fmnist_mocov3", ("mocov3",))}
+BASELINES = {
+    RANDOM: ("random init", "fmnist_moco", None),
+    "random_init_vit": ("random init, small ViT (test_vit3)", "fmnist_mocov3", ("mocov3",)),
+}
 LABELS = {**{key: spec[0] for key, spec in BASELINES.items()}, **{key: spec[0] for key, spec in METHODS.items()}}
 # What turns a trained backbone into the reported numbers; part of every result's hash.
 PROTOCOL = "frozen backbone features; kNN (eval.knn_k, eval.knn_temperature); L-BFGS linear probe; v1"
 # Keys that do not change a result (loader, logging, checkpoints, paths): left out of the hash.
-UNHASHED = ("data.num_workers", "data.prefetch_factor", "data.persistent_workers", "data.pin_memory",
-            "train.out_dir", "train.progress", "train.ckpt_every", "train.log_every", "train.hist_every",
-            "train.cudnn_benchmark", "eval.knn_every", "eval.chunk_size", "eval.batch_size")
+UNHASHED = (
+    "data.num_workers",
+    "data.prefetch_factor",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "train.out_dir",
+    "train.progress",
+    "train.ckpt_every",
+    "train.log_every",
+    "train.hist_every",
+    "train.cudnn_benchmark",
+    "eval.knn_every",
+    "eval.chunk_size",
+    "eval.batch_size",
+)
 
 
 def config_hash(cfg, kind: str) -> str:
@@ -106,8 +126,14 @@ def load_result(path: Path, digest: str, kind: str) -> dict | None:
 
 def save_result(path: Path, method: str, seed: int, digest: str, cfg, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    stored = {"method": method, "label": LABELS[method], "seed": seed, "config_hash": digest,
-              "config": to_dict(cfg), "result": row}
+    stored = {
+        "method": method,
+        "label": LABELS[method],
+        "seed": seed,
+        "config_hash": digest,
+        "config": to_dict(cfg),
+        "result": row,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stored, indent=2, default=str))
     tmp.replace(path)
@@ -152,11 +178,16 @@ def run_method(method: str, seed: int, args, results: Path, device) -> dict | No
     row = scores(cfg, trainer.model.encoder_q.backbone, device)
     last = result["last_log"] or earlier
     fnr = f"negatives/false_negative_rate@{cfg.negatives.diag_top}"
-    row.update({"img_s": result["img_per_s"], "fnr": last.get(fnr),
-                "same_class": last.get("negatives/same_class_rate"),
-                "clamped": last.get("loss/debiased_clamped_fraction"),
-                "train_min": round(result["train_seconds"] / 60, 2),
-                "wall_min": round((result["train_seconds"] + time.perf_counter() - t0) / 60, 2)})
+    row.update(
+        {
+            "img_s": result["img_per_s"],
+            "fnr": last.get(fnr),
+            "same_class": last.get("negatives/same_class_rate"),
+            "clamped": last.get("loss/debiased_clamped_fraction"),
+            "train_min": round(result["train_seconds"] / 60, 2),
+            "wall_min": round((result["train_seconds"] + time.perf_counter() - t0) / 60, 2),
+        }
+    )
     save_result(path, method, seed, digest, cfg, row)
     print(f"  linear {row['linear_probe']:.2f}  kNN {row['knn']:.2f}  ({row['wall_min']} min)", flush=True)
     return row
@@ -175,8 +206,9 @@ def random_init(seed: int, args, results: Path, device, key: str = RANDOM) -> di
     print(f"{LABELS[key]}, seed {seed} ...", flush=True)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    backbone = build_backbone(cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size,
-                              patch_size=cfg.model.patch_size)
+    backbone = build_backbone(
+        cfg.model.backbone, 1, cfg.model.small_stem, image_size=cfg.augment.size, patch_size=cfg.model.patch_size
+    )
     train_set = build_dataset(cfg.data, "train")
     recalibrate_bn(backbone, train_set, EvalTransform(cfg.augment, 1), device, seed=seed)
     row = scores(cfg, backbone, device)
@@ -222,26 +254,36 @@ def _pct(v: float | None) -> str:
 
 
 def tables(per_seed: dict, summary: dict) -> list[str]:
-    lines = ["| method | linear top-1 (%) | kNN top-1 (%) | Δ linear vs MoCo (Welch p) | Δ kNN vs MoCo (Welch p) | "
-             "same class among the 64 hardest negatives (among all) | train img/s | wall (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | linear top-1 (%) | kNN top-1 (%) | Δ linear vs MoCo (Welch p) | Δ kNN vs MoCo (Welch p) | "
+        "same class among the 64 hardest negatives (among all) | train img/s | wall (min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, s in summary.items():
         fnr = f"{_pct(s['fnr'])} ({_pct(s['same_class'])})" if s.get("fnr") is not None else "-"
         ips = f"{s['img_s']:.0f}" if s.get("img_s") else "-"
         wall = f"{s['wall_min']:.1f}" if s.get("wall_min") is not None else "-"
-        lines.append(f"| {LABELS[method]} | {s['linear_probe'][0]:.2f} ± {s['linear_probe'][1]:.2f} | "
-                     f"{s['knn'][0]:.2f} ± {s['knn'][1]:.2f} | {_delta(s, 'linear_probe')} | {_delta(s, 'knn')} | "
-                     f"{fnr} | {ips} | {wall} |")
-    lines += ["", "Every seed:", "",
-              "| method | seed | linear top-1 (%) | kNN top-1 (%) | same class among the 64 hardest | "
-              "debiased Ng clamped | train img/s | wall (min) |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {LABELS[method]} | {s['linear_probe'][0]:.2f} ± {s['linear_probe'][1]:.2f} | "
+            f"{s['knn'][0]:.2f} ± {s['knn'][1]:.2f} | {_delta(s, 'linear_probe')} | {_delta(s, 'knn')} | "
+            f"{fnr} | {ips} | {wall} |"
+        )
+    lines += [
+        "",
+        "Every seed:",
+        "",
+        "| method | seed | linear top-1 (%) | kNN top-1 (%) | same class among the 64 hardest | "
+        "debiased Ng clamped | train img/s | wall (min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, rows in per_seed.items():
         for seed, r in rows:
             ips = f"{r['img_s']:.0f}" if r.get("img_s") else "-"
-            lines.append(f"| {LABELS[method]} | {seed} | {r['linear_probe']:.2f} | {r['knn']:.2f} | "
-                         f"{_pct(r.get('fnr'))} | "
-                         f"{_pct(r.get('clamped'))} | {ips} | {r.get('wall_min', '-')} |")
+            lines.append(
+                f"| {LABELS[method]} | {seed} | {r['linear_probe']:.2f} | {r['knn']:.2f} | "
+                f"{_pct(r.get('fnr'))} | "
+                f"{_pct(r.get('clamped'))} | {ips} | {r.get('wall_min', '-')} |"
+            )
     return lines
 
 
@@ -282,8 +324,9 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=0, help="smoke runs: only the first N training images")
     parser.add_argument("--runs", default="runs/bench_strategies", help="run directories (kept for resuming)")
     parser.add_argument("--out", default="benchmarks/results/fmnist_strategies.md")
-    parser.add_argument("--results", default=None,
-                        help="one JSON per (method, seed) (default: the --out path without its suffix)")
+    parser.add_argument(
+        "--results", default=None, help="one JSON per (method, seed) (default: the --out path without its suffix)"
+    )
     parser.add_argument("--readme", default=None)
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args()
@@ -309,18 +352,35 @@ def main() -> int:
 
     summary = summarise({m: [r for _, r in rows] for m, rows in per_seed.items()})
     cfg = load_config(ROOT / "configs" / "fmnist_moco.yaml", list(args.overrides))
-    budget = f"{args.epochs} epoch(s) per run" + (f", at most {args.max_steps} steps" if args.max_steps else "") + (
-        f", first {args.subset} training images" if args.subset else "")
-    title = (f"Fashion-MNIST, {cfg.model.backbone}, {budget}, seeds {args.seeds}, mean ± std; "
-             f"torch {torch.__version__}, {device.type}" + ("" if device.type == "cuda" else
-                                                              f" ({torch.get_num_threads()} threads)"))
+    budget = (
+        f"{args.epochs} epoch(s) per run"
+        + (f", at most {args.max_steps} steps" if args.max_steps else "")
+        + (f", first {args.subset} training images" if args.subset else "")
+    )
+    title = (
+        f"Fashion-MNIST, {cfg.model.backbone}, {budget}, seeds {args.seeds}, mean ± std; "
+        f"torch {torch.__version__}, {device.type}"
+        + ("" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)")
+    )
     lines = [title, ""] + tables(per_seed, summary)
     png = Path(args.out).with_suffix(".png")
     chart(summary, png, title)
-    publish(lines, {"summary": summary, "per_seed": per_seed, "epochs": args.epochs, "seeds": args.seeds,
-                    "max_steps": args.max_steps, "subset": args.subset, "tau_plus": TAU_PLUS},
-            args.out, args.readme, "fmnist_strategies",
-            readme_extra=f"\n![linear probe and kNN per strategy]({png.as_posix()})\n")
+    publish(
+        lines,
+        {
+            "summary": summary,
+            "per_seed": per_seed,
+            "epochs": args.epochs,
+            "seeds": args.seeds,
+            "max_steps": args.max_steps,
+            "subset": args.subset,
+            "tau_plus": TAU_PLUS,
+        },
+        args.out,
+        args.readme,
+        "fmnist_strategies",
+        readme_extra=f"\n![linear probe and kNN per strategy]({png.as_posix()})\n",
+    )
     return 0
 
 

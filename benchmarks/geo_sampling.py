@@ -39,8 +39,13 @@ def run_part(part: str, n: int, dim: int) -> dict:
     pano = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
     sat = torch.nn.functional.normalize(pano + 0.5 * torch.randn(n, dim, generator=g), dim=1)
     if part == "gps":
-        coords = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) * 15 + 30,  # the contiguous USA
-                              torch.rand(n, generator=g, dtype=torch.float64) * 50 - 120], dim=1)
+        coords = torch.stack(
+            [
+                torch.rand(n, generator=g, dtype=torch.float64) * 15 + 30,  # the contiguous USA
+                torch.rand(n, generator=g, dtype=torch.float64) * 50 - 120,
+            ],
+            dim=1,
+        )
         call = lambda: gps_neighbours(ids, coords, 128)  # noqa: E731
     elif part == "mine":
         call = lambda: mined_neighbours(ids, pano, sat, 128)  # noqa: E731
@@ -66,25 +71,43 @@ def main() -> int:
     n = args.pairs
     parts = {}
     for part in ("gps", "mine", "batches"):
-        proc = subprocess.run([sys.executable, __file__, "--part", part, "--pairs", str(n), "--dim", str(args.dim)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--part", part, "--pairs", str(n), "--dim", str(args.dim)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         parts[part] = json.loads(proc.stdout.strip().splitlines()[-1])
     dense_mb = n * n * 8 / MB
-    data = {"pairs": n, "dim": args.dim, **parts, "dense_distance_matrix_mb": dense_mb,
-            "threads": torch.get_num_threads()}
+    data = {
+        "pairs": n,
+        "dim": args.dim,
+        **parts,
+        "dense_distance_matrix_mb": dense_mb,
+        "threads": torch.get_num_threads(),
+    }
     row = "| {} | {:.2f} | {:,.0f} |"
     lines = [
         f"{n:,} training pairs, {args.dim}-d embeddings, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
         "",
         "| step | seconds | peak RSS increase (MiB) |",
         "|---|---:|---:|",
-        row.format("GPS neighbours, top 128 (unit-vector candidates, haversine re-rank, chunks of 1,024)",
-                   parts["gps"]["seconds"], parts["gps"]["peak_increase_mb"]),
-        row.format(f"mined neighbours, top 128 of {n:,} satellites (chunks of 1,024 panoramas; scoring only, "
-                   "the encoder pass over the pairs comes on top)",
-                   parts["mine"]["seconds"], parts["mine"]["peak_increase_mb"]),
-        row.format(f"one epoch of hard-negative batches ({parts['batches']['count']} × 128)",
-                   parts["batches"]["seconds"], parts["batches"]["peak_increase_mb"]),
+        row.format(
+            "GPS neighbours, top 128 (unit-vector candidates, haversine re-rank, chunks of 1,024)",
+            parts["gps"]["seconds"],
+            parts["gps"]["peak_increase_mb"],
+        ),
+        row.format(
+            f"mined neighbours, top 128 of {n:,} satellites (chunks of 1,024 panoramas; scoring only, "
+            "the encoder pass over the pairs comes on top)",
+            parts["mine"]["seconds"],
+            parts["mine"]["peak_increase_mb"],
+        ),
+        row.format(
+            f"one epoch of hard-negative batches ({parts['batches']['count']} × 128)",
+            parts["batches"]["seconds"],
+            parts["batches"]["peak_increase_mb"],
+        ),
         "",
         f"A dense {n:,}² float64 distance matrix, as the reference's GPS script builds, would take {dense_mb:,.0f} MiB.",
     ]

@@ -47,8 +47,10 @@ class PlainStep:
         a, b = F.normalize(self.model(pano), dim=-1), F.normalize(self.model(sat), dim=-1)
         logits = self.scale.exp() * a @ b.t()
         labels = torch.arange(a.shape[0])
-        loss = (F.cross_entropy(logits, labels, label_smoothing=self.smoothing)
-                + F.cross_entropy(logits.t(), labels, label_smoothing=self.smoothing)) / 2
+        loss = (
+            F.cross_entropy(logits, labels, label_smoothing=self.smoothing)
+            + F.cross_entropy(logits.t(), labels, label_smoothing=self.smoothing)
+        ) / 2
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_value_(self.params, self.clip)
@@ -73,16 +75,29 @@ def main() -> int:
 
 def run(args: argparse.Namespace, work: Path) -> int:
     write_cvusa_fixture(work / "data", n_train=args.batch, n_val=4, sat_size=args.sat, pano_size=tuple(args.pano))
-    cfg = load_config("configs/cvusa_sample4geo.yaml", [
-        f"data.root={work / 'data'}", f"data.sat_size={args.sat}", f"data.pano_size=[{args.pano[0]},{args.pano[1]}]",
-        f"model.backbone={args.backbone}", "model.pretrained=false", f"optim.batch_size={args.batch}",
-        "data.num_workers=0", "train.device=cpu", "train.progress=false", f"train.out_dir={work / 'run'}"])
+    cfg = load_config(
+        "configs/cvusa_sample4geo.yaml",
+        [
+            f"data.root={work / 'data'}",
+            f"data.sat_size={args.sat}",
+            f"data.pano_size=[{args.pano[0]},{args.pano[1]}]",
+            f"model.backbone={args.backbone}",
+            "model.pretrained=false",
+            f"optim.batch_size={args.batch}",
+            "data.num_workers=0",
+            "train.device=cpu",
+            "train.progress=false",
+            f"train.out_dir={work / 'run'}",
+        ],
+    )
     torch.manual_seed(0)
     trainer = GeoTrainer(cfg, resume=False)
     plain = PlainStep(trainer)
     pano, sat, _, _ = trainer.train_set.__getitems__(list(range(args.batch)))
-    sides = {"vissl_neg GeoTrainer.train_step": lambda: trainer.train_step(pano, sat)["loss"],
-             "plain Sample4Geo step": lambda: plain(pano, sat)}
+    sides = {
+        "vissl_neg GeoTrainer.train_step": lambda: trainer.train_step(pano, sat)["loss"],
+        "plain Sample4Geo step": lambda: plain(pano, sat),
+    }
     for step in sides.values():  # warm-up
         step()
     times: dict[str, list[float]] = {name: [] for name in sides}
@@ -104,8 +119,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
         *(f"| {name} | {v:.1f} |" for name, v in pairs_s.items()),
         f"| **vissl_neg / plain** | **{pairs_s[names[0]] / pairs_s[names[1]]:.3f}** |",
     ]
-    publish(lines, {"pairs_per_s": pairs_s, "seconds_per_step": times, "backbone": args.backbone,
-                    "batch": args.batch}, args.out, args.readme, "geo_step")
+    publish(
+        lines,
+        {"pairs_per_s": pairs_s, "seconds_per_step": times, "backbone": args.backbone, "batch": args.batch},
+        args.out,
+        args.readme,
+        "geo_step",
+    )
     return 0
 
 

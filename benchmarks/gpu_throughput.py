@@ -43,23 +43,29 @@ def strategies(queue: int) -> dict[str, list[str]]:
     s, s_prime = hard, hard // 2
     return {
         f"filter keep {keep}": [f"negatives.strategies=[{{name: filter, keep: {keep}}}]"],
-        f"MoCHi ({hard}, {s}, {s_prime})":
-            [f"negatives.strategies=[{{name: mochi, n_hard: {hard}, s: {s}, s_prime: {s_prime}}}]"],
-        f"geodesic ({hard}, {s}, {s_prime})":
-            [f"negatives.strategies=[{{name: geodesic, n_hard: {hard}, s: {s}, s_prime: {s_prime}}}]"],
-        "feature transform (2.0, 1.6)":
-            ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
+        f"MoCHi ({hard}, {s}, {s_prime})": [
+            f"negatives.strategies=[{{name: mochi, n_hard: {hard}, s: {s}, s_prime: {s_prime}}}]"
+        ],
+        f"geodesic ({hard}, {s}, {s_prime})": [
+            f"negatives.strategies=[{{name: geodesic, n_hard: {hard}, s: {s}, s_prime: {s_prime}}}]"
+        ],
+        "feature transform (2.0, 1.6)": [
+            "negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"
+        ],
         "debiased (τ⁺ 0.1, β 1.0)": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
         f"ambiguous negatives (keep {keep})": [f"negatives.strategies=[{{name: ambiguous, keep: {keep}}}]"],
-        "false negatives (top 64, attract)":
-            [f"negatives.strategies=[{{name: false_negatives, top: {min(64, keep)}, mode: attract}}]"],
+        "false negatives (top 64, attract)": [
+            f"negatives.strategies=[{{name: false_negatives, top: {min(64, keep)}, mode: attract}}]"
+        ],
         "dual-view loss (two passes)": ["loss.symmetric=true"],
     }
 
 
-LABELS = {"vissl_neg": "vissl_neg, split shuffle-BN (its default on one process; model.split_bn_impl=auto)",
-          "vissl_neg, split per_group": "vissl_neg, split shuffle-BN, per-group kernel (model.split_bn_impl=per_group)",
-          "vissl_neg, shuffle-BN off": "vissl_neg, shuffle-BN off (the work lightly's step does)"}
+LABELS = {
+    "vissl_neg": "vissl_neg, split shuffle-BN (its default on one process; model.split_bn_impl=auto)",
+    "vissl_neg, split per_group": "vissl_neg, split shuffle-BN, per-group kernel (model.split_bn_impl=per_group)",
+    "vissl_neg, shuffle-BN off": "vissl_neg, shuffle-BN off (the work lightly's step does)",
+}
 
 
 def sync() -> None:
@@ -71,8 +77,13 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A photo-like test image: low-frequency colour fields plus mild noise (JPEG decodes of pure
     noise cost far more than of photographs)."""
     coarse = rng.integers(0, 256, (h // 25 + 2, w // 25 + 2, 3)).astype(np.float32)
-    img = torch.nn.functional.interpolate(torch.from_numpy(coarse).permute(2, 0, 1)[None], size=(h, w),
-                                          mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+    img = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy(coarse).permute(2, 0, 1)[None], size=(h, w), mode="bicubic", align_corners=False
+        )[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -125,10 +136,18 @@ def interleave(sides: dict, warmup: int, steps: int, rounds: int) -> dict[str, f
 class Bench:
     def __init__(self, args, root: Path, tmp: Path):
         self.args, self.root, self.tmp = args, root, tmp
-        self.base = ["data.name=image_folder", f"data.root={root}", f"optim.batch_size={args.batch}",
-                     f"negatives.size={args.queue}", "train.amp=bf16", "model.channels_last=true",
-                     "train.progress=false", "eval.knn_every=-1", f"augment.size={args.size}",
-                     f"data.decode_size={args.decode}"]
+        self.base = [
+            "data.name=image_folder",
+            f"data.root={root}",
+            f"optim.batch_size={args.batch}",
+            f"negatives.size={args.queue}",
+            "train.amp=bf16",
+            "model.channels_last=true",
+            "train.progress=false",
+            "eval.knn_every=-1",
+            f"augment.size={args.size}",
+            f"data.decode_size={args.decode}",
+        ]
         self.n = 0
 
     def trainer(self, *extra) -> Trainer:
@@ -141,8 +160,9 @@ class Bench:
     def batch(self, trainer):
         b, dev = self.args.batch, trainer.device
         g = torch.Generator(device=dev).manual_seed(0)
-        images = torch.randint(0, 256, (b, 3, self.args.decode, self.args.decode), dtype=torch.uint8, device=dev,
-                               generator=g)
+        images = torch.randint(
+            0, 256, (b, 3, self.args.decode, self.args.decode), dtype=torch.uint8, device=dev, generator=g
+        )
         return images, torch.zeros(b, dtype=torch.long, device=dev), torch.arange(b, device=dev)
 
 
@@ -184,10 +204,13 @@ def compiled_vs_lightly(bench: Bench) -> dict:
     torch.manual_seed(0)
     theirs = build_backbone(cfg.model.backbone, 3, cfg.model.small_stem)
     theirs.load_state_dict(compiled.model.encoder_q.backbone.state_dict(), strict=False)
-    lightly = LightlyMoCo(cfg, theirs, 3, device=compiled.device, amp_dtype=compiled.amp_dtype, channels_last=True,
-                          compile=True)
-    sides = {"vissl_neg, shuffle-BN off, compiled": lambda: compiled.train_step(images, labels, indices),
-             "lightly, compiled": lambda: lightly.step(images, cfg.optim.lr, cfg.model.momentum)}
+    lightly = LightlyMoCo(
+        cfg, theirs, 3, device=compiled.device, amp_dtype=compiled.amp_dtype, channels_last=True, compile=True
+    )
+    sides = {
+        "vissl_neg, shuffle-BN off, compiled": lambda: compiled.train_step(images, labels, indices),
+        "lightly, compiled": lambda: lightly.step(images, cfg.optim.lr, cfg.model.momentum),
+    }
     t0 = time.perf_counter()
     for fn in sides.values():
         fn()  # compilation happens here, outside the timing
@@ -215,11 +238,14 @@ def loader_rates(bench: Bench, workers: list[int], batch: int = 64) -> dict:
     from vissl_neg.data import make_loader
 
     out = {}
-    for label, decode_on, w in [*((f"{n} workers decode", "workers", n) for n in workers),
-                                *((f"{n} workers read, nvJPEG decodes", "device", n) for n in workers[-1:])]:
+    for label, decode_on, w in [
+        *((f"{n} workers decode", "workers", n) for n in workers),
+        *((f"{n} workers read, nvJPEG decodes", "device", n) for n in workers[-1:]),
+    ]:
         t = bench.trainer(f"data.decode_on={decode_on}", f"data.num_workers={w}", f"optim.batch_size={batch}")
-        loader = make_loader(t.loader_set, t.sampler, w, True, seed=0, prefetch_factor=4 if w else None,
-                             persistent_workers=w > 0)
+        loader = make_loader(
+            t.loader_set, t.sampler, w, True, seed=0, prefetch_factor=4 if w else None, persistent_workers=w > 0
+        )
         for epoch in range(2):
             t.sampler.set_epoch(epoch, 0)
             sync()
@@ -237,8 +263,10 @@ def memory_estimate_gib(args) -> float:
     """benchmarks/memory_estimate.py's total with the queue, at this batch and queue."""
     from memory_estimate import estimate_rows, total_with_queue
 
-    _, rows = estimate_rows(args.config, overrides=(f"optim.batch_size={args.batch}", f"negatives.size={args.queue}",
-                                                    f"augment.size={args.size}"))
+    _, rows = estimate_rows(
+        args.config,
+        overrides=(f"optim.batch_size={args.batch}", f"negatives.size={args.queue}", f"augment.size={args.size}"),
+    )
     return total_with_queue(rows) / 2**30
 
 
@@ -272,9 +300,15 @@ def main() -> int:
         publish(render(results), results, args.out, args.readme, "gpu_throughput")
         return 0
     workers = [int(w) for w in args.workers.split(",")]
-    results: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                     "torch": torch.__version__, "batch": args.batch, "queue": args.queue, "size": args.size,
-                     "steps": args.steps, "rounds": args.rounds}
+    results: dict = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "queue": args.queue,
+        "size": args.size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+    }
     t_all = time.perf_counter()
 
     def done(key, value):
@@ -323,8 +357,11 @@ def render(r: dict) -> list[str]:
         lines += [f"| {name} | {v:,.0f} |" for name, v in r["loader"].items()]
     if "moco" in r:
         peak, est = r["moco"]["peak_bytes"] / 2**30, r.get("estimate_gib")
-        lines += ["", f"Peak GPU memory of a MoCo step (shuffle-BN off, eager): {peak:.2f} GiB allocated by tensors"
-                  + (f"; benchmarks/memory_estimate.py estimates {est:.2f} GiB ({peak / est:.2f}x)." if est else ".")]
+        lines += [
+            "",
+            f"Peak GPU memory of a MoCo step (shuffle-BN off, eager): {peak:.2f} GiB allocated by tensors"
+            + (f"; benchmarks/memory_estimate.py estimates {est:.2f} GiB ({peak / est:.2f}x)." if est else "."),
+        ]
     if "compiled" in r:
         lines.append(f"torch.compile took {r['compiled']['compile_seconds']:.0f} s for both sides together.")
     return lines

@@ -107,11 +107,16 @@ def main() -> int:
                 CROPS_ROW: rate(lambda p, g=gen: decode_views(p, crops, 224, g), paths),
                 SQUARE_ROW: rate(lambda p: decode_image(p, 256, draft=True), paths),
                 FULL_ROW: rate(lambda p: decode_image(p, 256, draft=False), paths),
-                "vissl_neg views on the device from the worker's crops (2 x 224), run here on the CPU":
-                    rate(lambda _, c=cropped: (augment(c[:, 0], cropped=True), augment(c[:, 1], cropped=True)),
-                         range(2), repeats=1) * len(batch),
-                "vissl_neg views on the device from the 256 square (2 x 224), run here on the CPU":
-                    rate(lambda _, b=batch: (augment(b), augment(b)), range(2), repeats=1) * len(batch),
+                "vissl_neg views on the device from the worker's crops (2 x 224), run here on the CPU": rate(
+                    lambda _, c=cropped: (augment(c[:, 0], cropped=True), augment(c[:, 1], cropped=True)),
+                    range(2),
+                    repeats=1,
+                )
+                * len(batch),
+                "vissl_neg views on the device from the 256 square (2 x 224), run here on the CPU": rate(
+                    lambda _, b=batch: (augment(b), augment(b)), range(2), repeats=1
+                )
+                * len(batch),
                 PEER_ROW: rate(peer, paths),
             }
             for name, r in measured.items():
@@ -126,8 +131,10 @@ def main() -> int:
         "",
         f"| pipeline step | img/s per core, 500x375 | cores for {TARGET:.0f} img/s | img/s per core, 1600x1200 |",
         "|---|---|---|---|",
-        *[f"| {name} | {r['500x375']:.0f} | {TARGET / r['500x375']:.1f} | {r['1600x1200']:.0f} |"
-          for name, r in rows.items()],
+        *[
+            f"| {name} | {r['500x375']:.0f} | {TARGET / r['500x375']:.1f} | {r['1600x1200']:.0f} |"
+            for name, r in rows.items()
+        ],
         "",
         f"At ImageNet sizes a {TARGET:.0f} img/s run with the ImageNet configs' whole-image crops needs about "
         f"{TARGET / ours['500x375']:.0f} loader cores (views finished on the GPU) against "

@@ -59,8 +59,11 @@ def estimate_rows(config: str, bank_items: int = 1_281_167, probe_batch: int = 4
         ("memory bank, bf16", f"{bank_items:,} x {dim} (+ labels)", bank_items * (dim * 2 + 8)),
         ("query encoder weights + grads + SGD momentum", f"{params / 1e6:.1f} M parameters, fp32, x3", params * 4 * 3),
         ("key encoder (EMA) weights", "fp32", params * 4),
-        ("activations kept for backward", f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
-         per_image * batch),
+        (
+            "activations kept for backward",
+            f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
+            per_image * batch,
+        ),
     ]
     return cfg, rows
 

@@ -50,9 +50,17 @@ def main() -> int:
     after = peak_rss_mb()
     chunk = max(1, DEFAULT_BUDGET // (4 * args.references))
     dense_mb = args.queries * args.references * 4 / MB
-    rows = {"inputs_mb": inputs_mb, "peak_before_mb": before, "peak_after_mb": after,
-            "increase_mb": after - before, "chunk_queries": chunk, "chunk_budget_mb": DEFAULT_BUDGET / MB,
-            "dense_matrix_mb": dense_mb, "seconds": seconds, **result}
+    rows = {
+        "inputs_mb": inputs_mb,
+        "peak_before_mb": before,
+        "peak_after_mb": after,
+        "increase_mb": after - before,
+        "chunk_queries": chunk,
+        "chunk_budget_mb": DEFAULT_BUDGET / MB,
+        "dense_matrix_mb": dense_mb,
+        "seconds": seconds,
+        **result,
+    }
     lines = [
         f"Q {args.queries:,} x R {args.references:,} x D {args.dim}, fp32, {torch.get_num_threads()} CPU threads, "
         f"torch {torch.__version__}",

@@ -17,8 +17,10 @@ def _beta_fraction(x: float, a: float, b: float) -> float:
     d = 1.0 / (d if abs(d) > TINY else TINY)
     out = d
     for m in range(1, 10_000):
-        for coef in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                     -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for coef in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + coef * d
             d = 1.0 / (d if abs(d) > TINY else TINY)
             c = 1.0 + coef / c
@@ -35,8 +37,7 @@ def betainc(x: float, a: float, b: float) -> float:
         raise ValueError(f"x must be in [0, 1], got {x}")
     if x in (0.0, 1.0):
         return x
-    log_front = (a * math.log(x) + b * math.log1p(-x)
-                 + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+    log_front = a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
     if x < (a + 1.0) / (a + b + 2.0):  # the fraction converges fast here; else use the symmetry
         return math.exp(log_front) * _beta_fraction(x, a, b) / a
     return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b

@@ -59,21 +59,41 @@ def main() -> int:
         root = Path(tmp) / "data"
         for split in ("train", "val"):
             write_tree(root / split, 2 * args.batch)
-        cfg = load_config(args.config, [
-            "data.name=image_folder", f"data.root={root}", f"optim.batch_size={args.batch}", "train.amp=off",
-            "train.progress=false", "eval.knn_every=-1", f"train.out_dir={tmp}/run"])
+        cfg = load_config(
+            args.config,
+            [
+                "data.name=image_folder",
+                f"data.root={root}",
+                f"optim.batch_size={args.batch}",
+                "train.amp=off",
+                "train.progress=false",
+                "eval.knn_every=-1",
+                f"train.out_dir={tmp}/run",
+            ],
+        )
         trainer = Trainer(cfg, resume=False)
         trainer.model.train()
-        plain_cfg = load_config(args.config, [
-            "data.name=image_folder", f"data.root={root}", f"optim.batch_size={args.batch}", "train.amp=off",
-            "train.progress=false", "eval.knn_every=-1", f"train.out_dir={tmp}/run_plain", "model.shuffle_bn=none"])
+        plain_cfg = load_config(
+            args.config,
+            [
+                "data.name=image_folder",
+                f"data.root={root}",
+                f"optim.batch_size={args.batch}",
+                "train.amp=off",
+                "train.progress=false",
+                "eval.knn_every=-1",
+                f"train.out_dir={tmp}/run_plain",
+                "model.shuffle_bn=none",
+            ],
+        )
         plain = Trainer(plain_cfg, resume=False)
         plain.model.train()
         trainer.sampler.set_epoch(0, 0)
         images, labels, indices = trainer.train_set.__getitems__(next(iter(trainer.sampler)))
         torch.manual_seed(0)
-        theirs = build_backbone(cfg.model.backbone, 3, cfg.model.small_stem, image_size=cfg.augment.size,
-                                patch_size=cfg.model.patch_size)
+        theirs = build_backbone(
+            cfg.model.backbone, 3, cfg.model.small_stem, image_size=cfg.augment.size, patch_size=cfg.model.patch_size
+        )
         ours_state = {k: v for k, v in trainer.model.encoder_q.backbone.state_dict().items()}
         theirs.load_state_dict({k: v for k, v in ours_state.items() if k in theirs.state_dict()}, strict=False)
         lightly = LightlyMoCo(cfg, theirs, 3)

@@ -37,7 +37,9 @@ VARIANTS = {
     "MoCHi (1024, 1024, 512)": [f"negatives.strategies=[{MOCHI}]"],
     "MoCHi (256, 512, 0)": ["negatives.strategies=[{name: mochi, n_hard: 256, s: 512, s_prime: 0}]"],
     "geodesic (1024, 1024, 512)": ["negatives.strategies=[{name: geodesic, n_hard: 1024, s: 1024, s_prime: 512}]"],
-    "feature transform (2.0, 1.6)": ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
+    "feature transform (2.0, 1.6)": [
+        "negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"
+    ],
     "debiased (τ⁺ 0.1, β 1.0)": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
     "filter 4096 + MoCHi (1024, 1024, 512)": [f"negatives.strategies=[{{name: filter, keep: 4096}}, {MOCHI}]"],
     "memory bank (16384 per query)": ["negatives.source=memory_bank"],
@@ -86,8 +88,11 @@ def run(args: argparse.Namespace, tmp: str) -> int:
             images, labels, indices = trainer.train_set.__getitems__(next(iter(trainer.sampler)))
             batch = tuple(t.to(trainer.device) for t in (images, labels, indices))
     cfg0 = next(iter(trainers.values())).cfg
-    print(f"{len(VARIANTS)} variants, batch {cfg0.optim.batch_size}, {cfg0.model.backbone}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{len(VARIANTS)} variants, batch {cfg0.optim.batch_size}, {cfg0.model.backbone}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     step_times = {name: [] for name in trainers}
     for trainer in trainers.values():  # warm-up: allocator, first-touch of the queue
@@ -108,8 +113,12 @@ def run(args: argparse.Namespace, tmp: str) -> int:
     rows = {}
     for name in trainers:
         step = statistics.median(step_times[name])
-        rows[name] = {"step_ms": step * 1e3, "step_ratio": step / base_step, "negatives_ms": neg_times[name] * 1e3,
-                      "added_ms": (neg_times[name] - base_neg) * 1e3}
+        rows[name] = {
+            "step_ms": step * 1e3,
+            "step_ratio": step / base_step,
+            "negatives_ms": neg_times[name] * 1e3,
+            "added_ms": (neg_times[name] - base_neg) * 1e3,
+        }
     lines = [
         f"{cfg0.model.backbone} on Fashion-MNIST 28x28, batch {cfg0.optim.batch_size}, D {cfg0.model.dim}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}; median of "
@@ -119,8 +128,9 @@ def run(args: argparse.Namespace, tmp: str) -> int:
         "|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['step_ms']:.0f} | {r['step_ratio']:.3f} | {r['negatives_ms']:.1f} | "
-                     f"{r['added_ms']:+.1f} |")
+        lines.append(
+            f"| {name} | {r['step_ms']:.0f} | {r['step_ratio']:.3f} | {r['negatives_ms']:.1f} | {r['added_ms']:+.1f} |"
+        )
     publish(lines, rows, args.out, args.readme, "strategy_overhead")
     return 0
 

@@ -27,7 +27,16 @@ if __name__ == "__main__":
     labels = torch.arange(8) + 10 * rank
     loss, negs, *_ = trainer.contrast(q, k, torch.arange(8), labels)
     trainer.fit()  # a couple of real steps on the batch source under DDP
-    torch.save({"rank": rank, "source": negs.source, "index": negs.index, "labels": negs.labels, "loss": loss.detach(),
-                "step": trainer.step}, out / f"rank{rank}.pt")
+    torch.save(
+        {
+            "rank": rank,
+            "source": negs.source,
+            "index": negs.index,
+            "labels": negs.labels,
+            "loss": loss.detach(),
+            "step": trainer.step,
+        },
+        out / f"rank{rank}.pt",
+    )
     dist.barrier()  # both ranks done before either tears gloo down
     torch.distributed.destroy_process_group()

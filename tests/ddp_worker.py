@@ -40,16 +40,21 @@ def main() -> None:
     x = torch.arange(6, dtype=torch.float32).unsqueeze(1) + 100 * rank
     shuffled, unshuffle = batch_shuffle_ddp(x)
     back = batch_unshuffle_ddp(shuffled, unshuffle)
-    torch.save({
-        "rank": rank,
-        "world": dist.world_size(),
-        "queue": trainer.model.queue.keys.clone(),
-        "ptr": int(trainer.model.queue.ptr),
-        "params": {n: p.detach().clone() for n, p in trainer.model.encoder_q.named_parameters()},
-        "key_params": {n: p.detach().clone() for n, p in trainer.model.encoder_k.named_parameters()},
-        "x": x, "shuffled": shuffled, "back": back,
-        **record,
-    }, out / f"rank{rank}.pt")
+    torch.save(
+        {
+            "rank": rank,
+            "world": dist.world_size(),
+            "queue": trainer.model.queue.keys.clone(),
+            "ptr": int(trainer.model.queue.ptr),
+            "params": {n: p.detach().clone() for n, p in trainer.model.encoder_q.named_parameters()},
+            "key_params": {n: p.detach().clone() for n, p in trainer.model.encoder_k.named_parameters()},
+            "x": x,
+            "shuffled": shuffled,
+            "back": back,
+            **record,
+        },
+        out / f"rank{rank}.pt",
+    )
 
 
 if __name__ == "__main__":

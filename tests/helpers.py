@@ -24,6 +24,7 @@ def subprocess_env() -> dict:
     env.update({"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)})
     return env
 
+
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
 FILES = {
@@ -118,8 +119,9 @@ def tiny_overrides(root: str | Path, out_dir: str | Path) -> list[str]:
     ]
 
 
-def write_image_tree(split_dir: Path, classes: list[str], per_class: int, rng: np.random.Generator,
-                     size: tuple[int, int] = (40, 30)) -> None:
+def write_image_tree(
+    split_dir: Path, classes: list[str], per_class: int, rng: np.random.Generator, size: tuple[int, int] = (40, 30)
+) -> None:
     """``split_dir/<class>/<class>_<i>.JPEG``: class c is a solid colour that depends on its
     position in ``classes`` plus noise, so a linear probe can tell the classes apart."""
     from PIL import Image
@@ -134,8 +136,14 @@ def write_image_tree(split_dir: Path, classes: list[str], per_class: int, rng: n
             Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG", quality=90)
 
 
-def write_imagenet_fixture(root: str | Path, classes: list[str] | None = None, train_per_class: int = 6,
-                           val_per_class: int = 2, corrupt: bool = True, seed: int = 0) -> dict:
+def write_imagenet_fixture(
+    root: str | Path,
+    classes: list[str] | None = None,
+    train_per_class: int = 6,
+    val_per_class: int = 2,
+    corrupt: bool = True,
+    seed: int = 0,
+) -> dict:
     """An ILSVRC-2012 tree: ``root/train/<wnid>/*.JPEG`` and sorted ``root/val/<wnid>/*.JPEG``
     of tiny JPEGs; with ``corrupt`` one training file holds bytes that are not an image.
     Returns {"classes": [...], "corrupt": path or None}."""

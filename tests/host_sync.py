@@ -14,8 +14,20 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 SYNCING = {
-    "_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_select", "masked_scatter", "unique",
-    "_unique", "_unique2", "unique_consecutive", "unique_dim", "lift_fresh", "lift_fresh_copy", "allclose",
+    "_local_scalar_dense",
+    "is_nonzero",
+    "equal",
+    "nonzero",
+    "masked_select",
+    "masked_scatter",
+    "unique",
+    "_unique",
+    "_unique2",
+    "unique_consecutive",
+    "unique_dim",
+    "lift_fresh",
+    "lift_fresh_copy",
+    "allclose",
 }
 
 
@@ -27,8 +39,11 @@ class HostReads(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]
-        syncs = name in SYNCING or (name == "repeat_interleave" and func._overloadname in ("Tensor", "self_Tensor")
-                                    and (kwargs or {}).get("output_size") is None)
+        syncs = name in SYNCING or (
+            name == "repeat_interleave"
+            and func._overloadname in ("Tensor", "self_Tensor")
+            and (kwargs or {}).get("output_size") is None
+        )
         if name in ("index", "index_put", "index_put_") and len(args) > 1:
             syncs = syncs or any(getattr(i, "dtype", None) in (torch.bool, torch.uint8) for i in args[1] or ())
             name = f"{name} (boolean mask)" if syncs else name

@@ -42,10 +42,18 @@ from helpers import tiny_overrides, write_fmnist_fixture  # noqa: E402
 PINNED = HERE / "pinned_runs.json"
 MOCO_RUNS = {
     "moco_queue": [],
-    "moco_bank_filter_mochi": ["negatives.source=memory_bank", "negatives.size=60",
-                               "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 6, s_prime: 2}]"],
-    "moco_debiased_dual_view": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0", "loss.dual_view=true",
-                                "negatives.strategies=[{name: geodesic, n_hard: 16, s: 8, s_prime: 4, alpha: 0.5}]"],
+    "moco_bank_filter_mochi": [
+        "negatives.source=memory_bank",
+        "negatives.size=60",
+        "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 6, s_prime: 2}]",
+    ],
+    "moco_debiased_dual_view": [
+        "loss.name=debiased",
+        "loss.tau_plus=0.1",
+        "loss.beta=1.0",
+        "loss.dual_view=true",
+        "negatives.strategies=[{name: geodesic, n_hard: 16, s: 8, s_prime: 4, alpha: 0.5}]",
+    ],
 }
 # Measured between AVX-512, AVX2 and plain kernels (torch 2.14.1): loss noise at step t <= 2e-7,
 # 6e-6, 6e-6, 6e-4, 2.3e-3 ... (t = 0, 1, 2, 3, 4+); up to 2 kNN test samples; final weights <= 3e-2.
@@ -62,9 +70,13 @@ def platform() -> dict:
     import torch
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu,
-            "threads": torch.get_num_threads(),
-            **{k: os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}}
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        **{k: os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")},
+    }
 
 
 def _cpuinfo() -> list[str]:
@@ -104,9 +116,11 @@ def sketch(t) -> list[float]:
 
 
 def _weights(state_dict) -> dict:
-    return {"hash": {k: _hash(v) for k, v in sorted(state_dict.items())},
-            "sketch": {k: sketch(v) for k, v in sorted(state_dict.items()) if v.is_floating_point()},
-            "exact": {k: v.tolist() for k, v in sorted(state_dict.items()) if not v.is_floating_point()}}
+    return {
+        "hash": {k: _hash(v) for k, v in sorted(state_dict.items())},
+        "sketch": {k: sketch(v) for k, v in sorted(state_dict.items()) if v.is_floating_point()},
+        "exact": {k: v.tolist() for k, v in sorted(state_dict.items()) if not v.is_floating_point()},
+    }
 
 
 def run_moco(name: str, tmp: Path, extra: list[str] = ()) -> dict:
@@ -116,12 +130,21 @@ def run_moco(name: str, tmp: Path, extra: list[str] = ()) -> dict:
     data = tmp / "fmnist"
     if not data.exists():
         write_fmnist_fixture(data, n_train=192, n_test=64)
-    overrides = tiny_overrides(data, tmp / name) + ["optim.batch_size=32", "train.epochs=2", "train.log_every=1",
-                                                     "eval.knn_every=1", "negatives.diag_top=5"]
+    overrides = tiny_overrides(data, tmp / name) + [
+        "optim.batch_size=32",
+        "train.epochs=2",
+        "train.log_every=1",
+        "eval.knn_every=1",
+        "negatives.diag_top=5",
+    ]
     trainer = Trainer(load_config(None, overrides + MOCO_RUNS[name] + list(extra)), resume=False)
     result = trainer.fit()
-    return {"losses": _losses(tmp / name), "evals": [m["knn_top1"] for m in result["history"]],
-            "eval_step": 100 / 64, "weights": _weights(trainer.model.state_dict())}
+    return {
+        "losses": _losses(tmp / name),
+        "evals": [m["knn_top1"] for m in result["history"]],
+        "eval_step": 100 / 64,
+        "weights": _weights(trainer.model.state_dict()),
+    }
 
 
 def run_geo(tmp: Path, extra: list[str] = ()) -> dict:
@@ -132,16 +155,35 @@ def run_geo(tmp: Path, extra: list[str] = ()) -> dict:
     root = tmp / "cvusa"
     if not root.exists():
         write_cvusa_fixture(root, n_train=24, n_val=8, sat_size=32, pano_size=(16, 64))
-    overrides = [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "model.backbone=resnet10t",
-                 "optim.batch_size=8", "optim.lr=0.003", "sampling.neighbour_select=4", "sampling.neighbour_range=8",
-                 "sampling.gps_epochs=1", "sampling.mine_every=1", "train.epochs=3", "train.device=cpu",
-                 "train.progress=false", "train.log_every=1", "train.ckpt_every=2", "eval.every=1",
-                 "eval.batch_size=16", f"train.out_dir={tmp / 'geo'}"]
+    overrides = [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "model.backbone=resnet10t",
+        "optim.batch_size=8",
+        "optim.lr=0.003",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "sampling.gps_epochs=1",
+        "sampling.mine_every=1",
+        "train.epochs=3",
+        "train.device=cpu",
+        "train.progress=false",
+        "train.log_every=1",
+        "train.ckpt_every=2",
+        "eval.every=1",
+        "eval.batch_size=16",
+        f"train.out_dir={tmp / 'geo'}",
+    ]
     cfg = load_config(str(HERE.parent / "configs" / "cvusa_fixture.yaml"), overrides + list(extra))
     trainer = GeoTrainer(cfg, resume=False)
     result = trainer.fit()
-    return {"losses": _losses(tmp / "geo"), "evals": [m["R@1"] for m in result["history"]],
-            "eval_step": 100 / 8, "weights": _weights(trainer.model.state_dict())}
+    return {
+        "losses": _losses(tmp / "geo"),
+        "evals": [m["R@1"] for m in result["history"]],
+        "eval_step": 100 / 8,
+        "weights": _weights(trainer.model.state_dict()),
+    }
 
 
 def run(name: str, tmp: Path, extra: list[str] = ()) -> dict:
@@ -162,16 +204,26 @@ def deviations(got: dict, want: dict) -> dict:
     kind = None
     if len(got["losses"]) != len(want["losses"]) or len(got["evals"]) != len(want["evals"]):
         kind = "number of steps or evaluations"
-    elif got["weights"]["hash"].keys() != want["weights"]["hash"].keys() or got["weights"]["exact"] != want["weights"]["exact"]:
+    elif (
+        got["weights"]["hash"].keys() != want["weights"]["hash"].keys()
+        or got["weights"]["exact"] != want["weights"]["exact"]
+    ):
         kind = "weight names or integer buffers"
-    ratios = [abs(g - w) / max(abs(w), 1e-12) / loss_rtol(t) for t, (g, w) in enumerate(zip(got["losses"], want["losses"]))]
+    ratios = [
+        abs(g - w) / max(abs(w), 1e-12) / loss_rtol(t) for t, (g, w) in enumerate(zip(got["losses"], want["losses"]))
+    ]
     worst = max(range(len(ratios)), key=ratios.__getitem__, default=0)
     ev = max((abs(g - w) / want["eval_step"] for g, w in zip(got["evals"], want["evals"])), default=0.0)
     gs, ws = got["weights"]["sketch"], want["weights"]["sketch"]
     num = sum((x - y) ** 2 for k in ws if k in gs for x, y in zip(gs[k], ws[k]))
     den = sum(y * y for k in ws for y in ws[k])
-    return {"loss": ratios[worst] if ratios else 0.0, "loss_step": worst, "eval": ev,
-            "weight": math.sqrt(num / max(den, 1e-300)), "kind": kind}
+    return {
+        "loss": ratios[worst] if ratios else 0.0,
+        "loss_step": worst,
+        "eval": ev,
+        "weight": math.sqrt(num / max(den, 1e-300)),
+        "kind": kind,
+    }
 
 
 def compare(got: dict, want: dict, same_platform: bool) -> list[str]:
@@ -192,7 +244,9 @@ def compare(got: dict, want: dict, same_platform: bool) -> list[str]:
     problems = [f"{d['kind']} differ"] if d["kind"] else []
     if d["loss"] > 1:
         t = d["loss_step"]
-        problems.append(f"the loss of step {t} differs by {d['loss'] * loss_rtol(t):.1e} (relative) > {loss_rtol(t):.0e}")
+        problems.append(
+            f"the loss of step {t} differs by {d['loss'] * loss_rtol(t):.1e} (relative) > {loss_rtol(t):.0e}"
+        )
     if d["eval"] > EVAL_SAMPLES:
         problems.append(f"an evaluation differs by {d['eval']:.1f} test samples > {EVAL_SAMPLES}")
     if d["weight"] > WEIGHT_RTOL:

@@ -123,7 +123,7 @@ def test_sharp_weights_draw_the_negatives_nearest_the_shifted_positive():
 def _reference_simans_weights(neg_scores, pos_score, a, b):
     """microsoft/SimXNS@0163380 SimANS/utils/util_wiki.py:621-626: the weight of each candidate
     from the retriever's scores (logits at temperature 1), ``exp(-(s - s_pos + b)**2 * a)``."""
-    return [math.exp(-(float(s) - float(pos_score) + b) ** 2 * a) for s in neg_scores]
+    return [math.exp(-((float(s) - float(pos_score) + b) ** 2) * a) for s in neg_scores]
 
 
 @pytest.mark.parametrize("temperature", [0.2, 0.1])
@@ -131,7 +131,10 @@ def test_weights_match_the_reference_on_logits(temperature):
     """Cosine scores divided by T are the reference's logits; its b enters with the opposite
     sign (the paper's), so our b = -b_ref; a is the reference's a whatever T."""
     g = torch.Generator().manual_seed(12)
-    sims, pos = torch.rand(3, 7, generator=g, dtype=torch.float64) * 2 - 1, torch.rand(3, generator=g, dtype=torch.float64)
+    sims, pos = (
+        torch.rand(3, 7, generator=g, dtype=torch.float64) * 2 - 1,
+        torch.rand(3, generator=g, dtype=torch.float64),
+    )
     a, b_ref = 0.5, 1.0  # the reference's default a (co_training_wiki_train.py:582) and NQ's --b (train_NQ_AR2.sh:32)
     ours = torch.softmax(simans_logits(sims, pos, a, -b_ref, temperature), dim=1)
     for i in range(3):

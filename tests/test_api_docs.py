@@ -56,8 +56,15 @@ def test_every_name_in_the_table_exists():
     assert len(names) > 25
     homes = (vissl_neg, negatives, negatives.functional, losses, geo)
     sources = (negatives.NegativeQueue(4, 2), negatives.MemoryBank(4, 2))
-    missing = sorted(n for n in names if not (any(hasattr(m, n.lstrip(".")) for m in sources) if n.startswith(".")
-                                              else n in losses.LOSSES or any(n in m.__all__ for m in homes)))
+    missing = sorted(
+        n
+        for n in names
+        if not (
+            any(hasattr(m, n.lstrip(".")) for m in sources)
+            if n.startswith(".")
+            else n in losses.LOSSES or any(n in m.__all__ for m in homes)
+        )
+    )
     assert not missing, missing
 
 

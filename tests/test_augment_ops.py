@@ -74,11 +74,14 @@ def test_resized_crop_equals_cropping_and_resizing():
     torch.testing.assert_close(out[1], x[1, :, 4:20, 8:24], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [
-    (ops.adjust_brightness, TF.adjust_brightness),
-    (ops.adjust_contrast, TF.adjust_contrast),
-    (ops.adjust_saturation, TF.adjust_saturation),
-])
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (ops.adjust_brightness, TF.adjust_brightness),
+        (ops.adjust_contrast, TF.adjust_contrast),
+        (ops.adjust_saturation, TF.adjust_saturation),
+    ],
+)
 def test_colour_factors_equal_torchvision(ours, theirs):
     x = _images()
     factor = torch.tensor([0.0, 0.5, 0.9, 1.0, 1.3, 1.8])
@@ -101,8 +104,9 @@ def test_jitter_applies_only_where_drawn_and_one_channel_skips_colour():
     torch.testing.assert_close(out[0], want, atol=1e-4, rtol=0)
     gray = x[:, :1]
     torch.testing.assert_close(ops.adjust_saturation(gray, s), gray)
-    torch.testing.assert_close(ops.adjust_contrast(gray, c), _per_sample(TF.adjust_contrast, gray, c), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        ops.adjust_contrast(gray, c), _per_sample(TF.adjust_contrast, gray, c), atol=1e-5, rtol=0
+    )
 
 
 def test_grayscale_blur_sharpen_erase_equal_torchvision():
@@ -133,7 +137,7 @@ def test_gaussian_kernels_are_normalised_gaussians():
     k = ops.gaussian_kernels(torch.tensor([0.5, 2.0]), 7)
     x = torch.arange(7.0) - 3
     for row, s in zip(k, (0.5, 2.0)):
-        want = torch.exp(-x**2 / (2 * s * s))
+        want = torch.exp(-(x**2) / (2 * s * s))
         torch.testing.assert_close(row, want / want.sum())
 
 
@@ -158,8 +162,10 @@ def test_view_pipelines_read_nothing_back_to_the_host(in_chans):
     assert reads.ops == {}, reads.report()
     pair = CrossViewAugment()
     with host_reads() as reads:
-        pair(torch.randint(0, 256, (4, 3, 16, 64), dtype=torch.uint8),
-             torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+        pair(
+            torch.randint(0, 256, (4, 3, 16, 64), dtype=torch.uint8),
+            torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8),
+        )
     assert reads.ops == {}, reads.report()
 
 

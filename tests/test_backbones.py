@@ -19,10 +19,23 @@ from vissl_neg.models import SplitBatchNorm2d, SplitBatchNormAct2d, build_backbo
 import helpers  # noqa: F401  (pins torch to one CPU thread)
 from helpers import write_fmnist_fixture, write_imagenet_fixture
 
-COMMON = ["optim.batch_size=16", "negatives.size=32", "model.head_hidden=32", "model.dim=16", "model.bn_splits=2",
-          "train.max_steps=1", "train.progress=false", "eval.knn_every=-1"]
-IMAGENET = ["data.name=imagenet", "data.decode_size=72", "augment.size=64", "augment.mean=[0.485, 0.456, 0.406]",
-            "augment.std=[0.229, 0.224, 0.225]"]
+COMMON = [
+    "optim.batch_size=16",
+    "negatives.size=32",
+    "model.head_hidden=32",
+    "model.dim=16",
+    "model.bn_splits=2",
+    "train.max_steps=1",
+    "train.progress=false",
+    "eval.knn_every=-1",
+]
+IMAGENET = [
+    "data.name=imagenet",
+    "data.decode_size=72",
+    "augment.size=64",
+    "augment.mean=[0.485, 0.456, 0.406]",
+    "augment.std=[0.229, 0.224, 0.225]",
+]
 # backbone -> (its Fashion-MNIST overrides, has BatchNorm). ConvNeXt downsamples by 32 with
 # unpadded stride-2 convolutions, so it needs views of at least 32x32 (28x28 is refused below).
 BACKBONES = {
@@ -55,8 +68,11 @@ def _one_step(overrides: list[str]) -> Trainer:
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_one_training_step(roots, tmp_path, name, data):
     extra, has_bn = BACKBONES[name]
-    overrides = ([f"data.root={roots / 'fmnist'}", *extra] if data == "fmnist"
-                 else [f"data.root={roots / 'imagenet'}", *IMAGENET])
+    overrides = (
+        [f"data.root={roots / 'fmnist'}", *extra]
+        if data == "fmnist"
+        else [f"data.root={roots / 'imagenet'}", *IMAGENET]
+    )
     trainer = _one_step(overrides + [f"model.backbone={name}", f"train.out_dir={tmp_path / 'run'}"])
     size = trainer.cfg.augment.size
     chans = 1 if data == "fmnist" else 3
@@ -75,8 +91,9 @@ def test_one_training_step(roots, tmp_path, name, data):
 def test_fixed_size_models_get_the_data_size(roots, tmp_path):
     """The ViT is built for the data's 28x28 views with 4x4 patches (a 7x7 grid + class token)
     on Fashion-MNIST, and for 64x64 with its own 16x16 patches on the ImageNet fixture."""
-    vit = build_encoder(load_config(None, ["model.backbone=vit_tiny_patch16_224", "model.patch_size=4"]).model,
-                        1, 28).backbone
+    vit = build_encoder(
+        load_config(None, ["model.backbone=vit_tiny_patch16_224", "model.patch_size=4"]).model, 1, 28
+    ).backbone
     assert vit.patch_embed.img_size == (28, 28) and vit.patch_embed.patch_size == (4, 4)
     assert vit.pos_embed.shape[1] == 7 * 7 + 1
     vit64 = build_backbone("vit_tiny_patch16_224", 3, image_size=64)
@@ -89,8 +106,17 @@ def test_fixed_size_models_get_the_data_size(roots, tmp_path):
 
 def test_vit_on_fashion_mnist_without_patch_size_says_which_to_use(roots, tmp_path):
     with pytest.raises(ConfigError) as info:
-        Trainer(load_config(None, [f"data.root={roots / 'fmnist'}", "model.backbone=vit_tiny_patch16_224",
-                                   f"train.out_dir={tmp_path / 'run'}", *COMMON]))
+        Trainer(
+            load_config(
+                None,
+                [
+                    f"data.root={roots / 'fmnist'}",
+                    "model.backbone=vit_tiny_patch16_224",
+                    f"train.out_dir={tmp_path / 'run'}",
+                    *COMMON,
+                ],
+            )
+        )
     msg = str(info.value)
     assert "\n" not in msg and "'vit_tiny_patch16_224'" in msg and "28x28" in msg and "16x16 patches" in msg
     assert "model.patch_size=7" in msg and "model.patch_size=4" in msg
@@ -99,8 +125,17 @@ def test_vit_on_fashion_mnist_without_patch_size_says_which_to_use(roots, tmp_pa
 def test_an_input_the_model_cannot_take_is_one_line(roots, tmp_path):
     """ConvNeXt's four stride-2 stages cannot take 28x28 (7 -> 3 -> 1 -> nothing)."""
     with pytest.raises(ConfigError) as info:
-        Trainer(load_config(None, [f"data.root={roots / 'fmnist'}", "model.backbone=convnext_atto",
-                                   f"train.out_dir={tmp_path / 'run'}", *COMMON]))
+        Trainer(
+            load_config(
+                None,
+                [
+                    f"data.root={roots / 'fmnist'}",
+                    "model.backbone=convnext_atto",
+                    f"train.out_dir={tmp_path / 'run'}",
+                    *COMMON,
+                ],
+            )
+        )
     msg = str(info.value)
     assert "\n" not in msg and "'convnext_atto'" in msg and "1x28x28" in msg and "downsamples by 32" in msg
     with pytest.raises(RuntimeError):  # timm's own model fails on that input indeed

@@ -30,8 +30,14 @@ def data_root(tmp_path_factory):
 
 
 def make(data_root, out_dir, *extra):
-    overrides = tiny_overrides(data_root, out_dir) + ["optim.batch_size=32", "train.epochs=1", "eval.knn_every=-1",
-                                                     "negatives.source=batch", "negatives.diag_top=5", *extra]
+    overrides = tiny_overrides(data_root, out_dir) + [
+        "optim.batch_size=32",
+        "train.epochs=1",
+        "eval.knn_every=-1",
+        "negatives.source=batch",
+        "negatives.diag_top=5",
+        *extra,
+    ]
     return Trainer(load_config(None, overrides), resume=False)
 
 
@@ -47,7 +53,7 @@ def in_batch_info_nce(q, k, temperature):
 
 def per_query_others(k):
     """(B, B−1, D): for each query every key but its own, in order."""
-    return torch.stack([torch.cat([k[:i], k[i + 1:]]) for i in range(k.shape[0])])
+    return torch.stack([torch.cat([k[:i], k[i + 1 :]]) for i in range(k.shape[0])])
 
 
 def test_other_rows_skips_each_querys_own_row():
@@ -112,13 +118,15 @@ def test_strategy_counts_are_checked_against_the_batch(data_root, tmp_path):
     from vissl_neg.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"strategies\[0\].keep=40 is larger than the 31 negatives each query has"):
-        load_config(None, ["negatives.source=batch", "optim.batch_size=32",
-                           "negatives.strategies=[{name: filter, keep: 40}]"])
+        load_config(
+            None, ["negatives.source=batch", "optim.batch_size=32", "negatives.strategies=[{name: filter, keep: 40}]"]
+        )
 
 
 def test_predictor_is_on_the_query_side_only(data_root, tmp_path):
-    trainer = make(data_root, tmp_path, "model.predictor_hidden=64", "model.head_bn=true", "optim.name=adamw",
-                   "optim.lr=1e-3")
+    trainer = make(
+        data_root, tmp_path, "model.predictor_hidden=64", "model.head_bn=true", "optim.name=adamw", "optim.lr=1e-3"
+    )
     model = trainer.model
     assert model.predictor is not None
     assert not any("predictor" in name for name, _ in model.encoder_k.named_parameters())
@@ -145,8 +153,15 @@ def test_predictor_is_on_the_query_side_only(data_root, tmp_path):
 
 
 def test_frozen_patch_embedding_stays_at_its_initialisation(data_root, tmp_path):
-    trainer = make(data_root, tmp_path, "model.backbone=test_vit3", "model.patch_size=7", "model.freeze_patch_embed=true",
-                   "optim.name=adamw", "optim.lr=1e-3")
+    trainer = make(
+        data_root,
+        tmp_path,
+        "model.backbone=test_vit3",
+        "model.patch_size=7",
+        "model.freeze_patch_embed=true",
+        "optim.name=adamw",
+        "optim.lr=1e-3",
+    )
     patch = trainer.model.encoder_q.backbone.patch_embed
     before = [p.clone() for p in patch.parameters()]
     trainer.sampler.set_epoch(0, 0)
@@ -161,8 +176,16 @@ def test_frozen_patch_embedding_stays_at_its_initialisation(data_root, tmp_path)
 
 
 def test_shipped_mocov3_configs_train_a_step(data_root, tmp_path):
-    cfg = load_config("configs/fmnist_mocov3.yaml", [f"data.root={data_root}", f"train.out_dir={tmp_path}",
-                                                     "optim.batch_size=32", "eval.knn_every=-1", "train.max_steps=2",
-                                                     "train.progress=false"])
+    cfg = load_config(
+        "configs/fmnist_mocov3.yaml",
+        [
+            f"data.root={data_root}",
+            f"train.out_dir={tmp_path}",
+            "optim.batch_size=32",
+            "eval.knn_every=-1",
+            "train.max_steps=2",
+            "train.progress=false",
+        ],
+    )
     assert cfg.negatives.source == "batch" and cfg.loss.symmetric and cfg.model.predictor_hidden
     assert Trainer(cfg).fit()["step"] == 2

@@ -29,11 +29,22 @@ def test_student_t_closed_forms_for_one_and_two_degrees_of_freedom(t):
     assert student_t_two_sided(-t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-10)
 
 
-@pytest.mark.parametrize("df,t,p", [
-    # two-sided critical values from the usual Student-t table
-    (1, 12.706, 0.05), (2, 4.303, 0.05), (5, 2.571, 0.05), (10, 2.228, 0.05), (30, 2.042, 0.05),
-    (4, 4.604, 0.01), (10, 3.169, 0.01), (20, 2.845, 0.01), (60, 2.000, 0.05), (3, 2.353, 0.10),
-])
+@pytest.mark.parametrize(
+    "df,t,p",
+    [
+        # two-sided critical values from the usual Student-t table
+        (1, 12.706, 0.05),
+        (2, 4.303, 0.05),
+        (5, 2.571, 0.05),
+        (10, 2.228, 0.05),
+        (30, 2.042, 0.05),
+        (4, 4.604, 0.01),
+        (10, 3.169, 0.01),
+        (20, 2.845, 0.01),
+        (60, 2.000, 0.05),
+        (3, 2.353, 0.10),
+    ],
+)
 def test_student_t_table(df, t, p):
     assert student_t_two_sided(t, df) == pytest.approx(p, rel=3e-3)
 

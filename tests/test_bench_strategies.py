@@ -23,8 +23,19 @@ def _cfg(*overrides):
 
 def test_hash_follows_the_result_not_the_paths():
     base = bench.config_hash(_cfg("train.seed=0"), "moco")
-    assert bench.config_hash(_cfg("train.seed=0", "train.out_dir=/elsewhere", "train.progress=false",
-                                  "train.log_every=7", "data.num_workers=0"), "moco") == base
+    assert (
+        bench.config_hash(
+            _cfg(
+                "train.seed=0",
+                "train.out_dir=/elsewhere",
+                "train.progress=false",
+                "train.log_every=7",
+                "data.num_workers=0",
+            ),
+            "moco",
+        )
+        == base
+    )
     assert bench.config_hash(_cfg("train.seed=1"), "moco") != base
     assert bench.config_hash(_cfg("train.seed=0", "optim.lr=0.05"), "moco") != base
     assert bench.config_hash(_cfg("train.seed=0", "train.max_steps=2"), "moco") != base
@@ -46,8 +57,20 @@ def test_every_method_config_loads_and_the_rows_are_the_asked_ones():
     class Args:
         epochs, max_steps, subset, overrides = 1, 0, 0, []
 
-    assert list(bench.METHODS) == ["moco", "mochi", "geodesic", "filter_dual", "feature_transform", "debiased",
-                                   "hard_weighted", "ambiguous", "fn_eliminate", "fn_attract", "in_batch", "mocov3"]
+    assert list(bench.METHODS) == [
+        "moco",
+        "mochi",
+        "geodesic",
+        "filter_dual",
+        "feature_transform",
+        "debiased",
+        "hard_weighted",
+        "ambiguous",
+        "fn_eliminate",
+        "fn_attract",
+        "in_batch",
+        "mocov3",
+    ]
     for method in bench.METHODS:
         cfg = bench.method_config(method, 0, Args)
         assert cfg.negatives.size == 4096 and cfg.loss.temperature == 0.2

@@ -54,39 +54,56 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     save_config(load_config(None, tiny_overrides(data, config_only)), config_only / "config.yaml")
 
     return {
-        "missing_dataset": (train("a", "data.root=/nonexistent/fmnist"),
-                            ["/nonexistent/fmnist", "apt-get install -y dataset-fashion-mnist"]),
+        "missing_dataset": (
+            train("a", "data.root=/nonexistent/fmnist"),
+            ["/nonexistent/fmnist", "apt-get install -y dataset-fashion-mnist"],
+        ),
         "corrupt_idx": (train("b", root=corrupt), [FILES["train"][0]]),
         "unknown_key": (train("c", "optim.lrr=0.1"), ["optim.lrr", "'optim.lr'"]),
         "wrong_type": (train("d", "optim.lr=abc"), ["optim.lr", "abc"]),
         "unknown_timm_model": (train("e", "model.backbone=resnt18"), ["resnt18", "'resnet18'"]),
         "negatives_zero": (train("f", "negatives.size=0"), ["negatives.size"]),
-        "strategy_count_too_large": (train("i", "negatives.strategies=[{name: mochi, n_hard: 128, s: 4}]"),
-                                     ["negatives.strategies[0].n_hard=128 is larger than the 100 negatives"]),
-        "batch_larger_than_dataset": (train("g", f"optim.batch_size={2 * N_TRAIN}"),
-                                      ["optim.batch_size", str(N_TRAIN)]),
+        "strategy_count_too_large": (
+            train("i", "negatives.strategies=[{name: mochi, n_hard: 128, s: 4}]"),
+            ["negatives.strategies[0].n_hard=128 is larger than the 100 negatives"],
+        ),
+        "batch_larger_than_dataset": (
+            train("g", f"optim.batch_size={2 * N_TRAIN}"),
+            ["optim.batch_size", str(N_TRAIN)],
+        ),
         "resume_dir_without_run": (["tools/train.py", "--resume", str(empty)], ["cannot resume", str(empty)]),
-        "resume_dir_without_checkpoint": (["tools/train.py", "--resume", str(config_only)],
-                                          ["cannot resume", "last.ckpt"]),
+        "resume_dir_without_checkpoint": (
+            ["tools/train.py", "--resume", str(config_only)],
+            ["cannot resume", "last.ckpt"],
+        ),
         "resume_flag_without_checkpoint": (train("h", "--resume"), ["cannot resume", "last.ckpt"]),
         "resume_changed_config": (["tools/train.py", *changed], ["optim.lr", "0.5", "different config"]),
-        "resume_dir_changed_config": (["tools/train.py", "--resume", str(run_dir), "optim.lr=0.5"],
-                                      ["optim.lr", "0.5", "different config"]),
+        "resume_dir_changed_config": (
+            ["tools/train.py", "--resume", str(run_dir), "optim.lr=0.5"],
+            ["optim.lr", "0.5", "different config"],
+        ),
         "export_non_run_dir": (["tools/export.py", str(empty)], [str(empty), "no checkpoint"]),
         "config_file_missing": (["tools/train.py", "--config", str(tmp / "nope.yaml")], ["nope.yaml"]),
-        "out_dir_in_proc": (train("i", "train.out_dir=/proc/vissl_neg_run"),
-                            ["train.out_dir '/proc/vissl_neg_run' cannot be created or written"]),
-        "out_dir_under_a_file": (train("j", f"train.out_dir={a_file / 'run'}"),
-                                 [f"train.out_dir '{a_file / 'run'}' cannot be created or written"]),
+        "out_dir_in_proc": (
+            train("i", "train.out_dir=/proc/vissl_neg_run"),
+            ["train.out_dir '/proc/vissl_neg_run' cannot be created or written"],
+        ),
+        "out_dir_under_a_file": (
+            train("j", f"train.out_dir={a_file / 'run'}"),
+            [f"train.out_dir '{a_file / 'run'}' cannot be created or written"],
+        ),
         "out_dir_is_a_file": (train("k", f"train.out_dir={a_file}"), [f"train.out_dir '{a_file}' is a file"]),
-        "export_out_under_a_file": (["tools/export.py", str(run_dir), "--out", str(a_file / "export")],
-                                    [f"export folder '{a_file / 'export'}' cannot be created or written"]),
+        "export_out_under_a_file": (
+            ["tools/export.py", str(run_dir), "--out", str(a_file / "export")],
+            [f"export folder '{a_file / 'export'}' cannot be created or written"],
+        ),
     }
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
-                          env=subprocess_env(), timeout=180)
+    return subprocess.run(
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, env=subprocess_env(), timeout=180
+    )
 
 
 def _load_tool(name: str):
@@ -136,8 +153,14 @@ CASES = [
 ]
 # Run as real processes by default: one case per layer (data, config, strategy counts, resume, export tool,
 # output folder). Every other case runs as a process too with `pytest -m slow`; all of them run in-process below.
-SUBPROCESS_DEFAULT = ["missing_dataset", "unknown_key", "strategy_count_too_large", "resume_changed_config",
-                      "export_non_run_dir", "out_dir_in_proc"]
+SUBPROCESS_DEFAULT = [
+    "missing_dataset",
+    "unknown_key",
+    "strategy_count_too_large",
+    "resume_changed_config",
+    "export_non_run_dir",
+    "out_dir_in_proc",
+]
 SUBPROCESS_CASES = [c if c in SUBPROCESS_DEFAULT else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
 
 

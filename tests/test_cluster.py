@@ -37,16 +37,27 @@ def free_port() -> int:
 
 
 def overrides(data_root, run_dir, *extra) -> list[str]:
-    return tiny_overrides(data_root, run_dir) + ["optim.batch_size=32", "eval.knn_every=-1", "train.ckpt_every=2",
-                                                 f"train.max_steps={STEPS}", *extra]
+    return tiny_overrides(data_root, run_dir) + [
+        "optim.batch_size=32",
+        "eval.knn_every=-1",
+        "train.ckpt_every=2",
+        f"train.max_steps={STEPS}",
+        *extra,
+    ]
 
 
 def launch(torchrun_args: list[str], script: Path, args: list[str], log: Path, env: dict | None = None):
     """torchrun in its own session, its output in LOG (no pipe to fill up)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args, str(script), *args]
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env={**subprocess_env(), **(env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**subprocess_env(), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def finish(procs: list, logs: list[Path], timeout: float = TIMEOUT) -> list[tuple[int, str]]:
@@ -72,10 +83,25 @@ def one_node(script: Path, args: list[str], log: Path, *torchrun_args: str, env:
 def two_nodes(args: list[str], logs: list[Path]) -> list[tuple[int, str]]:
     """Two torchrun agents, one process each, meeting at a c10d rendezvous on this host."""
     port, run_id = free_port(), f"two-nodes-{os.getpid()}-{time.monotonic_ns()}"
-    procs = [launch(["--nnodes=2", f"--node_rank={n}", "--nproc_per_node=1", "--rdzv_backend=c10d",
-                     f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={run_id}", "--rdzv_conf=join_timeout=90",
-                     "--local_addr=127.0.0.1", "--max-restarts=0"], TRAIN, args, log)
-             for n, log in zip((0, 1), logs)]
+    procs = [
+        launch(
+            [
+                "--nnodes=2",
+                f"--node_rank={n}",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint=127.0.0.1:{port}",
+                f"--rdzv_id={run_id}",
+                "--rdzv_conf=join_timeout=90",
+                "--local_addr=127.0.0.1",
+                "--max-restarts=0",
+            ],
+            TRAIN,
+            args,
+            log,
+        )
+        for n, log in zip((0, 1), logs)
+    ]
     return finish(procs, logs)
 
 
@@ -135,7 +161,6 @@ def reference(data_root, tmp_path_factory):
     return base / "run"
 
 
-@pytest.mark.slow  # two or three torchrun launches of two processes: 35-60 s on two cores
 def test_two_nodes_train_as_one_node_and_resume(data_root, reference, tmp_path):
     """--nnodes 2 (one process each, c10d rendezvous): one process writes the run directory and
     prints the result; both nodes restarted resume; the weights equal the one-node run's."""
@@ -156,35 +181,43 @@ def test_two_nodes_train_as_one_node_and_resume(data_root, reference, tmp_path):
     assert_same_training(run, reference)
 
 
-@pytest.mark.slow  # two or three torchrun launches of two processes: 35-60 s on two cores
 def test_killed_rank_restarts_the_group_from_the_last_checkpoint(data_root, reference, tmp_path):
     """--max-restarts 1: rank 1 SIGKILLed after step 3 (the checkpoint of step 2 is on disk);
     torchrun restarts both, they resume at step 2 and end bit-identical to the uninterrupted run."""
     run = tmp_path / "run"
-    code, out = one_node(FAULTY, overrides(data_root, run), tmp_path / "torchrun.log", "--max-restarts=1",
-                         env={"VISSL_NEG_KILL_AT": "1:3"})
+    code, out = one_node(
+        FAULTY,
+        overrides(data_root, run),
+        tmp_path / "torchrun.log",
+        "--max-restarts=1",
+        env={"VISSL_NEG_KILL_AT": "1:3"},
+    )
     assert code == 0, out[-3000:]
     assert "(exitcode: -9) local_rank: 1" in out, out[-3000:]  # torchrun saw rank 1 killed
     assert out.count(f"training {run}") == 1 and out.count(f"resuming {run} at step 2/") == 1
     assert_same_training(run, reference)
 
 
-@pytest.mark.slow  # two or three torchrun launches of two processes: 35-60 s on two cores
 def test_sigterm_saves_and_the_requeued_job_resumes(data_root, reference, tmp_path):
     """SIGTERM to torchrun and its workers (SLURM's preemption notice) while rank 0 is after
     step 3: the ranks agree to stop at the next log step (4), save it and exit; the same
     command again (the requeued job) resumes there and ends as the uninterrupted run."""
     run, paused = tmp_path / "run", tmp_path / "paused"
     log = tmp_path / "torchrun.log"
-    proc = launch(["--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}"], FAULTY,
-                  overrides(data_root, run), log, env={"VISSL_NEG_PAUSE_AT": f"0:3:{paused}"})
+    proc = launch(
+        ["--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}"],
+        FAULTY,
+        overrides(data_root, run),
+        log,
+        env={"VISSL_NEG_PAUSE_AT": f"0:3:{paused}"},
+    )
     deadline = time.monotonic() + TIMEOUT
     while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert paused.exists(), f"rank 0 never reached step 3:\n{log.read_text()[-3000:]}"
     for pid in [proc.pid, *children_of(proc.pid)]:  # like SLURM: every process of the job step
         os.kill(pid, signal.SIGTERM)
-    (code, out), = finish([proc], [log])
+    ((code, out),) = finish([proc], [log])
     assert code != 0, out[-3000:]  # a preempted job has not finished
     assert f"stopped by SIGTERM at step 4; checkpoint saved to {run / 'last.ckpt'}" in out, out[-3000:]
     assert state_of(run)["step"] == 4 and not (run / "metrics.json").exists()
@@ -228,8 +261,8 @@ def _sbatch_script(tmp_path) -> Path:
     stand_ins = {
         "scontrol": 'if [ "$1 $2" = "show hostnames" ]; then printf "gpu-a\\ngpu-b\\n"; else echo "scontrol $*" >> "$CALLS"; fi',
         "srun": 'while [[ "$1" == --* ]]; do shift; done; exec "$@"',
-        "torchrun": "trap 'echo \"torchrun got TERM\" >> \"$CALLS\"; exit 130' TERM\n"
-                    'echo "torchrun $*" >> "$CALLS"\nwhile true; do sleep 0.1; done',
+        "torchrun": 'trap \'echo "torchrun got TERM" >> "$CALLS"; exit 130\' TERM\n'
+        'echo "torchrun $*" >> "$CALLS"\nwhile true; do sleep 0.1; done',
     }
     for name, body in stand_ins.items():
         (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
@@ -244,9 +277,15 @@ def test_slurm_script_of_the_docs_launches_torchrun_and_requeues_at_the_time_lim
     syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
     calls = tmp_path / "calls.txt"
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls),
-           "SLURM_JOB_NODELIST": "gpu-[a-b]", "SLURM_JOB_NUM_NODES": "2", "SLURM_GPUS_ON_NODE": "8",
-           "SLURM_JOB_ID": "4242"}
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "SLURM_JOB_NODELIST": "gpu-[a-b]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_GPUS_ON_NODE": "8",
+        "SLURM_JOB_ID": "4242",
+    }
     proc = subprocess.Popen(["bash", str(script)], cwd=tmp_path, env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     while not (calls.exists() and "torchrun" in calls.read_text()) and time.monotonic() < deadline:

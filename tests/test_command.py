@@ -12,8 +12,14 @@ from vissl_neg.cli.main import COMMANDS, main
 from vissl_neg.config import find_config, load_config, shipped_configs
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = {"train": "train", "knn": "knn", "linear-probe": "linear_probe", "export": "export", "report": "report",
-         "eval-geo": "eval_geo"}
+TOOLS = {
+    "train": "train",
+    "knn": "knn",
+    "linear-probe": "linear_probe",
+    "export": "export",
+    "report": "report",
+    "eval-geo": "eval_geo",
+}
 
 
 def _error(capsys, argv) -> str:
@@ -38,7 +44,8 @@ def test_unknown_command_and_unknown_config_are_one_line(capsys):
     assert "did you mean 'train'" in _error(capsys, ["trian"])
     assert _error(capsys, ["train", "--config", "fmnist_mochy"]) == (
         "error: config file 'fmnist_mochy' does not exist and no shipped config is named 'fmnist_mochy' "
-        "(did you mean 'fmnist_mochi'?)")
+        "(did you mean 'fmnist_mochi'?)"
+    )
 
 
 def test_help_lists_every_command(capsys):
@@ -70,7 +77,10 @@ def test_train_from_python_is_the_command(tmp_path):
     from helpers import tiny_overrides, write_fmnist_fixture
 
     write_fmnist_fixture(tmp_path / "data", n_train=64, n_test=32)
-    result = vissl_neg.train("fmnist_moco", tiny_overrides(tmp_path / "data", tmp_path / "run")
-                             + ["train.max_steps=1", "eval.knn_every=-1", "optim.batch_size=32"])
+    result = vissl_neg.train(
+        "fmnist_moco",
+        tiny_overrides(tmp_path / "data", tmp_path / "run")
+        + ["train.max_steps=1", "eval.knn_every=-1", "optim.batch_size=32"],
+    )
     assert result["step"] == 1
     assert (tmp_path / "run" / "last.ckpt").is_file()

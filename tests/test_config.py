@@ -120,12 +120,15 @@ def test_wrong_type_int_and_bool():
     assert "train.epochs" in _config_error(["train.epochs=true"])
 
 
-@pytest.mark.parametrize("override,key", [
-    ("negatives.size=0", "negatives.size"),
-    ("negatives.size=-5", "negatives.size"),
-    ("optim.batch_size=0", "optim.batch_size"),
-    ("loss.temperature=0", "loss.temperature"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("negatives.size=0", "negatives.size"),
+        ("negatives.size=-5", "negatives.size"),
+        ("optim.batch_size=0", "optim.batch_size"),
+        ("loss.temperature=0", "loss.temperature"),
+    ],
+)
 def test_non_positive(override, key):
     msg = _config_error([override])
     assert key in msg
@@ -163,39 +166,59 @@ def test_exponent_floats_without_a_dot_are_floats():
     assert load_config(None, ["optim.lr=1e-3", "optim.weight_decay=5e-4"]).optim.lr == 1e-3
 
 
-@pytest.mark.parametrize("override,needles", [
-    ("negatives.strategies=[{name: mochy}]", ["negatives.strategies[0].name", "'mochi'"]),
-    ("negatives.strategies=[{n_hard: 4}]", ["negatives.strategies[0]", "needs a name"]),
-    ("negatives.strategies=[{name: mochi, n_hrd: 4}]", ["negatives.strategies[0].n_hrd", "'negatives.strategies[0].n_hard'"]),
-    ("negatives.strategies=[{name: filter, keep: 10, fraction: 0.5}]", ["negatives.strategies[0]", "exactly one"]),
-    ("negatives.strategies=[{name: filter}, {name: mochi, s: -1}]", ["negatives.strategies[0]"]),
-    ("negatives.strategies=[{name: mochi, s: -1}]", ["negatives.strategies[0]", "s >= 0"]),
-    ("negatives.strategies=[{name: geodesic, alpha: 0}]", ["alpha > 0"]),
-    ("negatives.strategies=[{name: mochi, start_epoch: -1}]", ["start_epoch"]),
-    ("negatives.strategies=[{name: feature_transform, pos_alpha: two}]", ["pos_alpha", "float"]),
-    ("negatives.strategies=[mochi]", ["negatives.strategies[0]", "mapping"]),
-    ("negatives.source=bank", ["negatives.source", "memory_bank"]),
-    ("negatives.bank_dtype=half", ["negatives.bank_dtype", "float16"]),
-    ("loss.tau_plus=0.1", ["loss.name=debiased"]),
-    ("negatives.strategies=[{name: mochi}, {name: feature_transform}]", ["negatives.strategies[1]", "before"]),
-    ("loss.name=debiassed", ["'debiased'"]),
-    ("negatives.strategies=[{name: ambiguous, keep: 0}]", ["negatives.strategies[0]' (ambiguous)", "keep > 0"]),
-    ("negatives.strategies=[{name: ambiguous, a: -1}]", ["negatives.strategies[0]' (ambiguous)", "a > 0"]),
-    ("negatives.strategies=[{name: false_negatives, top: 0}]",
-     ["negatives.strategies[0]' (false_negatives)", "top > 0"]),
-    ("negatives.strategies=[{name: false_negatives, mode: ignore}]", ["negatives.strategies[0]", "eliminate, attract",
-                                                                     "'ignore'"]),
-    ("negatives.strategies=[{name: false_negatives}, {name: false_negatives, mode: attract}]",
-     ["negatives.strategies[1]", "only one"]),
-    ("negatives.strategies=[{name: mochi, n_hard: 8192}]",
-     ["negatives.strategies[0].n_hard=8192 is larger than the 4096 negatives each query has"]),
-    ("negatives.strategies=[{name: filter, keep: 5000}]", ["negatives.strategies[0].keep=5000", "4096"]),
-    ("negatives.strategies=[{name: filter, fraction: 0.25}, {name: ambiguous, keep: 1025}]",
-     ["negatives.strategies[1].keep=1025 is larger than the 1024 negatives each query has after "
-      "negatives.strategies[0] (filter)"]),
-    ("negatives.strategies=[{name: ambiguous, keep: 512}, {name: false_negatives, top: 513}]",
-     ["negatives.strategies[1].top=513", "512", "negatives.strategies[0] (ambiguous)"]),
-])
+@pytest.mark.parametrize(
+    "override,needles",
+    [
+        ("negatives.strategies=[{name: mochy}]", ["negatives.strategies[0].name", "'mochi'"]),
+        ("negatives.strategies=[{n_hard: 4}]", ["negatives.strategies[0]", "needs a name"]),
+        (
+            "negatives.strategies=[{name: mochi, n_hrd: 4}]",
+            ["negatives.strategies[0].n_hrd", "'negatives.strategies[0].n_hard'"],
+        ),
+        ("negatives.strategies=[{name: filter, keep: 10, fraction: 0.5}]", ["negatives.strategies[0]", "exactly one"]),
+        ("negatives.strategies=[{name: filter}, {name: mochi, s: -1}]", ["negatives.strategies[0]"]),
+        ("negatives.strategies=[{name: mochi, s: -1}]", ["negatives.strategies[0]", "s >= 0"]),
+        ("negatives.strategies=[{name: geodesic, alpha: 0}]", ["alpha > 0"]),
+        ("negatives.strategies=[{name: mochi, start_epoch: -1}]", ["start_epoch"]),
+        ("negatives.strategies=[{name: feature_transform, pos_alpha: two}]", ["pos_alpha", "float"]),
+        ("negatives.strategies=[mochi]", ["negatives.strategies[0]", "mapping"]),
+        ("negatives.source=bank", ["negatives.source", "memory_bank"]),
+        ("negatives.bank_dtype=half", ["negatives.bank_dtype", "float16"]),
+        ("loss.tau_plus=0.1", ["loss.name=debiased"]),
+        ("negatives.strategies=[{name: mochi}, {name: feature_transform}]", ["negatives.strategies[1]", "before"]),
+        ("loss.name=debiassed", ["'debiased'"]),
+        ("negatives.strategies=[{name: ambiguous, keep: 0}]", ["negatives.strategies[0]' (ambiguous)", "keep > 0"]),
+        ("negatives.strategies=[{name: ambiguous, a: -1}]", ["negatives.strategies[0]' (ambiguous)", "a > 0"]),
+        (
+            "negatives.strategies=[{name: false_negatives, top: 0}]",
+            ["negatives.strategies[0]' (false_negatives)", "top > 0"],
+        ),
+        (
+            "negatives.strategies=[{name: false_negatives, mode: ignore}]",
+            ["negatives.strategies[0]", "eliminate, attract", "'ignore'"],
+        ),
+        (
+            "negatives.strategies=[{name: false_negatives}, {name: false_negatives, mode: attract}]",
+            ["negatives.strategies[1]", "only one"],
+        ),
+        (
+            "negatives.strategies=[{name: mochi, n_hard: 8192}]",
+            ["negatives.strategies[0].n_hard=8192 is larger than the 4096 negatives each query has"],
+        ),
+        ("negatives.strategies=[{name: filter, keep: 5000}]", ["negatives.strategies[0].keep=5000", "4096"]),
+        (
+            "negatives.strategies=[{name: filter, fraction: 0.25}, {name: ambiguous, keep: 1025}]",
+            [
+                "negatives.strategies[1].keep=1025 is larger than the 1024 negatives each query has after "
+                "negatives.strategies[0] (filter)"
+            ],
+        ),
+        (
+            "negatives.strategies=[{name: ambiguous, keep: 512}, {name: false_negatives, top: 513}]",
+            ["negatives.strategies[1].top=513", "512", "negatives.strategies[0] (ambiguous)"],
+        ),
+    ],
+)
 def test_strategy_and_loss_errors_name_the_entry(override, needles):
     msg = _config_error([override])
     for needle in needles:
@@ -203,16 +226,28 @@ def test_strategy_and_loss_errors_name_the_entry(override, needles):
 
 
 def test_debiased_loss_with_false_negative_cancellation_is_refused():
-    msg = _config_error(["loss.name=debiased", "loss.tau_plus=0.1",
-                         "negatives.strategies=[{name: false_negatives, top: 4}]"])
+    msg = _config_error(
+        ["loss.name=debiased", "loss.tau_plus=0.1", "negatives.strategies=[{name: false_negatives, top: 4}]"]
+    )
     assert "loss.name=debiased" in msg and "false_negatives" in msg and "not supported" in msg
 
 
 def test_counts_follow_the_memory_bank_size():
-    load_config(None, ["negatives.source=memory_bank", "negatives.size=300",
-                       "negatives.strategies=[{name: mochi, n_hard: 300, s: 4}]"])
-    msg = _config_error(["negatives.source=memory_bank", "negatives.size=300",
-                         "negatives.strategies=[{name: mochi, n_hard: 301, s: 4}]"])
+    load_config(
+        None,
+        [
+            "negatives.source=memory_bank",
+            "negatives.size=300",
+            "negatives.strategies=[{name: mochi, n_hard: 300, s: 4}]",
+        ],
+    )
+    msg = _config_error(
+        [
+            "negatives.source=memory_bank",
+            "negatives.size=300",
+            "negatives.strategies=[{name: mochi, n_hard: 301, s: 4}]",
+        ]
+    )
     assert "n_hard=301 is larger than the 300 negatives" in msg
 
 

@@ -37,7 +37,12 @@ def test_sample4geo_reference_recipe():
     cfg, name = _load(CONFIGS[[p.stem for p in CONFIGS].index("cvusa_sample4geo")])
     assert name == "cvusa" and cfg.model.backbone.split(".")[0] == "convnext_base" and cfg.model.pretrained
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.warmup_epochs, cfg.optim.clip_grad) == (
-        "adamw", 1e-3, 128, 1.0, 100.0)
+        "adamw",
+        1e-3,
+        128,
+        1.0,
+        100.0,
+    )
     assert (cfg.train.epochs, cfg.loss.label_smoothing, cfg.model.init_temperature) == (40, 0.1, 0.07)
     s = cfg.sampling
     assert (s.neighbour_select, s.neighbour_range, s.gps_epochs, s.mine_every) == (64, 128, 4, 4)
@@ -47,13 +52,28 @@ def test_sample4geo_reference_recipe():
     assert cfg.train.amp == "fp16"
     assert (a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p) == (0.5, [90, 100], 0.15, 0.15, 0.5)
     assert (a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p, a.flip_p, a.rotate_p) == (
-        0.15, 0.15, 0.15, 0.15, 0.5, 0.75)
+        0.15,
+        0.15,
+        0.15,
+        0.15,
+        0.5,
+        0.75,
+    )
 
 
 def test_there_is_a_fashion_mnist_config_per_strategy_and_source():
     names = {p.stem for p in CONFIGS}
-    assert {"fmnist_moco", "fmnist_mochi", "fmnist_geodesic", "fmnist_filter_dual", "fmnist_feature_transform",
-            "fmnist_debiased", "fmnist_memory_bank", "fmnist_ambiguous", "fmnist_false_negatives"} <= names
+    assert {
+        "fmnist_moco",
+        "fmnist_mochi",
+        "fmnist_geodesic",
+        "fmnist_filter_dual",
+        "fmnist_feature_transform",
+        "fmnist_debiased",
+        "fmnist_memory_bank",
+        "fmnist_ambiguous",
+        "fmnist_false_negatives",
+    } <= names
 
 
 def _built(cfg):
@@ -91,10 +111,18 @@ def test_imagenet_paper_recipes():
     mochi100, data = _load(by_name["imagenet100_mochi"])
     assert data == "imagenet100"
     assert mochi100.negatives.strategies[0] | {"start_epoch": 0} == {
-        "name": "mochi", "n_hard": 1024, "s": 1024, "s_prime": 512, "start_epoch": 0}
+        "name": "mochi",
+        "n_hard": 1024,
+        "s": 1024,
+        "s_prime": 512,
+        "start_epoch": 0,
+    }
     mochi, _ = _load(by_name["imagenet_mochi"])
-    assert (mochi.negatives.strategies[0]["n_hard"], mochi.negatives.strategies[0]["s"],
-            mochi.negatives.strategies[0]["s_prime"]) == (256, 512, 0)
+    assert (
+        mochi.negatives.strategies[0]["n_hard"],
+        mochi.negatives.strategies[0]["s"],
+        mochi.negatives.strategies[0]["s_prime"],
+    ) == (256, 512, 0)
     for name in ("imagenet_feature_transform", "imagenet100_feature_transform"):
         ft, _ = _load(by_name[name])
         (built,) = _built(ft)

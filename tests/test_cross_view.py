@@ -11,8 +11,9 @@ import helpers  # noqa: F401  (pins torch to one CPU thread)
 
 def _pair(b=4):
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (b, 3, 8, 16), generator=g, dtype=torch.uint8), \
-        torch.randint(0, 256, (b, 3, 10, 10), generator=g, dtype=torch.uint8)
+    return torch.randint(0, 256, (b, 3, 8, 16), generator=g, dtype=torch.uint8), torch.randint(
+        0, 256, (b, 3, 10, 10), generator=g, dtype=torch.uint8
+    )
 
 
 def test_rotation_goes_with_a_quarter_roll_per_sample():

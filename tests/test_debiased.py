@@ -69,7 +69,9 @@ def test_clamp_at_n_exp_minus_one_over_t():
     n = 4
     want = -math.log(math.exp(1 / t) / (math.exp(1 / t) + n * math.exp(-1 / t)))
     assert float(debiased_info_nce(q, q, negs, t, tau_plus)) == pytest.approx(want, rel=1e-6)
-    assert float(debiased_info_nce(q, q, negs, t, tau_plus)) == pytest.approx(_hand_debiased(q, q, negs, t, tau_plus, 0))
+    assert float(debiased_info_nce(q, q, negs, t, tau_plus)) == pytest.approx(
+        _hand_debiased(q, q, negs, t, tau_plus, 0)
+    )
 
 
 def test_small_temperature_stays_finite_and_exact():

@@ -26,8 +26,16 @@ def free_port() -> int:
 
 
 def torchrun(script: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(script), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(script),
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -41,8 +49,13 @@ def data_root(tmp_path_factory):
 
 
 def overrides(data_root, out_dir, *extra):
-    return tiny_overrides(data_root, out_dir) + ["optim.batch_size=32", "negatives.size=100",
-                                                 "eval.knn_every=-1", "train.ckpt_every=2", *extra]
+    return tiny_overrides(data_root, out_dir) + [
+        "optim.batch_size=32",
+        "negatives.size=100",
+        "eval.knn_every=-1",
+        "train.ckpt_every=2",
+        *extra,
+    ]
 
 
 def run_worker(data_root, tmp_path, name, *extra):
@@ -107,8 +120,10 @@ def test_resume_mid_epoch_on_two_ranks_continues_the_same_order(data_root, tmp_p
 
 def test_tools_train_under_torchrun_writes_once(data_root, tmp_path):
     run = tmp_path / "run"
-    proc = torchrun(ROOT / "tools" / "train.py", *overrides(data_root, run, "train.max_steps=3", "train.epochs=1",
-                                                                   "train.report=true"))
+    proc = torchrun(
+        ROOT / "tools" / "train.py",
+        *overrides(data_root, run, "train.max_steps=3", "train.epochs=1", "train.report=true"),
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 3
     assert proc.stdout.count('"step": 3') == 1  # the final JSON line comes from rank 0 only
@@ -125,8 +140,11 @@ def test_batch_source_contrasts_with_the_keys_of_every_rank(data_root, tmp_path)
 
     out = tmp_path / "batch"
     out.mkdir()
-    torchrun(Path(__file__).resolve().parent / "ddp_batch_worker.py", str(out),
-             *overrides(data_root, tmp_path / "run", "negatives.source=batch", "train.max_steps=2"))
+    torchrun(
+        Path(__file__).resolve().parent / "ddp_batch_worker.py",
+        str(out),
+        *overrides(data_root, tmp_path / "run", "negatives.source=batch", "train.max_steps=2"),
+    )
     keys = torch.cat([per_rank(0)[1], per_rank(1)[1]])
     for r in range(2):
         got = torch.load(out / f"rank{r}.pt", weights_only=True)

@@ -110,7 +110,7 @@ def test_local_dir_load_gives_the_trained_features(trained):
     # the weights are the checkpoint's query backbone, read independently from last.ckpt
     state = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=True)
     prefix = "encoder_q.backbone."
-    ckpt_sd = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    ckpt_sd = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     sd = safetensors.torch.load_file(run_dir / "export" / "model.safetensors")
     pth = torch.load(run_dir / "export" / "backbone.pth", map_location="cpu", weights_only=True)
     assert set(ckpt_sd) == set(sd) == set(pth)
@@ -197,8 +197,11 @@ def test_vit_run_exports_its_size_and_patches(data_root, tmp_path):
     """A ViT trained on 28x28 with 4x4 patches: config.json carries img_size and patch_size,
     so local-dir: rebuilds the same model (7x7 patches + class token), with the same features."""
     run_dir = tmp_path / "vit"
-    cfg = load_config(None, tiny_overrides(data_root, run_dir) + [
-        "model.backbone=vit_tiny_patch16_224", "model.patch_size=4", "train.max_steps=1", "eval.knn_every=-1"])
+    cfg = load_config(
+        None,
+        tiny_overrides(data_root, run_dir)
+        + ["model.backbone=vit_tiny_patch16_224", "model.patch_size=4", "train.max_steps=1", "eval.knn_every=-1"],
+    )
     trainer = Trainer(cfg)
     trainer.fit()
     card = export_run(run_dir)
@@ -278,8 +281,9 @@ def _machine_paths(*paths) -> set[str]:
 
 
 def _files_holding(folder, needles: set[str]) -> list[tuple[str, str]]:
-    return [(f.name, n) for f in sorted(folder.rglob("*")) if f.is_file()
-            for n in needles if n.encode() in f.read_bytes()]
+    return [
+        (f.name, n) for f in sorted(folder.rglob("*")) if f.is_file() for n in needles if n.encode() in f.read_bytes()
+    ]
 
 
 def test_export_holds_no_path_of_the_training_machine(trained, data_root, tmp_path):
@@ -295,30 +299,48 @@ def test_export_holds_no_path_of_the_training_machine(trained, data_root, tmp_pa
     assert _files_holding(out, needles) == []
     assert _files_holding(run_dir, {str(data_root)})  # the check finds what is there: the run's own files
     for c in (card, card2):
-        assert c["dataset"] == {"name": "Fashion-MNIST", "hub_id": "zalando-datasets/fashion_mnist",
-                                "data.name": "fashion_mnist"}
+        assert c["dataset"] == {
+            "name": "Fashion-MNIST",
+            "hub_id": "zalando-datasets/fashion_mnist",
+            "data.name": "fashion_mnist",
+        }
         assert c["config"]["data"]["root"] == c["config"]["train"]["out_dir"] == "<local path, not published>"
         assert c["load"] == "timm.create_model('hf-hub:USER/REPO', pretrained=True)"
     # everything else of the config is the run's
     kept = {k: v for k, v in state["config"].items() if k not in ("data", "train")}
     assert {k: card["config"][k] for k in kept} == kept
-    assert {k: v for k, v in card["config"]["train"].items() if k != "out_dir"} == \
-        {k: v for k, v in state["config"]["train"].items() if k != "out_dir"}
+    assert {k: v for k, v in card["config"]["train"].items() if k != "out_dir"} == {
+        k: v for k, v in state["config"]["train"].items() if k != "out_dir"
+    }
 
 
 def test_public_config_replaces_paths_of_any_form():
     from vissl_neg.export.release import PLACEHOLDER, public_config
 
-    config = {"data": {"root": "data/CVUSA", "neighbours": "auto", "classes": "", "name": "cvusa"},
-              "model": {"pretrained_file": "C:\\weights\\convnext.pth", "backbone": "convnext_base"},
-              "train": {"out_dir": "runs/x", "seed": 3},
-              "negatives": {"strategies": [{"name": "filter", "file": "~/lists/a.txt", "keep": 8},
-                                           {"name": "x", "file": "/home/u/b"}, {"name": "y", "file": "rel/c"}]}}
+    config = {
+        "data": {"root": "data/CVUSA", "neighbours": "auto", "classes": "", "name": "cvusa"},
+        "model": {"pretrained_file": "C:\\weights\\convnext.pth", "backbone": "convnext_base"},
+        "train": {"out_dir": "runs/x", "seed": 3},
+        "negatives": {
+            "strategies": [
+                {"name": "filter", "file": "~/lists/a.txt", "keep": 8},
+                {"name": "x", "file": "/home/u/b"},
+                {"name": "y", "file": "rel/c"},
+            ]
+        },
+    }
     out = public_config(config)
-    assert out == {"data": {"root": PLACEHOLDER, "neighbours": "auto", "classes": "", "name": "cvusa"},
-                   "model": {"pretrained_file": PLACEHOLDER, "backbone": "convnext_base"},
-                   "train": {"out_dir": PLACEHOLDER, "seed": 3},
-                   "negatives": {"strategies": [{"name": "filter", "file": PLACEHOLDER, "keep": 8},
-                                                {"name": "x", "file": PLACEHOLDER}, {"name": "y", "file": "rel/c"}]}}
+    assert out == {
+        "data": {"root": PLACEHOLDER, "neighbours": "auto", "classes": "", "name": "cvusa"},
+        "model": {"pretrained_file": PLACEHOLDER, "backbone": "convnext_base"},
+        "train": {"out_dir": PLACEHOLDER, "seed": 3},
+        "negatives": {
+            "strategies": [
+                {"name": "filter", "file": PLACEHOLDER, "keep": 8},
+                {"name": "x", "file": PLACEHOLDER},
+                {"name": "y", "file": "rel/c"},
+            ]
+        },
+    }
     assert config["data"]["root"] == "data/CVUSA"  # a copy
     assert public_config({"data": {"neighbours": "/d/all.csv"}})["data"]["neighbours"] == PLACEHOLDER

@@ -98,8 +98,9 @@ def test_eliminate_drops_the_suspects_gradient():
 
 def test_unknown_mode():
     with pytest.raises(ValueError, match="eliminate, attract"):
-        false_negative_from_similarities(torch.zeros(1), torch.zeros(1, 2), 0.2, torch.zeros(1, 2, dtype=torch.bool),
-                                         "ignore")
+        false_negative_from_similarities(
+            torch.zeros(1), torch.zeros(1, 2), 0.2, torch.zeros(1, 2, dtype=torch.bool), "ignore"
+        )
 
 
 def test_strategy_marks_the_negatives_nearest_the_anchor_views():
@@ -147,24 +148,24 @@ def _reference_fnc_loss(anchor, views_ema, memory, temperature, topk, threshold)
     two views (the current batch's entries, objective.py:168-175) and the rest the older keys.
     Returns (loss, dense_mask (M,))."""
     m = memory.shape[0]
-    masks = torch.ones(1, 1, dtype=memory.dtype)                                   # one_hot(sample_idx, 1)
-    masks_all = masks.repeat(1, 2)                                                 # :168
+    masks = torch.ones(1, 1, dtype=memory.dtype)  # one_hot(sample_idx, 1)
+    masks_all = masks.repeat(1, 2)  # :168
     masks_all_mem = torch.cat([masks_all, torch.zeros(1, m - 2, dtype=memory.dtype)], -1)  # :169-175
-    all_scores = torch.einsum("bvd,md->bvm", views_ema.unsqueeze(0), memory)       # :185
-    all_scores = all_scores.max(dim=1).values                                      # :186 reduce_max over views
-    all_scores = all_scores - masks_all_mem * LARGE_NUM                            # :187
-    topk_inds = all_scores.topk(topk, dim=1).indices                               # :191
-    dense_mask = (all_scores > threshold).to(memory.dtype)                         # :195-196
-    dense_mask_topk = torch.zeros_like(all_scores).scatter_(1, topk_inds, 1.0)     # :199-208
-    dense_mask = dense_mask * dense_mask_topk                                      # :211
+    all_scores = torch.einsum("bvd,md->bvm", views_ema.unsqueeze(0), memory)  # :185
+    all_scores = all_scores.max(dim=1).values  # :186 reduce_max over views
+    all_scores = all_scores - masks_all_mem * LARGE_NUM  # :187
+    topk_inds = all_scores.topk(topk, dim=1).indices  # :191
+    dense_mask = (all_scores > threshold).to(memory.dtype)  # :195-196
+    dense_mask_topk = torch.zeros_like(all_scores).scatter_(1, topk_inds, 1.0)  # :199-208
+    dense_mask = dense_mask * dense_mask_topk  # :211
     mask_anchor = torch.cat([masks, torch.zeros(1, m - 1, dtype=memory.dtype)], -1)  # :217-221, anchor_ind 0
-    anchor_mem = (anchor.unsqueeze(0) @ memory.t()) / temperature                  # :234-235
-    log_numerator = (anchor_mem * (masks_all_mem * (1.0 - mask_anchor))).sum(1)    # :236-237
-    denominator = anchor_mem - mask_anchor * LARGE_NUM                             # :238
-    log_numerator = log_numerator + (denominator * dense_mask).sum(1)              # :239
-    log_numerator = -log_numerator / (2 - 1.0 + dense_mask.sum(1))                 # :240-241
-    log_denominator = torch.logsumexp(denominator, dim=1)                          # :242
-    return (log_numerator + log_denominator).mean(), dense_mask[0]                 # :243
+    anchor_mem = (anchor.unsqueeze(0) @ memory.t()) / temperature  # :234-235
+    log_numerator = (anchor_mem * (masks_all_mem * (1.0 - mask_anchor))).sum(1)  # :236-237
+    denominator = anchor_mem - mask_anchor * LARGE_NUM  # :238
+    log_numerator = log_numerator + (denominator * dense_mask).sum(1)  # :239
+    log_numerator = -log_numerator / (2 - 1.0 + dense_mask.sum(1))  # :240-241
+    log_denominator = torch.logsumexp(denominator, dim=1)  # :242
+    return (log_numerator + log_denominator).mean(), dense_mask[0]  # :243
 
 
 def test_marks_and_attraction_match_the_reference_transcription():

@@ -90,8 +90,10 @@ def test_against_the_reference_transcription_scalar_and_per_element():
     q = _unit(6, 5, seed=10).requires_grad_(True)
     k, queue = _unit(6, 5, seed=11), _unit(9, 5, seed=12)
     perm = torch.randperm(9, generator=torch.Generator().manual_seed(0))
-    for pos_mask, neg_mask in [(torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)),
-                               (torch.rand(6, 5, dtype=torch.float64), torch.rand(9, 5, dtype=torch.float64))]:
+    for pos_mask, neg_mask in [
+        (torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)),
+        (torch.rand(6, 5, dtype=torch.float64), torch.rand(9, 5, dtype=torch.float64)),
+    ]:
         want_q, want_k, want_n = _reference_posneg(q, k, queue, pos_mask, neg_mask, perm)
         got_q, got_k = extrapolate_positives(q, k, 1 + pos_mask)
         got_n = interpolate_negatives(queue, perm, neg_mask)

@@ -56,7 +56,8 @@ def test_the_debiased_loss_by_name_is_the_debiased_formula(qkn):
     loss = contrastive_loss(negative_set(q, k, queue), name="debiased", temperature=0.5, tau_plus=0.1, beta=1.0)
     assert torch.allclose(loss, debiased_info_nce(q, k, queue, 0.5, 0.1, 1.0), atol=1e-6)
     assert contrastive_loss(negative_set(q, k, queue), temperature=T, scale=3.0).item() == pytest.approx(
-        3.0 * _info_nce(q, k, queue).item(), rel=1e-5)
+        3.0 * _info_nce(q, k, queue).item(), rel=1e-5
+    )
 
 
 def test_batch_negatives_are_the_other_keys(qkn):
@@ -111,18 +112,27 @@ def test_the_trainer_scores_through_the_same_function(monkeypatch, qkn):
         return real(negs, loss)
 
     monkeypatch.setattr(trainer_module, "contrast", spy)
-    fake = type("T", (), {"negative_set": lambda self, *a: negative_set(q, k, queue),
-                          "loss": vissl_neg.negatives.functional.LOSSES["info_nce"](temperature=T)})()
+    fake = type(
+        "T",
+        (),
+        {
+            "negative_set": lambda self, *a: negative_set(q, k, queue),
+            "loss": vissl_neg.negatives.functional.LOSSES["info_nce"](temperature=T),
+        },
+    )()
     loss = trainer_module.Trainer.contrast(fake, q, k, torch.arange(6))[0]
     assert len(seen) == 1 and torch.allclose(loss, _info_nce(q, k, queue), atol=1e-6)
 
 
-@pytest.mark.parametrize("name, params", [
-    ("geodesic", {"n_hard": 8, "s": 4, "s_prime": 2}),
-    ("feature_transform", {}),
-    ("ambiguous", {"keep": 10}),
-    ("false_negatives", {"top": 3, "mode": "attract"}),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("geodesic", {"n_hard": 8, "s": 4, "s_prime": 2}),
+        ("feature_transform", {}),
+        ("ambiguous", {"keep": 10}),
+        ("false_negatives", {"top": 3, "mode": "attract"}),
+    ],
+)
 def test_every_strategy_function_trains_on_plain_tensors(name, params, qkn):
     """Each door gives a set the loss takes: a finite loss whose gradient reaches the queries."""
     from vissl_neg.negatives import functional

@@ -53,7 +53,12 @@ def test_recall_at_k_ranks_and_ties():
     query = torch.tensor([[1.0], [1.0], [-1.0]])
     gt = torch.tensor([0, 2, 4])  # ranks: 0; 2 (refs 0 and 1 score higher); 0
     got = recall_at_k(query, reference, gt, ks=(1, 2, 3))
-    assert got == {"R@1": pytest.approx(200 / 3), "R@2": pytest.approx(200 / 3), "R@3": 100.0, "R@1%": pytest.approx(200 / 3)}
+    assert got == {
+        "R@1": pytest.approx(200 / 3),
+        "R@2": pytest.approx(200 / 3),
+        "R@3": 100.0,
+        "R@1%": pytest.approx(200 / 3),
+    }
     # a tie with the true reference does not push it down
     tie = torch.tensor([[1.0], [1.0]])
     assert recall_at_k(torch.tensor([[1.0]]), tie, torch.tensor([1]), ks=(1,))["R@1"] == 100.0
@@ -92,8 +97,9 @@ def test_sampler_fills_from_near_then_random_far_neighbours():
 @pytest.mark.parametrize("spread_deg", [2.0, 1e-4], ids=["region", "metres-apart"])
 def test_gps_neighbours_match_brute_force_haversine(spread_deg):
     g = torch.Generator().manual_seed(0)
-    coords = torch.stack([torch.rand(30, generator=g) * spread_deg + 40,
-                          torch.rand(30, generator=g) * spread_deg - 75], dim=1).double()
+    coords = torch.stack(
+        [torch.rand(30, generator=g) * spread_deg + 40, torch.rand(30, generator=g) * spread_deg - 75], dim=1
+    ).double()
     ids = [1000 + i for i in range(30)]
     got = gps_neighbours(ids, coords, k=5, chunk_size=7, slack=2)
 

@@ -34,11 +34,28 @@ def cvusa(tmp_path_factory):
 
 
 def geo_overrides(root, out_dir, *extra) -> list[str]:
-    return [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "model.backbone=resnet10t",
-            "optim.batch_size=8", "optim.lr=0.003", "sampling.neighbour_select=4", "sampling.neighbour_range=8",
-            "sampling.gps_epochs=1", "sampling.mine_every=1", "train.epochs=3", "train.device=cpu",
-            "train.progress=false", "train.report=false", "train.log_every=2", "train.ckpt_every=2", "eval.every=1",
-            "eval.batch_size=16", f"train.out_dir={out_dir}", *extra]
+    return [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "model.backbone=resnet10t",
+        "optim.batch_size=8",
+        "optim.lr=0.003",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "sampling.gps_epochs=1",
+        "sampling.mine_every=1",
+        "train.epochs=3",
+        "train.device=cpu",
+        "train.progress=false",
+        "train.report=false",
+        "train.log_every=2",
+        "train.ckpt_every=2",
+        "eval.every=1",
+        "eval.batch_size=16",
+        f"train.out_dir={out_dir}",
+        *extra,
+    ]
 
 
 def make(root, out_dir, *extra, resume=None) -> GeoTrainer:
@@ -47,16 +64,33 @@ def make(root, out_dir, *extra, resume=None) -> GeoTrainer:
 
 def test_step_loss_is_symmetric_info_nce_with_clipped_gradients(cvusa, tmp_path):
     root, _ = cvusa
-    t = make(root, tmp_path / "run", "optim.clip_grad=1e-4", "loss.label_smoothing=0.1",
-             *(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
-                                             "grid_dropout_p", "coarse_dropout_p")))
+    t = make(
+        root,
+        tmp_path / "run",
+        "optim.clip_grad=1e-4",
+        "loss.label_smoothing=0.1",
+        *(
+            f"augment.{k}=0.0"
+            for k in (
+                "flip_p",
+                "rotate_p",
+                "jpeg_p",
+                "jitter_p",
+                "blur_p",
+                "sharpen_p",
+                "grid_dropout_p",
+                "coarse_dropout_p",
+            )
+        ),
+    )
     assert t.model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
     t.model.train()
     with torch.no_grad():
         state = {k: v.clone() for k, v in t.model.state_dict().items()}
-        expected = symmetric_info_nce(t.model(t.eval_transform(pano)), t.model(t.eval_transform(sat)),
-                                      t.model.logit_scale, label_smoothing=0.1)
+        expected = symmetric_info_nce(
+            t.model(t.eval_transform(pano)), t.model(t.eval_transform(sat)), t.model.logit_scale, label_smoothing=0.1
+        )
     t.model.load_state_dict(state)  # the reference pass moved BN statistics
     scale_before = t.model.logit_scale.item()
     out = t.train_step(pano, sat)
@@ -104,7 +138,6 @@ def test_train_mine_evaluate_and_resume_exactly(cvusa, tmp_path):
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.metrics == full.metrics
-
 
 
 def test_a_signal_saves_and_the_same_command_resumes(cvusa, tmp_path):
@@ -156,7 +189,9 @@ def test_a_nan_after_a_mining_names_the_checkpoint_that_mining_saved(cvusa, tmp_
     t = make(root, tmp_path / "run", "train.ckpt_every=100", "train.log_every=100", "eval.every=-1")
     spe = t.steps_per_epoch  # epoch 1 starts with a mining, which saves
     nan_loss_at(t, spe + 1)
-    with pytest.raises(TrainingDiverged, match=f"NaN/inf at step {spe + 1}; kept the last good checkpoint .*step {spe}"):
+    with pytest.raises(
+        TrainingDiverged, match=f"NaN/inf at step {spe + 1}; kept the last good checkpoint .*step {spe}"
+    ):
         t.fit()
     assert torch.load(t.ckpt_path, weights_only=True)["step"] == spe
 
@@ -173,8 +208,9 @@ def test_read_neighbours_formats(tmp_path):
     coords = {3: (40.0, -75.0), 5: (40.1, -75.0), 9: (41.0, -75.0), 10: (40.05, -75.2)}
     expected = gps_neighbours(ids, torch.tensor([coords[i] for i in ids]), 2)
     cvusa_all = tmp_path / "all.csv"  # CVUSA: row id - 1, the ground position in columns 3 and 4
-    cvusa_all.write_text("".join(f"0,0,{coords[i][0]},{coords[i][1]},0\n" if i in coords else "0,0,89,0,0\n"
-                                 for i in range(1, 11)))
+    cvusa_all.write_text(
+        "".join(f"0,0,{coords[i][0]},{coords[i][1]},0\n" if i in coords else "0,0,89,0,0\n" for i in range(1, 11))
+    )
     assert read_neighbours(cvusa_all, ids, 2) == expected
     plain = tmp_path / "coords.csv"
     plain.write_text("id,lat,lon\n" + "".join(f"{i},{a},{o}\n" for i, (a, o) in coords.items()))
@@ -185,10 +221,14 @@ def test_read_neighbours_formats(tmp_path):
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # plain values need no global at any protocol
         table.write_bytes(pickle.dumps({3: [5, 9], 5: (3,), 9: [], 10: [3]}, protocol=protocol))
         assert read_neighbours(table, ids, 2) == {3: [5, 9], 5: [3], 9: [], 10: [3]}
-    for refused, name in (({3: [np.int64(5)]}, r"numpy\._?core\.multiarray\.scalar"),
-                          ({3: [torch.tensor(5)]}, r"torch\._utils\._rebuild_tensor_v2")):
+    for refused, name in (
+        ({3: [np.int64(5)]}, r"numpy\._?core\.multiarray\.scalar"),
+        ({3: [torch.tensor(5)]}, r"torch\._utils\._rebuild_tensor_v2"),
+    ):
         table.write_bytes(pickle.dumps(refused))
-        with pytest.raises(DataError, match=f"{re.escape(str(table))}' refers to the global '{name}'; only dicts, lists"):
+        with pytest.raises(
+            DataError, match=f"{re.escape(str(table))}' refers to the global '{name}'; only dicts, lists"
+        ):
             read_neighbours(table, ids, 2)
     with pytest.raises(DataError, match="does not exist"):
         read_neighbours(tmp_path / "none.csv", ids, 2)
@@ -200,14 +240,17 @@ def test_read_neighbours_formats(tmp_path):
         read_neighbours(plain, ids, 2)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("sampling.neighbour_selct=3", "did you mean 'sampling.neighbour_select'"),
-    ("sampling.neighbour_select=300", "must not exceed sampling.neighbour_range"),
-    ("data.pano_size=[16,66]", "divisible by 4"),
-    ("task=gep", "did you mean 'geo'"),
-    ("optim.name=sgd", "optim.name' must be one of adamw"),
-    ("eval.every=-2", "eval.every' must be >= -1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampling.neighbour_selct=3", "did you mean 'sampling.neighbour_select'"),
+        ("sampling.neighbour_select=300", "must not exceed sampling.neighbour_range"),
+        ("data.pano_size=[16,66]", "divisible by 4"),
+        ("task=gep", "did you mean 'geo'"),
+        ("optim.name=sgd", "optim.name' must be one of adamw"),
+        ("eval.every=-2", "eval.every' must be >= -1"),
+    ],
+)
 def test_config_errors_are_one_line(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("configs/cvusa_fixture.yaml", [override])
@@ -245,14 +288,26 @@ def test_a_neighbour_pickle_with_code_is_refused_by_tools_train_and_runs_nothing
     pickle.loads(table.read_bytes())
     assert control.exists()  # the payload does run when unpickled the unsafe way
     table.write_bytes(pickle.dumps({1: Payload(marker)}))
-    proc = subprocess.run([sys.executable, "tools/train.py", "--config", "configs/cvusa_fixture.yaml",
-                           *geo_overrides(root, tmp_path / "run", f"data.neighbours={table}")],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
-                          env=subprocess_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/train.py",
+            "--config",
+            "configs/cvusa_fixture.yaml",
+            *geo_overrides(root, tmp_path / "run", f"data.neighbours={table}"),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0] == (f"error: neighbour file '{table}' refers to the global 'io.open'; only dicts, lists, "
-                        "tuples, ints, floats and strings are read, so it was not loaded")
+    assert lines[0] == (
+        f"error: neighbour file '{table}' refers to the global 'io.open'; only dicts, lists, "
+        "tuples, ints, floats and strings are read, so it was not loaded"
+    )
     assert not marker.exists()
 
 
@@ -283,11 +338,16 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     run = tmp_path / "run"
 
     def tool(*argv):
-        return subprocess.run([sys.executable, *argv], cwd=repo, capture_output=True, text=True, timeout=600,
-                              env=subprocess_env())
+        return subprocess.run(
+            [sys.executable, *argv], cwd=repo, capture_output=True, text=True, timeout=600, env=subprocess_env()
+        )
 
-    train = tool("tools/train.py", "--config", "configs/cvusa_fixture.yaml",
-                 *geo_overrides(root, run, "train.epochs=2", "eval.every=0"))
+    train = tool(
+        "tools/train.py",
+        "--config",
+        "configs/cvusa_fixture.yaml",
+        *geo_overrides(root, run, "train.epochs=2", "eval.every=0"),
+    )
     assert train.returncode == 0, train.stderr
     assert json.loads(train.stdout.strip().splitlines()[-1])["step"] == 2 * (N_TRAIN // 8)
     evaluated = tool("tools/eval_geo.py", str(run))
@@ -325,7 +385,8 @@ def test_tools_train_evaluate_export_on_the_fixture(cvusa, tmp_path):
     assert recalls == {k: v for k, v in printed.items() if k.startswith("R@")}
     refused = tool("tools/knn.py", str(run))
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
-        f"error: '{run}' is a geo run, not a moco run; evaluate it with tools/eval_geo.py"]
+        f"error: '{run}' is a geo run, not a moco run; evaluate it with tools/eval_geo.py"
+    ]
 
 
 @pytest.mark.slow
@@ -335,8 +396,10 @@ def test_planted_structure_is_learned(tmp_path):
     from vissl_neg.cli.evaluate import evaluate_geo_run
 
     write_cvusa_fixture(tmp_path / "data")
-    cfg = load_config("configs/cvusa_fixture.yaml", [f"data.root={tmp_path / 'data'}",
-                                                      f"train.out_dir={tmp_path / 'run'}", "train.progress=false"])
+    cfg = load_config(
+        "configs/cvusa_fixture.yaml",
+        [f"data.root={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'run'}", "train.progress=false"],
+    )
     trained = GeoTrainer(cfg).fit()["recall"]
     untrained = evaluate_geo_run(tmp_path / "run", random_init=True)
     assert untrained["R@1"] <= 15.0, untrained

@@ -128,11 +128,26 @@ def test_device_decoding_inside_training(tmp_path):
     from vissl_neg.engine.trainer import Trainer
 
     write_imagenet_fixture(tmp_path / "data", corrupt=False)
-    cfg = load_config(None, [
-        "data.name=imagenet", f"data.root={tmp_path / 'data'}", "data.decode_size=36", "data.decode_on=device",
-        "augment.size=32", "augment.mean=[0.5, 0.5, 0.5]", "augment.std=[0.25, 0.25, 0.25]",
-        "model.backbone=resnet10t", "model.bn_splits=2", "negatives.size=20", "optim.batch_size=8",
-        "train.max_steps=2", "train.progress=false", "eval.knn_every=-1", f"train.out_dir={tmp_path / 'run'}"])
+    cfg = load_config(
+        None,
+        [
+            "data.name=imagenet",
+            f"data.root={tmp_path / 'data'}",
+            "data.decode_size=36",
+            "data.decode_on=device",
+            "augment.size=32",
+            "augment.mean=[0.5, 0.5, 0.5]",
+            "augment.std=[0.25, 0.25, 0.25]",
+            "model.backbone=resnet10t",
+            "model.bn_splits=2",
+            "negatives.size=20",
+            "optim.batch_size=8",
+            "train.max_steps=2",
+            "train.progress=false",
+            "eval.knn_every=-1",
+            f"train.out_dir={tmp_path / 'run'}",
+        ],
+    )
     trainer = Trainer(cfg)
     assert any("nvJPEG needs CUDA" in n for n in trainer.notes)
     assert trainer.fit()["step"] == 2

@@ -20,12 +20,28 @@ from helpers import write_imagenet_fixture
 
 def overrides(root, out_dir, *extra):
     return [
-        "data.name=imagenet", f"data.root={root}", "data.decode_size=36", "data.num_workers=0",
-        "augment.size=32", "augment.mean=[0.485, 0.456, 0.406]", "augment.std=[0.229, 0.224, 0.225]",
-        "augment.blur_kernel=3", "model.backbone=resnet10t", "model.head_hidden=64", "model.dim=32",
-        "model.bn_splits=2", "negatives.size=40", "optim.batch_size=8", "train.epochs=2", "train.ckpt_every=2",
-        "train.log_every=1", "train.progress=false", "eval.knn_every=1", "eval.knn_k=5",
-        f"train.out_dir={out_dir}", *extra,
+        "data.name=imagenet",
+        f"data.root={root}",
+        "data.decode_size=36",
+        "data.num_workers=0",
+        "augment.size=32",
+        "augment.mean=[0.485, 0.456, 0.406]",
+        "augment.std=[0.229, 0.224, 0.225]",
+        "augment.blur_kernel=3",
+        "model.backbone=resnet10t",
+        "model.head_hidden=64",
+        "model.dim=32",
+        "model.bn_splits=2",
+        "negatives.size=40",
+        "optim.batch_size=8",
+        "train.epochs=2",
+        "train.ckpt_every=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "eval.knn_every=1",
+        "eval.knn_k=5",
+        f"train.out_dir={out_dir}",
+        *extra,
     ]
 
 
@@ -45,6 +61,8 @@ def test_train_resume_probe_export(tmp_path):
     assert probe["test_size"] == 12 and 0 <= probe["top1"] <= 100
     export = export_run(run)
     model = timm.create_model("resnet10t", num_classes=0, in_chans=3)
-    model.load_state_dict(torch.load(run / "export" / "backbone.pth", map_location="cpu", weights_only=True), strict=True)
+    model.load_state_dict(
+        torch.load(run / "export" / "backbone.pth", map_location="cpu", weights_only=True), strict=True
+    )
     assert export["backbone"] == "resnet10t"
     assert json.loads((run / "metrics.json").read_text())["step"] == result["step"]

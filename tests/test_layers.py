@@ -85,8 +85,11 @@ def package_graph() -> tuple[dict[str, set[str]], list[str]]:
 
 
 def test_every_part_of_the_package_has_a_layer():
-    parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
-             if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    parts = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()
+    }
     assert parts == set(RANK), f"give these a layer in LAYERS: {sorted(parts ^ set(RANK))}"
 
 
@@ -103,7 +106,7 @@ def test_the_packages_import_no_cycle():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -115,18 +118,28 @@ def test_the_packages_import_no_cycle():
 
 def test_config_imports_nothing_above_it():
     above = {name for name, rank in RANK.items() if rank > RANK["config"]}
-    bad = [f"{p.relative_to(PACKAGE.parent)}:{line} {t}" for p in sorted((PACKAGE / "config").rglob("*.py"))
-           for t, line in imports_of(p) if _part(t) in above]
+    bad = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} {t}"
+        for p in sorted((PACKAGE / "config").rglob("*.py"))
+        for t, line in imports_of(p)
+        if _part(t) in above
+    ]
     assert not bad, bad
 
 
 def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     """The parser itself: a deferred import, a relative one and a plain one are all found."""
     fake = tmp_path / "probe.py"
-    fake.write_text("import os\n\ndef f():\n    from vissl_neg.engine import trainer\n\n"
-                    "from ..tasks import TASKS\nimport vissl_neg.export.card\nfrom . import schema\n")
+    fake.write_text(
+        "import os\n\ndef f():\n    from vissl_neg.engine import trainer\n\n"
+        "from ..tasks import TASKS\nimport vissl_neg.export.card\nfrom . import schema\n"
+    )
     assert imports_of(fake, "vissl_neg.config.probe") == [
-        ("vissl_neg.config", 8), ("vissl_neg.engine", 4), ("vissl_neg.export.card", 7), ("vissl_neg.tasks", 6)]
+        ("vissl_neg.config", 8),
+        ("vissl_neg.engine", 4),
+        ("vissl_neg.export.card", 7),
+        ("vissl_neg.tasks", 6),
+    ]
 
 
 def test_the_docs_draw_the_same_layers():
@@ -134,7 +147,6 @@ def test_the_docs_draw_the_same_layers():
 
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     drawing = text.split("<!-- layers:start -->")[1].split("<!-- layers:end -->")[0]
-    rows = [re.split(r"\s{2,}", line.strip())[0] for line in drawing.splitlines()
-            if re.match(r"^ [a-z]", line)]
+    rows = [re.split(r"\s{2,}", line.strip())[0] for line in drawing.splitlines() if re.match(r"^ [a-z]", line)]
     drawn = [tuple(name.strip() for name in row.split("|")) for row in reversed(rows)]
     assert drawn == LAYERS, drawn

@@ -18,9 +18,18 @@ from helpers import write_imagenet_fixture
 
 def test_linear_sgd_learns_and_resumes(tmp_path):
     write_imagenet_fixture(tmp_path / "data", train_per_class=8, val_per_class=4, corrupt=False)
-    base = ["data.name=imagenet", f"data.root={tmp_path / 'data'}", "data.decode_size=36", "augment.size=32",
-            "augment.mean=[0.5, 0.5, 0.5]", "augment.std=[0.25, 0.25, 0.25]", "eval.linear_protocol=sgd",
-            "eval.linear_lr=0.5", "eval.linear_batch_size=16", "eval.linear_milestones=[4]"]
+    base = [
+        "data.name=imagenet",
+        f"data.root={tmp_path / 'data'}",
+        "data.decode_size=36",
+        "augment.size=32",
+        "augment.mean=[0.5, 0.5, 0.5]",
+        "augment.std=[0.25, 0.25, 0.25]",
+        "eval.linear_protocol=sgd",
+        "eval.linear_lr=0.5",
+        "eval.linear_batch_size=16",
+        "eval.linear_milestones=[4]",
+    ]
     cfg = load_config(None, base + ["eval.linear_epochs=6"])
     torch.manual_seed(0)
     backbone = build_backbone("resnet10t", 3)
@@ -32,7 +41,9 @@ def test_linear_sgd_learns_and_resumes(tmp_path):
         whole = linear_sgd(cfg, backbone, torch.device("cpu"), tmp_path / "whole", progress=False)
     assert whole["test_size"] == 16 and whole["top1"] >= 75.0  # 4 colour classes: chance is 25 %
     saved = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)  # tensors and plain values only
-    assert saved["epoch"] == 6 and saved["optimizer"]["state"] and isinstance(saved["rng"]["numpy"]["keys"], torch.Tensor)
+    assert (
+        saved["epoch"] == 6 and saved["optimizer"]["state"] and isinstance(saved["rng"]["numpy"]["keys"], torch.Tensor)
+    )
     # 3 epochs, then the same call with 6 continues from epoch 3 and ends where the whole run did
     part = tmp_path / "part"
     short = load_config(None, base + ["eval.linear_epochs=3"])

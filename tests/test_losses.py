@@ -67,7 +67,9 @@ def test_closed_form_orthogonal_negatives(num_neg, t):
     q = eye[:1].repeat(2, 1)
     negs = eye[1:]
     expected = math.log(1.0 + num_neg * math.exp(-1.0 / t))
-    assert float(info_nce(q, q.clone(), negs, t)) == pytest.approx(expected, rel=1e-6, abs=1e-6)  # the loss is computed in float32
+    assert float(info_nce(q, q.clone(), negs, t)) == pytest.approx(
+        expected, rel=1e-6, abs=1e-6
+    )  # the loss is computed in float32
 
 
 def test_closed_form_opposite_and_equal_negatives():
@@ -75,7 +77,9 @@ def test_closed_form_opposite_and_equal_negatives():
     t, kneg = 0.25, 5
     # negatives = −q: neg = −1 -> log(1 + K e^{−2/T})
     got = info_nce(q, q, (-q).repeat(kneg, 1), t)
-    assert float(got) == pytest.approx(math.log(1 + kneg * math.exp(-2 / t)), rel=1e-6, abs=1e-6)  # the loss is computed in float32
+    assert float(got) == pytest.approx(
+        math.log(1 + kneg * math.exp(-2 / t)), rel=1e-6, abs=1e-6
+    )  # the loss is computed in float32
     # negatives = q: every logit equal -> log(K + 1)
     got = info_nce(q, q, q.repeat(kneg, 1), t)
     assert float(got) == pytest.approx(math.log(kneg + 1), rel=1e-6, abs=1e-6)  # the loss is computed in float32

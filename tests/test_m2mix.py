@@ -28,8 +28,10 @@ from vissl_neg.losses import symmetric_info_nce
 import helpers  # noqa: F401  (pins torch to one CPU thread)
 from host_sync import host_reads
 
-AUG_OFF = tuple(f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
-                                             "grid_dropout_p", "coarse_dropout_p"))
+AUG_OFF = tuple(
+    f"augment.{k}=0.0"
+    for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p", "grid_dropout_p", "coarse_dropout_p")
+)
 
 
 def unit(*shape, seed=0, dtype=torch.float64):
@@ -83,12 +85,14 @@ def test_mix_loss_is_the_reference_formula(lam, eps):
     got = m2mix_info_nce(g, a, lam, math.log(scale), label_smoothing=eps)
     assert got.item() == pytest.approx(hand_mix_loss(g, a, lam, scale, eps).item(), rel=1e-10)
     s = torch.tensor(math.log(1 / 0.05), dtype=torch.float64)  # the main loss's learnable scale
-    total = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, mix_logit_scale=math.log(scale), label_smoothing=eps,
-                                     mix_label_smoothing=eps)
+    total = m2mix_symmetric_info_nce(
+        g, a, s, lam, weight=0.3, mix_logit_scale=math.log(scale), label_smoothing=eps, mix_label_smoothing=eps
+    )
     expected = hand_symmetric(g, a, 1 / 0.05, eps) + 0.3 * hand_mix_loss(g, a, lam, scale, eps)
     assert total.item() == pytest.approx(expected.item(), rel=1e-10)
-    shared = m2mix_symmetric_info_nce(g, a, s, lam, weight=0.3, label_smoothing=eps,
-                                      mix_label_smoothing=eps)  # no τ₂: the main scale
+    shared = m2mix_symmetric_info_nce(
+        g, a, s, lam, weight=0.3, label_smoothing=eps, mix_label_smoothing=eps
+    )  # no τ₂: the main scale
     expected = hand_symmetric(g, a, 1 / 0.05, eps) + 0.3 * hand_mix_loss(g, a, lam, 1 / 0.05, eps)
     assert shared.item() == pytest.approx(expected.item(), rel=1e-10)
     # by default the mix term's targets are hard whatever the main loss's smoothing (reference loss.py:47-49, 62-68)
@@ -198,10 +202,22 @@ def cvusa(tmp_path_factory):
 
 
 def overrides(root, out_dir, *extra) -> list[str]:
-    return [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "optim.batch_size=8",
-            "sampling.neighbour_select=4", "sampling.neighbour_range=8", "sampling.gps_epochs=1",
-            "sampling.mine_every=1", "train.epochs=3", "train.progress=false", "eval.every=1", "eval.batch_size=16",
-            f"train.out_dir={out_dir}", *extra]
+    return [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "optim.batch_size=8",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "sampling.gps_epochs=1",
+        "sampling.mine_every=1",
+        "train.epochs=3",
+        "train.progress=false",
+        "eval.every=1",
+        "eval.batch_size=16",
+        f"train.out_dir={out_dir}",
+        *extra,
+    ]
 
 
 def make(root, out_dir, *extra) -> GeoTrainer:
@@ -222,15 +238,30 @@ def expected_step_loss(t: GeoTrainer, pano, sat, seed: int, epoch: int = 0):
             loss, lam = symmetric_info_nce(fp, fs, t.model.logit_scale, t.cfg.loss.label_smoothing), None
         else:
             lam = sample_m2mix_lambda(m.alpha)
-            loss = m2mix_symmetric_info_nce(fp, fs, t.model.logit_scale, lam, weight, math.log(1 / m.temperature),
-                                            t.cfg.loss.label_smoothing, m.label_smoothing)
+            loss = m2mix_symmetric_info_nce(
+                fp,
+                fs,
+                t.model.logit_scale,
+                lam,
+                weight,
+                math.log(1 / m.temperature),
+                t.cfg.loss.label_smoothing,
+                m.label_smoothing,
+            )
     t.model.load_state_dict(state)  # the reference pass moved BN statistics
     return loss, lam, weight
 
 
 def test_step_loss_is_the_m2mix_loss(cvusa, tmp_path):
-    t = make(cvusa, tmp_path / "on", "mixup.enabled=true", "mixup.weight=0.5", "mixup.temperature=0.05",
-             "loss.label_smoothing=0.1", *AUG_OFF)  # τ₂ unlike the initial learnable 0.07
+    t = make(
+        cvusa,
+        tmp_path / "on",
+        "mixup.enabled=true",
+        "mixup.weight=0.5",
+        "mixup.temperature=0.05",
+        "loss.label_smoothing=0.1",
+        *AUG_OFF,
+    )  # τ₂ unlike the initial learnable 0.07
     pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
     t.model.train()
     expected, lam, weight = expected_step_loss(t, pano, sat, seed=11)
@@ -306,29 +337,45 @@ def test_shipped_config_is_the_fixture_recipe_with_the_reference_defaults():
     differ = {k for k in fixture if fixture[k] != mixed[k]}
     assert differ == {"mixup.enabled", "train.out_dir"}
     m = load_config("configs/cvusa_fixture_m2mix.yaml").mixup
-    assert (m.enabled, m.alpha, m.weight, m.temperature, m.epoch_decay, m.start_epoch) == (True, 0.5, 0.01, 0.07,
-                                                                                            True, 0)
+    assert (m.enabled, m.alpha, m.weight, m.temperature, m.epoch_decay, m.start_epoch) == (
+        True,
+        0.5,
+        0.01,
+        0.07,
+        True,
+        0,
+    )
     assert load_config(None, ["task=geo"]).mixup.enabled is False
 
 
 def test_mixup_settings_do_not_change_on_resume():
     saved = to_dict(load_config(None, ["task=geo"]))
-    for change in ("mixup.enabled=true", "mixup.weight=0.1", "mixup.alpha=1.0", "mixup.temperature=0",
-                   "mixup.epoch_decay=false", "mixup.start_epoch=2", "mixup.label_smoothing=0.1"):
+    for change in (
+        "mixup.enabled=true",
+        "mixup.weight=0.1",
+        "mixup.alpha=1.0",
+        "mixup.temperature=0",
+        "mixup.epoch_decay=false",
+        "mixup.start_epoch=2",
+        "mixup.label_smoothing=0.1",
+    ):
         diffs = config_differences(saved, load_config(None, ["task=geo", change]))
         assert [d.split(":")[0] for d in diffs] == [change.split("=")[0]]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("mixup.alpha=0", "config key 'mixup.alpha' must be > 0, got 0.0"),
-    ("mixup.weight=-0.1", "config key 'mixup.weight' must be > 0, got -0.1"),
-    ("mixup.temperature=-1", "config key 'mixup.temperature' must be >= 0, got -1.0"),
-    ("mixup.start_epoch=-1", "config key 'mixup.start_epoch' must be >= 0, got -1"),
-    ("mixup.start_epoch=40", "config key 'mixup.start_epoch' (40) must be below train.epochs (40)"),
-    ("mixup.enabled=maybe", "config key 'mixup.enabled' must be of type bool"),
-    ("mixup.label_smoothing=1.0", "config key 'mixup.label_smoothing' must be in [0, 1), got 1.0"),
-    ("mixup.wieght=0.1", "mixup.wieght"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("mixup.alpha=0", "config key 'mixup.alpha' must be > 0, got 0.0"),
+        ("mixup.weight=-0.1", "config key 'mixup.weight' must be > 0, got -0.1"),
+        ("mixup.temperature=-1", "config key 'mixup.temperature' must be >= 0, got -1.0"),
+        ("mixup.start_epoch=-1", "config key 'mixup.start_epoch' must be >= 0, got -1"),
+        ("mixup.start_epoch=40", "config key 'mixup.start_epoch' (40) must be below train.epochs (40)"),
+        ("mixup.enabled=maybe", "config key 'mixup.enabled' must be of type bool"),
+        ("mixup.label_smoothing=1.0", "config key 'mixup.label_smoothing' must be in [0, 1), got 1.0"),
+        ("mixup.wieght=0.1", "mixup.wieght"),
+    ],
+)
 def test_config_errors(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["task=geo", "mixup.enabled=true", override])

@@ -60,10 +60,15 @@ def test_explicit_coefficients_by_hand():
     # two orthogonal negatives mixed half and half -> their normalised bisector
     negs = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     q = torch.tensor([[0.0, 0.0, 1.0]])
-    c = MixCoefficients(i=torch.tensor([[0]]), j=torch.tensor([[1]]), w=torch.tensor([[0.5]]),
-                        jq=torch.tensor([[0]]), wq=torch.tensor([[0.25]]))
+    c = MixCoefficients(
+        i=torch.tensor([[0]]),
+        j=torch.tensor([[1]]),
+        w=torch.tensor([[0.5]]),
+        jq=torch.tensor([[0]]),
+        wq=torch.tensor([[0.25]]),
+    )
     out = mochi_mix(q, negs, c)
-    r = 2 ** -0.5
+    r = 2**-0.5
     torch.testing.assert_close(out[0, 0], torch.tensor([r, r, 0.0]))
     # 0.25 q + 0.75 n_0 = (0.75, 0, 0.25), normalised
     torch.testing.assert_close(out[0, 1], F.normalize(torch.tensor([0.75, 0.0, 0.25]), dim=0))

@@ -46,9 +46,9 @@ def ref_sincos(grid_size: tuple[int, int], embed_dim: int, temperature: float = 
     assert embed_dim % 4 == 0
     pos_dim = embed_dim // 4
     omega = torch.arange(pos_dim, dtype=torch.float32) / pos_dim
-    omega = 1. / (temperature**omega)
-    out_w = torch.einsum('m,d->md', [grid_w.flatten(), omega])
-    out_h = torch.einsum('m,d->md', [grid_h.flatten(), omega])
+    omega = 1.0 / (temperature**omega)
+    out_w = torch.einsum("m,d->md", [grid_w.flatten(), omega])
+    out_h = torch.einsum("m,d->md", [grid_h.flatten(), omega])
     pos_emb = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)[None, :, :]
     pe_token = torch.zeros([1, 1, embed_dim], dtype=torch.float32)
     return torch.cat([pe_token, pos_emb], dim=1)
@@ -61,9 +61,9 @@ def ref_init(self) -> None:
 
     for name, m in self.named_modules():
         if isinstance(m, nn.Linear):
-            if 'qkv' in name:
+            if "qkv" in name:
                 # treat the weights of Q, K, V separately
-                val = math.sqrt(6. / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
+                val = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
                 nn.init.uniform_(m.weight, -val, val)
             else:
                 nn.init.xavier_uniform_(m.weight)
@@ -72,7 +72,7 @@ def ref_init(self) -> None:
 
     if isinstance(self.patch_embed, PatchEmbed):
         # xavier_uniform initialization
-        val = math.sqrt(6. / float(3 * reduce(mul, self.patch_embed.patch_size, 1) + self.embed_dim))
+        val = math.sqrt(6.0 / float(3 * reduce(mul, self.patch_embed.patch_size, 1) + self.embed_dim))
         nn.init.uniform_(self.patch_embed.proj.weight, -val, val)
         nn.init.zeros_(self.patch_embed.proj.bias)
 
@@ -99,7 +99,7 @@ def ref_build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):
 
 def ref_adjust_learning_rate(init_lr: float, epoch: int, epochs: int) -> float:
     """moco-v3 c349e6e main_lincls.py:499-503 (adjust_learning_rate), returning cur_lr."""
-    return init_lr * 0.5 * (1. + math.cos(math.pi * epoch / epochs))
+    return init_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
 # ---------------------------------------------------------------- ViT
@@ -139,8 +139,9 @@ def test_vit_init_is_the_references():
 
 def test_build_backbone_applies_the_reference_init_and_heads():
     torch.manual_seed(0)
-    model = build_backbone("vit_small_patch16_224", 3, image_size=32, patch_size=8, num_heads=12, init="mocov3",
-                           pos_embed="sincos")
+    model = build_backbone(
+        "vit_small_patch16_224", 3, image_size=32, patch_size=8, num_heads=12, init="mocov3", pos_embed="sincos"
+    )
     assert model.blocks[0].attn.num_heads == 12 and model.blocks[0].attn.head_dim == 32
     assert torch.count_nonzero(model.patch_embed.proj.bias) == 0
     assert torch.count_nonzero(model.blocks[0].attn.qkv.bias) == 0
@@ -176,7 +177,13 @@ def test_imagenet_v3_config_builds_the_references_vit_s():
     cfg = load_config("configs/imagenet_mocov3_vits.yaml", ["data.name=fashion_mnist"])
     m = cfg.model
     assert (m.num_heads, m.pos_embed, m.vit_init, m.head_layers, m.predictor_last_bn, m.sync_bn) == (
-        12, "sincos", "mocov3", 3, True, True)
+        12,
+        "sincos",
+        "mocov3",
+        3,
+        True,
+        True,
+    )
     torch.manual_seed(0)
     encoder = build_encoder(m, 3, 224)
     backbone = encoder.backbone
@@ -196,12 +203,27 @@ def data_root(tmp_path_factory):
     return root
 
 
-V3_VIT = ["model.backbone=test_vit3", "model.patch_size=7", "model.num_heads=4", "model.pos_embed=sincos",
-          "model.vit_init=mocov3", "model.head_layers=3", "model.head_bn=true", "model.predictor_hidden=32",
-          "model.predictor_last_bn=true", "model.sync_bn=true", "model.freeze_patch_embed=true",
-          "negatives.source=batch", "loss.symmetric=true", "optim.name=adamw", "optim.lr=1e-3",
-          "optim.batch_size=16", "eval.knn_every=-1", "augment.view2={blur_p: 0.1, solarize_p: 0.2}",
-          "augment.blur_p=1.0"]
+V3_VIT = [
+    "model.backbone=test_vit3",
+    "model.patch_size=7",
+    "model.num_heads=4",
+    "model.pos_embed=sincos",
+    "model.vit_init=mocov3",
+    "model.head_layers=3",
+    "model.head_bn=true",
+    "model.predictor_hidden=32",
+    "model.predictor_last_bn=true",
+    "model.sync_bn=true",
+    "model.freeze_patch_embed=true",
+    "negatives.source=batch",
+    "loss.symmetric=true",
+    "optim.name=adamw",
+    "optim.lr=1e-3",
+    "optim.batch_size=16",
+    "eval.knn_every=-1",
+    "augment.view2={blur_p: 0.1, solarize_p: 0.2}",
+    "augment.blur_p=1.0",
+]
 
 
 def test_v3_vit_trains_with_frozen_sincos_outside_the_optimizer(data_root, tmp_path):
@@ -265,22 +287,40 @@ def test_view2_gives_the_second_view_its_own_values():
     assert (b.crop_scale, b.saturation, b.blur_p, b.solarize_p) == ([0.08, 1.0], 0.2, 0.1, 0.2)
     assert b.view2 == {} and a.view2 == {"blur_p": 0.1, "solarize_p": 0.2}
     # solarisation applies to a second view with p 1: a white image turns black
-    view = ViewAugment(second_view(load_config(None, ["augment.view2={solarize_p: 1.0}", "augment.jitter_p=0",
-                                                      "augment.blur_p=0", "augment.mean=[0]", "augment.std=[1]"]
-                                               ).augment), 1)
+    view = ViewAugment(
+        second_view(
+            load_config(
+                None,
+                [
+                    "augment.view2={solarize_p: 1.0}",
+                    "augment.jitter_p=0",
+                    "augment.blur_p=0",
+                    "augment.mean=[0]",
+                    "augment.std=[1]",
+                ],
+            ).augment
+        ),
+        1,
+    )
     assert torch.equal(view(torch.full((2, 1, 28, 28), 255, dtype=torch.uint8)), torch.zeros(2, 1, 28, 28))
     # the probe's views never solarise
     probe = probe_augment(cfg, 3)
     assert probe.cfg.solarize_p == 0 and probe.cfg.view2 == {}
 
 
-@pytest.mark.parametrize("override,message", [
-    ("augment.view2={blur_q: 0.1}", "unknown config key 'augment.view2.blur_q' (did you mean 'augment.view2.blur_p'?)"),
-    ("augment.view2={size: 32}", "'augment.view2.size': both views share augment.size"),
-    ("augment.view2={blur_p: high}", "config key 'augment.view2.blur_p' must be of type float"),
-    ("augment.view2={solarize_p: 2}", "config key 'augment.view2.solarize_p' must be a probability"),
-    ("augment.solarize_p=-1", "config key 'augment.solarize_p' must be a probability"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "augment.view2={blur_q: 0.1}",
+            "unknown config key 'augment.view2.blur_q' (did you mean 'augment.view2.blur_p'?)",
+        ),
+        ("augment.view2={size: 32}", "'augment.view2.size': both views share augment.size"),
+        ("augment.view2={blur_p: high}", "config key 'augment.view2.blur_p' must be of type float"),
+        ("augment.view2={solarize_p: 2}", "config key 'augment.view2.solarize_p' must be a probability"),
+        ("augment.solarize_p=-1", "config key 'augment.solarize_p' must be a probability"),
+    ],
+)
 def test_view2_errors_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -288,8 +328,10 @@ def test_view2_errors_name_the_key(override, message):
 
 
 def test_configs_without_view2_use_one_pipeline(data_root, tmp_path):
-    trainer = Trainer(load_config(None, tiny_overrides(data_root, tmp_path) + ["eval.knn_every=-1",
-                                                                              "optim.batch_size=16"]), resume=False)
+    trainer = Trainer(
+        load_config(None, tiny_overrides(data_root, tmp_path) + ["eval.knn_every=-1", "optim.batch_size=16"]),
+        resume=False,
+    )
     assert trainer.augment2 is trainer.augment
 
 

@@ -199,7 +199,7 @@ def test_split_bn_gradients_match_reference():
     b = bn.bias.detach().clone().requires_grad_(True)
     x2 = x.clone().requires_grad_(True)
     ref, _, _ = _reference_split_bn(x2, w, b, torch.zeros(2), torch.ones(2), 4, 0.1, bn.eps)
-    (ref ** 2 * torch.arange(8.0).view(8, 1, 1, 1)).sum().backward()
+    (ref**2 * torch.arange(8.0).view(8, 1, 1, 1)).sum().backward()
     assert torch.allclose(x1.grad, x2.grad, atol=1e-4)
     assert torch.allclose(bn.weight.grad, w.grad, atol=1e-4)
     assert torch.allclose(bn.bias.grad, b.grad, atol=1e-4)

@@ -27,9 +27,25 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copy2(REPO / name, src / name)
     for name in ("configs", "vissl_neg"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", "-w", str(out)], cwd=src, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (found,) = out.glob("vissl_neg-*.whl")
     return found
@@ -56,11 +72,20 @@ def venv(wheel, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     python = root / "bin" / "python"
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                           "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300, env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "_outer_site_packages.pth").write_text("\n".join(sorted(here)) + "\n")
     return root
@@ -76,12 +101,29 @@ def test_vissl_neg_train_runs_from_another_folder_with_a_shipped_config(venv, tm
     work = tmp_path / "elsewhere"
     work.mkdir()
     write_fmnist_fixture(work / "data", n_train=64, n_test=32)
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import vissl_neg; print(vissl_neg.__file__)"],
-                           cwd=work, capture_output=True, text=True, env=_env(), check=True).stdout
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import vissl_neg; print(vissl_neg.__file__)"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    ).stdout
     assert Path(where.strip()).is_relative_to(venv), where
-    cmd = [str(venv / "bin" / "vissl-neg"), "train", "--config", "fmnist_moco", "data.root=data",
-           "model.backbone=resnet10t", "optim.batch_size=32", "negatives.size=64", "train.max_steps=2",
-           "train.progress=false", "eval.knn_every=-1", "train.out_dir=run"]
+    cmd = [
+        str(venv / "bin" / "vissl-neg"),
+        "train",
+        "--config",
+        "fmnist_moco",
+        "data.root=data",
+        "model.backbone=resnet10t",
+        "optim.batch_size=32",
+        "negatives.size=64",
+        "train.max_steps=2",
+        "train.progress=false",
+        "eval.knn_every=-1",
+        "train.out_dir=run",
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"step": 2' in proc.stdout.strip().splitlines()[-1]
@@ -89,8 +131,14 @@ def test_vissl_neg_train_runs_from_another_folder_with_a_shipped_config(venv, tm
 
 
 def test_the_installed_command_lists_the_configs_it_ships(venv, tmp_path):
-    listed = subprocess.run([str(venv / "bin" / "vissl-neg"), "configs"], cwd=tmp_path, capture_output=True,
-                            text=True, env=_env(), timeout=120)
+    listed = subprocess.run(
+        [str(venv / "bin" / "vissl-neg"), "configs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     paths = dict(line.split("\t") for line in listed.stdout.splitlines())
     assert set(paths) == {p.stem for p in (REPO / "configs").glob("*.yaml")}

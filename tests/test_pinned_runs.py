@@ -35,11 +35,14 @@ def test_run_repeats_the_record(record, tmp_path, name):
 MOCHI_S5 = "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 5, s_prime: 2}]"
 
 
-@pytest.mark.parametrize("name, change", [
-    ("moco_queue", ["loss.temperature=0.201"]),
-    ("moco_bank_filter_mochi", [MOCHI_S5]),
-    ("geo", ["loss.label_smoothing=0.101"]),
-])
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("moco_queue", ["loss.temperature=0.201"]),
+        ("moco_bank_filter_mochi", [MOCHI_S5]),
+        ("geo", ["loss.label_smoothing=0.101"]),
+    ],
+)
 def test_a_real_change_breaks_the_tolerances(record, tmp_path, name, change):
     got = run(name, tmp_path, change)
     assert compare(got, record["runs"][name], same_platform=False), f"{change} passed as kernel noise"
@@ -57,15 +60,27 @@ def test_swapped_views_break_the_tolerances(record, tmp_path, monkeypatch):
 def test_another_cpu_capability_stays_inside_the_tolerances(record, tmp_path):
     """The same runs with PyTorch's plain (non-vectorised) kernels and oneDNN / MKL held to
     SSE4: other float kernels, the same behaviour."""
-    env = {**subprocess_env(), "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-           "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    env = {
+        **subprocess_env(),
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    }
     out = tmp_path / "default.json"
-    code = ("import sys, json, pathlib; sys.path.insert(0, sys.argv[1]); import pinned_runs as p; "
-            "tmp = pathlib.Path(sys.argv[2]); "
-            "pathlib.Path(sys.argv[3]).write_text(json.dumps({'platform': p.platform(), "
-            "'runs': {n: p.run(n, tmp) for n in ('moco_debiased_dual_view', 'geo')}}))")
-    proc = subprocess.run([sys.executable, "-c", code, str(HERE), str(tmp_path), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=os.getcwd())
+    code = (
+        "import sys, json, pathlib; sys.path.insert(0, sys.argv[1]); import pinned_runs as p; "
+        "tmp = pathlib.Path(sys.argv[2]); "
+        "pathlib.Path(sys.argv[3]).write_text(json.dumps({'platform': p.platform(), "
+        "'runs': {n: p.run(n, tmp) for n in ('moco_debiased_dual_view', 'geo')}}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(HERE), str(tmp_path), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.getcwd(),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(out.read_text())
     assert got["platform"]["cpu_capability"] == "DEFAULT"

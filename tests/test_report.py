@@ -24,9 +24,14 @@ from helpers import subprocess_env, tiny_overrides, write_fmnist_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
-MOCO_PANELS = ["loss and learning rate", "kNN top-1 on the test split", "mean cosine of positives and negatives",
-               "same class among the 5 hardest negatives", "synthetic negatives harder than the hardest real",
-               "training throughput"]
+MOCO_PANELS = [
+    "loss and learning rate",
+    "kNN top-1 on the test split",
+    "mean cosine of positives and negatives",
+    "same class among the 5 hardest negatives",
+    "synthetic negatives harder than the hardest real",
+    "training throughput",
+]
 SYNTHETIC = "synthetic negatives harder than the hardest real"
 
 
@@ -49,9 +54,15 @@ def data_root(tmp_path_factory):
 
 
 def moco_run(data_root, out_dir, *extra) -> dict:
-    overrides = tiny_overrides(data_root, out_dir) + ["optim.batch_size=32", "train.epochs=1", "negatives.diag_top=5",
-                                                      "train.hist_every=1", "train.log_every=1", "train.report=true",
-                                                      *extra]
+    overrides = tiny_overrides(data_root, out_dir) + [
+        "optim.batch_size=32",
+        "train.epochs=1",
+        "negatives.diag_top=5",
+        "train.hist_every=1",
+        "train.log_every=1",
+        "train.report=true",
+        *extra,
+    ]
     return Trainer(load_config(None, overrides), resume=False).fit()
 
 
@@ -66,8 +77,9 @@ def test_moco_run_with_a_strategy_writes_every_panel(data_root, tmp_path):
     titles = list(panels)
     assert titles[:6] == MOCO_PANELS
     # 4 steps, histograms at each: the first, a middle one and the last
-    assert titles[6:] == [f"score distributions, {phase} (step {s})" for phase, s in
-                          (("early", 1), ("middle", 3), ("late", 4))]
+    assert titles[6:] == [
+        f"score distributions, {phase} (step {s})" for phase, s in (("early", 1), ("middle", 3), ("late", 4))
+    ]
     assert all(panels.values()), panels
 
 
@@ -86,10 +98,23 @@ def test_geo_run_draws_recall(tmp_path):
     root = tmp_path / "cvusa"
     write_cvusa_fixture(root, n_train=16, n_val=8, sat_size=32, pano_size=(16, 64))
     run = tmp_path / "run"
-    overrides = [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "optim.batch_size=8",
-                 "sampling.neighbour_select=4", "sampling.neighbour_range=8", "sampling.gps_epochs=1",
-                 "sampling.mine_every=0", "train.epochs=2", "train.progress=false", "train.log_every=1",
-                 "train.hist_every=1", "eval.every=1", "eval.batch_size=16", f"train.out_dir={run}"]
+    overrides = [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "optim.batch_size=8",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "sampling.gps_epochs=1",
+        "sampling.mine_every=0",
+        "train.epochs=2",
+        "train.progress=false",
+        "train.log_every=1",
+        "train.hist_every=1",
+        "eval.every=1",
+        "eval.batch_size=16",
+        f"train.out_dir={run}",
+    ]
     GeoTrainer(load_config(REPO / "configs/cvusa_fixture.yaml", overrides), resume=False).fit()
     assert png_size(run / report.REPORT) == expected_size()
     panels = report.write_report(run, tmp_path / "again.png")
@@ -154,8 +179,14 @@ def test_missing_run_dir_and_run_dir_without_events_are_one_error_line(tmp_path)
         report.write_report(tmp_path / "absent")
     (tmp_path / "empty" / "tb").mkdir(parents=True)
     for run_dir in (tmp_path / "absent", tmp_path / "empty"):
-        proc = subprocess.run([sys.executable, "tools/report.py", str(run_dir)], cwd=REPO, capture_output=True,
-                              text=True, env=subprocess_env(), timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "tools/report.py", str(run_dir)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "holds no TensorBoard events" in proc.stderr
@@ -163,8 +194,14 @@ def test_missing_run_dir_and_run_dir_without_events_are_one_error_line(tmp_path)
 
 def test_tool_draws_and_names_the_empty_panels(tmp_path):
     write_events(tmp_path / "tb", {"train/loss": [(1, 2.0), (2, 1.0)], "train/lr": [(1, 0.1), (2, 0.05)]})
-    proc = subprocess.run([sys.executable, "tools/report.py", str(tmp_path), "--out", str(tmp_path / "r.png")],
-                          cwd=REPO, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "tools/report.py", str(tmp_path), "--out", str(tmp_path / "r.png")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"wrote {tmp_path / 'r.png'}") and "not logged in this run: kNN" in proc.stdout
     assert png_size(tmp_path / "r.png") == expected_size()

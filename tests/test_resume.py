@@ -22,8 +22,9 @@ def train_cmd(overrides):
 
 
 def run(overrides, **kw):
-    return subprocess.run(train_cmd(overrides), cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=subprocess_env(), **kw)
+    return subprocess.run(
+        train_cmd(overrides), cwd=ROOT, capture_output=True, text=True, timeout=600, env=subprocess_env(), **kw
+    )
 
 
 def final_state(run_dir: Path) -> dict:
@@ -38,8 +39,9 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def interrupt_after_first_checkpoint(overrides, run_dir: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(train_cmd(overrides), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env())
+    proc = subprocess.Popen(
+        train_cmd(overrides), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
     deadline = time.time() + 300
     while not (run_dir / "last.ckpt").exists():
         assert proc.poll() is None, proc.communicate()

@@ -46,8 +46,9 @@ def plain_leaves(obj, where: str = "state") -> list[str]:
 
 
 def run_tool(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
-                          env=subprocess_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -75,8 +76,13 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     np.random.standard_normal()  # ... and in numpy's
 
     def draws():
-        return (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.standard_normal(),
-                torch.rand(3).tolist())
+        return (
+            random.random(),
+            random.gauss(0, 1),
+            np.random.rand(3).tolist(),
+            np.random.standard_normal(),
+            torch.rand(3).tolist(),
+        )
 
     ckpt.save_atomic({"rng": ckpt.rng_state()}, tmp_path / "rng.ckpt")
     expected = draws()
@@ -89,11 +95,16 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     assert draws() == expected
 
 
-@pytest.mark.parametrize("extra", [[], ["negatives.source=memory_bank", "negatives.size=60"]],
-                         ids=["queue", "memory_bank"])
+@pytest.mark.parametrize(
+    "extra", [[], ["negatives.source=memory_bank", "negatives.size=60"]], ids=["queue", "memory_bank"]
+)
 def test_a_trainer_checkpoint_loads_weights_only_with_the_users_umask(data_root, tmp_path, extra):
-    overrides = tiny_overrides(data_root, tmp_path / "run") + ["optim.batch_size=32", "train.max_steps=2",
-                                                               "eval.knn_every=-1", *extra]
+    overrides = tiny_overrides(data_root, tmp_path / "run") + [
+        "optim.batch_size=32",
+        "train.max_steps=2",
+        "eval.knn_every=-1",
+        *extra,
+    ]
     previous = os.umask(0o027)
     try:
         Trainer(load_config(None, overrides)).fit()
@@ -150,8 +161,9 @@ def test_a_checkpoint_with_code_is_refused_by_the_tools(data_root, tmp_path, too
     marker = tmp_path / "ran"
     path = crafted_run_dir(data_root, tmp_path / "run", marker)
     argv = ["tools/train.py", "--resume", path.parent] if tool == "train" else ["tools/knn.py", path.parent]
-    line = assert_one_error_line(run_tool(*argv), str(path), "contains objects other than tensors and plain values",
-                                 "not loaded")
+    line = assert_one_error_line(
+        run_tool(*argv), str(path), "contains objects other than tensors and plain values", "not loaded"
+    )
     assert "weights_only" not in line
     assert not marker.exists()
 

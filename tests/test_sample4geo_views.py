@@ -44,7 +44,10 @@ def _sharpening_matrix_reference(alpha: float, lightness: float) -> np.ndarray:
 def test_sharpen_matches_albumentations():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(3, 3, 9, 11, generator=g, dtype=torch.float64)
-    alpha, lightness = torch.tensor([0.2, 0.35, 0.5], dtype=torch.float64), torch.tensor([0.5, 0.8, 1.0], dtype=torch.float64)
+    alpha, lightness = (
+        torch.tensor([0.2, 0.35, 0.5], dtype=torch.float64),
+        torch.tensor([0.5, 0.8, 1.0], dtype=torch.float64),
+    )
     kernels = s4g.sharpen_kernels(alpha, lightness)
     out = s4g.filter2d(images, kernels, torch.tensor([True, True, False]))
     for i in range(2):
@@ -72,7 +75,10 @@ def _advanced_blur_kernel_reference(ksize, sigma_x, sigma_y, angle, beta, noise_
 def test_advanced_blur_kernels_match_albumentations():
     g = torch.Generator().manual_seed(1)
     ksize = torch.tensor([3, 5, 7, 7])
-    sx, sy = torch.tensor([0.2, 0.5, 1.0, 0.3], dtype=torch.float64), torch.tensor([0.9, 0.5, 0.2, 0.7], dtype=torch.float64)
+    sx, sy = (
+        torch.tensor([0.2, 0.5, 1.0, 0.3], dtype=torch.float64),
+        torch.tensor([0.9, 0.5, 0.2, 0.7], dtype=torch.float64),
+    )
     angle = torch.tensor([0.3, -1.2, math.pi / 2, -0.7], dtype=torch.float64)
     beta = torch.tensor([0.5, 1.0, 4.0, 8.0], dtype=torch.float64)
     noise = 0.9 + 0.2 * torch.rand(4, 7, 7, generator=g, dtype=torch.float64)
@@ -80,8 +86,9 @@ def test_advanced_blur_kernels_match_albumentations():
     for i in range(4):
         k = int(ksize[i])
         lo = 3 - k // 2
-        want = _advanced_blur_kernel_reference(k, float(sx[i]), float(sy[i]), float(angle[i]), float(beta[i]),
-                                               noise[i, lo : lo + k, lo : lo + k].numpy())
+        want = _advanced_blur_kernel_reference(
+            k, float(sx[i]), float(sy[i]), float(angle[i]), float(beta[i]), noise[i, lo : lo + k, lo : lo + k].numpy()
+        )
         np.testing.assert_allclose(kernels[i, lo : lo + k, lo : lo + k].numpy(), want, rtol=1e-10, atol=1e-12)
         assert float(kernels[i].sum()) == pytest.approx(1.0) and float(kernels[i].abs().sum()) == pytest.approx(1.0)
     # the drawn kernels: normalised, non-negative, zero outside their size
@@ -117,8 +124,9 @@ def _grid_dropout_reference(height, width, ratio):
     return img
 
 
-@pytest.mark.parametrize("size, ratio", [((384, 384), 0.4), ((140, 768), 0.5), ((64, 64), 0.4), ((32, 128), 0.5),
-                                         ((10, 10), 0.5)])
+@pytest.mark.parametrize(
+    "size, ratio", [((384, 384), 0.4), ((140, 768), 0.5), ((64, 64), 0.4), ((32, 128), 0.5), ((10, 10), 0.5)]
+)
 def test_grid_dropout_matches_albumentations(size, ratio):
     assert np.array_equal(s4g.grid_dropout_mask(*size, ratio).numpy(), _grid_dropout_reference(*size, ratio))
 
@@ -156,14 +164,16 @@ def test_satellite_share_hidden_when_dropout_fires():
     box the pipeline had before hid about 6 %."""
     grid = s4g.grid_dropout_mask(384, 384, 0.4)
     assert float(grid.float().mean()) == pytest.approx((154 / 384) ** 2)
-    boxes, active = s4g.sample_coarse_holes(64, 384, 384, *s4g.coarse_dropout_limits(384), None,
-                                            torch.Generator().manual_seed(5))
+    boxes, active = s4g.sample_coarse_holes(
+        64, 384, 384, *s4g.coarse_dropout_limits(384), None, torch.Generator().manual_seed(5)
+    )
     coarse = float(s4g.holes_mask(boxes, active, 384, 384).float().mean())
     assert 0.25 < coarse < 0.37
     from vissl_neg.augment import ops
 
-    old, found = ops.sample_boxes(256, 384, 384, (0.02, 0.1), (0.3, 3.3), None, torch.Generator().manual_seed(6),
-                                  fallback="none")  # the erasing box of the earlier pipeline
+    old, found = ops.sample_boxes(
+        256, 384, 384, (0.02, 0.1), (0.3, 3.3), None, torch.Generator().manual_seed(6), fallback="none"
+    )  # the erasing box of the earlier pipeline
     old_share = float((old[found, 2] * old[found, 3]).mean()) / 384**2
     assert 0.04 < old_share < 0.08 and float(grid.float().mean()) > 2 * old_share and coarse > 4 * old_share
 
@@ -227,20 +237,35 @@ def test_pipeline_reads_nothing_back_and_changes_hue():
     assert reads.ops == {}, reads.report()
     assert vp.shape == (4, 3, 16, 64) and vs.shape == (4, 3, 32, 32)
     # with only the jitter on, hue moves: a pure-red image gains green or blue somewhere
-    only_hue = CrossViewAugment(flip_p=0, rotate_p=0, jpeg_p=0, jitter=0.0, hue=0.15, jitter_p=1.0, blur_p=0,
-                                sharpen_p=0, grid_dropout_p=0, coarse_dropout_p=0, mean=(0, 0, 0), std=(1, 1, 1))
+    only_hue = CrossViewAugment(
+        flip_p=0,
+        rotate_p=0,
+        jpeg_p=0,
+        jitter=0.0,
+        hue=0.15,
+        jitter_p=1.0,
+        blur_p=0,
+        sharpen_p=0,
+        grid_dropout_p=0,
+        coarse_dropout_p=0,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
     red_pano, red_sat = torch.zeros(8, 3, 8, 32, dtype=torch.uint8), torch.zeros(8, 3, 8, 8, dtype=torch.uint8)
     red_pano[:, 0], red_sat[:, 0] = 255, 255
     out_pano, out_sat = only_hue(red_pano, red_sat)
     assert float(out_pano[:, 1:].amax()) > 0.1 and float(out_sat[:, 1:].amax()) > 0.1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("augment.blur_p=0.9", "augment.blur_p' + 'augment.sharpen_p"),
-    ("augment.coarse_dropout_p=0.9", "augment.grid_dropout_p' + 'augment.coarse_dropout_p"),
-    ("augment.jpeg_quality=[95, 90]", "augment.jpeg_quality"),
-    ("augment.hue=0.7", "augment.hue"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("augment.blur_p=0.9", "augment.blur_p' + 'augment.sharpen_p"),
+        ("augment.coarse_dropout_p=0.9", "augment.grid_dropout_p' + 'augment.coarse_dropout_p"),
+        ("augment.jpeg_quality=[95, 90]", "augment.jpeg_quality"),
+        ("augment.hue=0.7", "augment.hue"),
+    ],
+)
 def test_bad_view_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("+", r"\+")):
         load_config(None, ["task=geo", override])

@@ -141,8 +141,11 @@ def test_convert_passes_the_impl_and_the_config_selects_it(tmp_path):
 
     root = tmp_path / "data"
     write_fmnist_fixture(root, n_train=64, n_test=16)
-    cfg = load_config(None, tiny_overrides(root, tmp_path / "run") + [
-        "model.split_bn_impl=fused", "optim.batch_size=16", "train.max_steps=2", "eval.knn_every=-1"])
+    cfg = load_config(
+        None,
+        tiny_overrides(root, tmp_path / "run")
+        + ["model.split_bn_impl=fused", "optim.batch_size=16", "train.max_steps=2", "eval.knn_every=-1"],
+    )
     trainer = Trainer(cfg)
     impls = {m.impl for m in trainer.model.modules() if isinstance(m, SplitBatchNorm2d)}
     assert impls == {"fused"} and trainer.model.split_bn_layers > 0

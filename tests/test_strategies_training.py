@@ -27,13 +27,21 @@ STRATEGY_CONFIGS = {
     "debiased": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
     "ambiguous": ["negatives.strategies=[{name: ambiguous, keep: 40, a: 0.5, b: 0.5}]"],
     "false_negatives_eliminate": ["negatives.strategies=[{name: false_negatives, top: 5, mode: eliminate}]"],
-    "false_negatives_attract_dual_view": ["negatives.strategies=[{name: false_negatives, top: 5, mode: attract}]",
-                                          "loss.dual_view=true"],
-    "bank_false_negatives_mochi": ["negatives.source=memory_bank", "negatives.size=60",
-                                   "negatives.strategies=[{name: false_negatives, top: 4, mode: attract}, "
-                                   "{name: mochi, n_hard: 8, s: 6, s_prime: 2}]"],
-    "bank_filter_mochi": ["negatives.source=memory_bank", "negatives.size=60",
-                          "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 6, s_prime: 2}]"],
+    "false_negatives_attract_dual_view": [
+        "negatives.strategies=[{name: false_negatives, top: 5, mode: attract}]",
+        "loss.dual_view=true",
+    ],
+    "bank_false_negatives_mochi": [
+        "negatives.source=memory_bank",
+        "negatives.size=60",
+        "negatives.strategies=[{name: false_negatives, top: 4, mode: attract}, "
+        "{name: mochi, n_hard: 8, s: 6, s_prime: 2}]",
+    ],
+    "bank_filter_mochi": [
+        "negatives.source=memory_bank",
+        "negatives.size=60",
+        "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 8, s: 6, s_prime: 2}]",
+    ],
 }
 
 
@@ -45,8 +53,12 @@ def data_root(tmp_path_factory):
 
 
 def make_trainer(data_root, out_dir, extra):
-    overrides = tiny_overrides(data_root, out_dir) + ["optim.batch_size=32", "train.epochs=1", "eval.knn_every=-1",
-                                                     "negatives.diag_top=5"]
+    overrides = tiny_overrides(data_root, out_dir) + [
+        "optim.batch_size=32",
+        "train.epochs=1",
+        "eval.knn_every=-1",
+        "negatives.diag_top=5",
+    ]
     return Trainer(load_config(None, overrides + extra), resume=False)
 
 
@@ -169,8 +181,10 @@ def test_false_negative_step_loss_equals_the_public_functions(data_root, tmp_pat
 
 
 def test_false_negatives_then_filter_then_mochi(data_root, tmp_path):
-    extra = ["negatives.strategies=[{name: false_negatives, top: 6, threshold: -1, mode: eliminate}, {name: filter, keep: 40}, "
-             "{name: mochi, n_hard: 10, s: 5, s_prime: 3}]"]
+    extra = [
+        "negatives.strategies=[{name: false_negatives, top: 6, threshold: -1, mode: eliminate}, {name: filter, keep: 40}, "
+        "{name: mochi, n_hard: 10, s: 5, s_prime: 3}]"
+    ]
     trainer = make_trainer(data_root, tmp_path, extra)
     q, k, idx = _contrast_inputs(trainer, seed=6)
     torch.manual_seed(9)
@@ -186,7 +200,9 @@ def test_false_negatives_then_filter_then_mochi(data_root, tmp_path):
 
 
 def test_strategy_waits_for_its_start_epoch(data_root, tmp_path):
-    trainer = make_trainer(data_root, tmp_path, ["negatives.strategies=[{name: mochi, n_hard: 8, s: 4, start_epoch: 1}]"])
+    trainer = make_trainer(
+        data_root, tmp_path, ["negatives.strategies=[{name: mochi, n_hard: 8, s: 4, start_epoch: 1}]"]
+    )
     q, k, idx = _contrast_inputs(trainer)
     assert trainer.contrast(q, k, idx)[1].synthetic_vectors() is None
     trainer.step = trainer.steps_per_epoch
@@ -201,8 +217,11 @@ def test_diagnostics_reach_tensorboard(data_root, tmp_path):
     trainer.fit()
     events = EventAccumulator(str(run / "tb"), size_guidance={"histograms": 0, "scalars": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"negatives/false_negative_rate@5", "negatives/same_class_rate",
-            "negatives/synthetic_harder_than_hardest_real"} <= scalars
+    assert {
+        "negatives/false_negative_rate@5",
+        "negatives/same_class_rate",
+        "negatives/synthetic_harder_than_hardest_real",
+    } <= scalars
     assert {"scores/positive", "scores/negative", "scores/synthetic"} <= set(events.Tags()["histograms"])
     fnr = [e.value for e in events.Scalars("negatives/false_negative_rate@5")]
     assert all(0.0 <= v <= 1.0 for v in fnr)
@@ -227,8 +246,11 @@ def test_debiased_clamp_is_logged_and_noted_once(data_root, tmp_path, capsys):
 
 
 def test_no_clamp_note_when_most_queries_are_unclamped(data_root, tmp_path, capsys):
-    trainer = make_trainer(data_root, tmp_path / "run", ["loss.name=debiased", "loss.tau_plus=0.001",
-                                                         "train.log_every=1", "train.max_steps=2"])
+    trainer = make_trainer(
+        data_root,
+        tmp_path / "run",
+        ["loss.name=debiased", "loss.tau_plus=0.001", "train.log_every=1", "train.max_steps=2"],
+    )
     trainer.fit()
     assert trainer.last_scalars["loss/debiased_clamped_fraction"] < 0.5
     assert "clamps Ng" not in capsys.readouterr().out
@@ -239,9 +261,11 @@ def test_count_larger_than_the_negatives_is_refused_at_build_time(data_root, tmp
 
     for extra, needle in (
         ("{name: mochi, n_hard: 128, s: 4}", "negatives.strategies[0].n_hard=128 is larger than the 100 negatives"),
-        ("{name: filter, keep: 30}, {name: geodesic, n_hard: 31, s: 4}",
-         "negatives.strategies[1].n_hard=31 is larger than the 30 negatives each query has after "
-         "negatives.strategies[0] (filter)"),
+        (
+            "{name: filter, keep: 30}, {name: geodesic, n_hard: 31, s: 4}",
+            "negatives.strategies[1].n_hard=31 is larger than the 30 negatives each query has after "
+            "negatives.strategies[0] (filter)",
+        ),
         ("{name: ambiguous, keep: 101}", "negatives.strategies[0].keep=101"),
         ("{name: false_negatives, top: 101}", "negatives.strategies[0].top=101"),
     ):
@@ -256,8 +280,12 @@ def test_memory_bank_run_resumes_bit_identically(data_root, tmp_path):
     whole.fit()
     part = make_trainer(data_root, tmp_path / "part", extra + ["train.max_steps=5"])
     part.fit()
-    overrides = tiny_overrides(data_root, tmp_path / "part") + ["optim.batch_size=32", "train.epochs=1",
-                                                                "eval.knn_every=-1", "negatives.diag_top=5"]
+    overrides = tiny_overrides(data_root, tmp_path / "part") + [
+        "optim.batch_size=32",
+        "train.epochs=1",
+        "eval.knn_every=-1",
+        "negatives.diag_top=5",
+    ]
     resumed = Trainer(load_config(None, overrides + extra), resume=True)
     assert resumed.step == 5
     resumed.fit()

@@ -17,9 +17,11 @@ def test_bf16_autocast_on_cpu_trains_and_writes_the_run_directory(tmp_path):
     # CPUs without native bf16 (AVX2) emulate bf16 convolutions slowly: a small batch keeps this cheap
     write_fmnist_fixture(tmp_path / "data", n_train=32, n_test=32)
     run_dir = tmp_path / "run"
-    cfg = load_config(None, tiny_overrides(tmp_path / "data", run_dir) + ["train.amp=bf16", "train.epochs=1",
-                                                                           "train.hist_every=2", "optim.batch_size=16",
-                                                                           "model.bn_splits=4"])
+    cfg = load_config(
+        None,
+        tiny_overrides(tmp_path / "data", run_dir)
+        + ["train.amp=bf16", "train.epochs=1", "train.hist_every=2", "optim.batch_size=16", "model.bn_splits=4"],
+    )
     trainer = Trainer(cfg)
     assert trainer.amp_dtype is torch.bfloat16
     keys_before = trainer.model.encoder_k.head.net[0].weight.clone()
@@ -42,8 +44,11 @@ def test_amp_falls_back_cleanly_on_cpu():
 
 def test_cuda_only_options_fall_back_on_cpu_with_a_note(tmp_path):
     write_fmnist_fixture(tmp_path / "data", n_train=128, n_test=32)
-    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + [
-        "train.compile=true", "model.channels_last=true", "train.max_steps=1", "eval.knn_every=-1"])
+    cfg = load_config(
+        None,
+        tiny_overrides(tmp_path / "data", tmp_path / "run")
+        + ["train.compile=true", "model.channels_last=true", "train.max_steps=1", "eval.knn_every=-1"],
+    )
     trainer = Trainer(cfg)
     assert trainer.query_encoder is trainer.model.encoder_q  # not compiled on the CPU
     assert any("CUDA only" in n for n in trainer.notes) and any("channels_last" in n for n in trainer.notes)
@@ -64,8 +69,9 @@ def test_a_nan_on_an_epochs_last_step_is_caught_before_its_evaluation_saves(tmp_
     from vissl_neg.errors import TrainingDiverged
 
     write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
-    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=3",
-                                                                                  "train.log_every=100"])
+    cfg = load_config(
+        None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=3", "train.log_every=100"]
+    )
     trainer = Trainer(cfg)
     nan_loss_at(trainer, 4)  # the last of 4 steps per epoch; not a log or checkpoint step
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 4; kept the last good checkpoint .*step 3"):
@@ -79,8 +85,9 @@ def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tm
     from vissl_neg.errors import TrainingDiverged
 
     write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
-    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=100",
-                                                                                  "train.log_every=100"])
+    cfg = load_config(
+        None, tiny_overrides(tmp_path / "data", tmp_path / "run") + ["train.ckpt_every=100", "train.log_every=100"]
+    )
     trainer = Trainer(cfg)
     nan_loss_at(trainer, 6)  # epoch 1 ends at step 4 with a kNN evaluation, which saves
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 6; kept the last good checkpoint .*step 4"):

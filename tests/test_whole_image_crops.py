@@ -36,8 +36,9 @@ def ref_get_params(width: int, height: int, scale, ratio) -> tuple[int, int, int
 def _stats(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """boxes (N, 4) as (x0, y0, w, h) -> mean area fraction, w / W, h / H, centre x / W, centre y / H."""
     x0, y0, w, h = boxes.T
-    return np.stack([w * h / (width * height), w / width, h / height, (x0 + w / 2) / width,
-                     (y0 + h / 2) / height], axis=1)
+    return np.stack(
+        [w * h / (width * height), w / width, h / height, (x0 + w / 2) / width, (y0 + h / 2) / height], axis=1
+    )
 
 
 @pytest.mark.parametrize("width,height,scale", [(500, 375, SCALE), (375, 500, (0.2, 1.0)), (100, 400, SCALE)])
@@ -46,8 +47,10 @@ def test_box_distribution_is_torchvisions_on_non_square_images(width, height, sc
     gen = torch.Generator().manual_seed(0)
     ours = np.stack([draw_boxes(width, height, [(scale, RATIO)], gen)[0].numpy() for _ in range(n)])
     torch.manual_seed(1)
-    ref = np.array([[j, i, w, h] for i, j, h, w in (ref_get_params(width, height, scale, RATIO) for _ in range(n))],
-                   dtype=np.float64)
+    ref = np.array(
+        [[j, i, w, h] for i, j, h, w in (ref_get_params(width, height, scale, RATIO) for _ in range(n))],
+        dtype=np.float64,
+    )
     a, b = _stats(ours, width, height), _stats(ref, width, height)
     se = np.sqrt(a.var(0) / n + b.var(0) / n)
     assert np.all(np.abs(a.mean(0) - b.mean(0)) < 4 * se + 1e-9), (a.mean(0), b.mean(0), se)
@@ -108,17 +111,35 @@ def test_keyed_sampler_keys_depend_on_seed_epoch_and_index_only():
     assert all(keys[i] == k for batch in two for i, k in batch)  # same key whatever the batch or rank
     one.set_epoch(1)
     assert all(keys[i] != k for batch in one for i, k in batch)
-    assert [i for i, _ in next(iter(ResumableBatchSampler(40, 8, seed=3, keyed=True)))] == \
-        next(iter(ResumableBatchSampler(40, 8, seed=3)))
+    assert [i for i, _ in next(iter(ResumableBatchSampler(40, 8, seed=3, keyed=True)))] == next(
+        iter(ResumableBatchSampler(40, 8, seed=3))
+    )
 
 
 def _cfg(root, out_dir, *extra):
-    return load_config(None, [
-        "data.name=imagenet", f"data.root={root}", "data.decode_size=36", "data.crops=image",
-        "augment.size=32", "augment.mean=[0.485, 0.456, 0.406]", "augment.std=[0.229, 0.224, 0.225]",
-        "augment.blur_kernel=3", "model.backbone=resnet10t", "model.head_hidden=32", "model.dim=16",
-        "model.bn_splits=2", "negatives.size=16", "optim.batch_size=8", "train.progress=false",
-        "eval.knn_every=-1", f"train.out_dir={out_dir}", *extra])
+    return load_config(
+        None,
+        [
+            "data.name=imagenet",
+            f"data.root={root}",
+            "data.decode_size=36",
+            "data.crops=image",
+            "augment.size=32",
+            "augment.mean=[0.485, 0.456, 0.406]",
+            "augment.std=[0.229, 0.224, 0.225]",
+            "augment.blur_kernel=3",
+            "model.backbone=resnet10t",
+            "model.head_hidden=32",
+            "model.dim=16",
+            "model.bn_splits=2",
+            "negatives.size=16",
+            "optim.batch_size=8",
+            "train.progress=false",
+            "eval.knn_every=-1",
+            f"train.out_dir={out_dir}",
+            *extra,
+        ],
+    )
 
 
 def test_cropped_view_gives_both_views_and_keeps_the_square_for_evaluation(tmp_path):
@@ -171,8 +192,9 @@ def test_training_and_exact_resume_with_whole_image_crops(tmp_path, decode_on):
     from vissl_neg.engine.trainer import Trainer
 
     def run(out, *extra):
-        return Trainer(_cfg(tmp_path / "data", out, f"data.decode_on={decode_on}", "train.epochs=2",
-                            "train.ckpt_every=2", *extra))
+        return Trainer(
+            _cfg(tmp_path / "data", out, f"data.decode_on={decode_on}", "train.epochs=2", "train.ckpt_every=2", *extra)
+        )
 
     whole = run(tmp_path / "a")
     assert whole.sampler.keyed and whole.loader_set.crops is not None
@@ -194,8 +216,15 @@ def test_linear_probe_crops_the_whole_image(tmp_path):
     from vissl_neg.models import build_backbone
 
     write_imagenet_fixture(tmp_path / "data", corrupt=False)
-    cfg = _cfg(tmp_path / "data", tmp_path / "run", "eval.linear_protocol=sgd", "eval.linear_epochs=2",
-               "eval.linear_batch_size=8", "eval.linear_schedule=cosine", "eval.linear_lr_scaling=linear")
+    cfg = _cfg(
+        tmp_path / "data",
+        tmp_path / "run",
+        "eval.linear_protocol=sgd",
+        "eval.linear_epochs=2",
+        "eval.linear_batch_size=8",
+        "eval.linear_schedule=cosine",
+        "eval.linear_lr_scaling=linear",
+    )
     torch.manual_seed(0)
     result = linear_sgd(cfg, build_backbone("resnet10t", 3), torch.device("cpu"), progress=False)
     assert "(whole image)" in result["classifier"] and "cosine" in result["classifier"]
@@ -210,8 +239,13 @@ def test_crops_key_is_checked_and_ignored_by_fashion_mnist(tmp_path):
     from helpers import tiny_overrides, write_fmnist_fixture
 
     write_fmnist_fixture(tmp_path / "fm", n_train=32, n_test=16)
-    trainer = Trainer(load_config(None, tiny_overrides(tmp_path / "fm", tmp_path / "run") + [
-        "data.crops=image", "optim.batch_size=16", "eval.knn_every=-1"]))
+    trainer = Trainer(
+        load_config(
+            None,
+            tiny_overrides(tmp_path / "fm", tmp_path / "run")
+            + ["data.crops=image", "optim.batch_size=16", "eval.knn_every=-1"],
+        )
+    )
     assert not trainer.whole_image_crops and not trainer.sampler.keyed  # like data.decode_size, for folders
 
 

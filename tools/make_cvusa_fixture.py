@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write a small CVUSA tree in the real layout (with a learnable planted structure).
 
-    python tools/make_cvusa_fixture.py ROOT [--train 96] [--val 32]
+python tools/make_cvusa_fixture.py ROOT [--train 96] [--val 32]
 """
 
 from __future__ import annotations

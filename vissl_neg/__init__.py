@@ -23,9 +23,20 @@ _EXPORTS = {
     "debiased_info_nce": "vissl_neg.losses",
     "info_nce": "vissl_neg.losses",
     **{name: "vissl_neg.negatives" for name in ("MemoryBank", "NegativeQueue", "NegativeSet")},
-    **{name: "vissl_neg.negatives.functional" for name in (
-        "ambiguous", "batch_negatives", "contrastive_loss", "false_negatives", "feature_transform", "filter_hardest",
-        "geodesic", "mochi", "negative_set")},
+    **{
+        name: "vissl_neg.negatives.functional"
+        for name in (
+            "ambiguous",
+            "batch_negatives",
+            "contrastive_loss",
+            "false_negatives",
+            "feature_transform",
+            "filter_hardest",
+            "geodesic",
+            "mochi",
+            "negative_set",
+        )
+    },
 }
 
 if TYPE_CHECKING:

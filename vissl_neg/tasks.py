@@ -91,9 +91,14 @@ class MocoTask(Task):
     def preprocessing(self, cfg, in_chans):
         size = cfg.augment.size
         decoded = 28 if cfg.data.name == "fashion_mnist" else cfg.data.decode_size  # what EvalTransform crops from
-        return {"input_size": [in_chans, size, size], "interpolation": "bilinear",
-                "crop_pct": round(min(1.0, size / decoded), 4), "crop_mode": "center",
-                "mean": list(cfg.augment.mean), "std": list(cfg.augment.std)}
+        return {
+            "input_size": [in_chans, size, size],
+            "interpolation": "bilinear",
+            "crop_pct": round(min(1.0, size / decoded), 4),
+            "crop_mode": "center",
+            "mean": list(cfg.augment.mean),
+            "std": list(cfg.augment.std),
+        }
 
     def card_results(self, run_dir, cfg, state):
         return moco_results(run_dir, cfg, state)
@@ -128,16 +133,24 @@ class GeoTask(Task):
 
     def preprocessing(self, cfg, in_chans):
         # both views are resized to their size, no crop; the satellite's is the one config.json can hold
-        return {"input_size": [3, cfg.data.sat_size, cfg.data.sat_size], "interpolation": "bilinear",
-                "crop_pct": 1.0, "crop_mode": "center", "mean": list(cfg.augment.mean), "std": list(cfg.augment.std)}
+        return {
+            "input_size": [3, cfg.data.sat_size, cfg.data.sat_size],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "mean": list(cfg.augment.mean),
+            "std": list(cfg.augment.std),
+        }
 
     def card_results(self, run_dir, cfg, state):
         return geo_results(run_dir, state)
 
     def card_fields(self, cfg, state, results):
-        return {"logit_scale": float(state["model"]["logit_scale"].exp()),
-                "recall": {r["name"]: r["value"] for r in results} or None,
-                "input_extra": {"pano_size": list(cfg.data.pano_size)}}
+        return {
+            "logit_scale": float(state["model"]["logit_scale"].exp()),
+            "recall": {r["name"]: r["value"] for r in results} or None,
+            "input_extra": {"pano_size": list(cfg.data.pano_size)},
+        }
 
 
 TASKS: dict[str, Task] = {"moco": MocoTask(), "geo": GeoTask()}

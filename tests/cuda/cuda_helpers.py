@@ -26,15 +26,24 @@ FAMILIES = {
     "dual_view": ["loss.dual_view=true"],
     "feature_transform": ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
     "debiased": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
-    "bank_filter_mochi": ["negatives.source=memory_bank", "negatives.size=120",
-                          "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 16, s: 8, s_prime: 4}]"],
+    "bank_filter_mochi": [
+        "negatives.source=memory_bank",
+        "negatives.size=120",
+        "negatives.strategies=[{name: filter, fraction: 0.5}, {name: mochi, n_hard: 16, s: 8, s_prime: 4}]",
+    ],
 }
 
 
 def make_trainer(data_root, out_dir, extra=(), device=DEVICE, amp="off") -> Trainer:
     overrides = tiny_overrides(data_root, out_dir) + [
-        "optim.batch_size=64", "negatives.size=256", "eval.knn_every=-1", f"train.device={device}",
-        f"train.amp={amp}", "model.channels_last=true", "negatives.diag_top=8"]
+        "optim.batch_size=64",
+        "negatives.size=256",
+        "eval.knn_every=-1",
+        f"train.device={device}",
+        f"train.amp={amp}",
+        "model.channels_last=true",
+        "negatives.diag_top=8",
+    ]
     return Trainer(load_config(None, overrides + list(extra)), resume=False)
 
 

@@ -38,13 +38,26 @@ def test_compiled_step_matches_eager(data_root, tmp_path):
 
 def test_nvjpeg_decoding_on_the_imagenet_layout_with_a_corrupt_file(tmp_path):
     fixture = write_imagenet_fixture(tmp_path / "imagenet", train_per_class=8, val_per_class=2)
-    overrides = [f"data.root={tmp_path / 'imagenet'}", "data.name=imagenet", "data.decode_size=48",
-                 "augment.size=32", "augment.mean=[0.485,0.456,0.406]", "augment.std=[0.229,0.224,0.225]",
-                 "optim.batch_size=8", "model.bn_splits=2", "negatives.size=64", "train.epochs=1", f"train.device={DEVICE}",
-                 "eval.knn_every=-1", "train.progress=false", f"train.out_dir={tmp_path / 'run'}"]
+    overrides = [
+        f"data.root={tmp_path / 'imagenet'}",
+        "data.name=imagenet",
+        "data.decode_size=48",
+        "augment.size=32",
+        "augment.mean=[0.485,0.456,0.406]",
+        "augment.std=[0.229,0.224,0.225]",
+        "optim.batch_size=8",
+        "model.bn_splits=2",
+        "negatives.size=64",
+        "train.epochs=1",
+        f"train.device={DEVICE}",
+        "eval.knn_every=-1",
+        "train.progress=false",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
     device = Trainer(load_config(None, overrides + ["data.decode_on=device"]), resume=False)
-    workers = Trainer(load_config(None, overrides + ["data.decode_on=workers", f"train.out_dir={tmp_path / 'r2'}"]),
-                      resume=False)
+    workers = Trainer(
+        load_config(None, overrides + ["data.decode_on=workers", f"train.out_dir={tmp_path / 'r2'}"]), resume=False
+    )
     assert device.decoder is not None and device.decoder.device.type == DEVICE
     n = len(device.train_set)
     ids = list(range(n))
@@ -55,7 +68,7 @@ def test_nvjpeg_decoding_on_the_imagenet_layout_with_a_corrupt_file(tmp_path):
     assert device.train_set.skipped.value >= 1
     bad = device.train_set.files.index(str(fixture["corrupt"]))
     reference, _, _ = workers.train_set.__getitems__([i for i in ids if i != bad])
-    good = torch.cat([decoded[:bad], decoded[bad + 1:]]).cpu()
+    good = torch.cat([decoded[:bad], decoded[bad + 1 :]]).cpu()
     # nvJPEG and libjpeg-turbo round the IDCT differently; the resize is the same code
     assert (good.float() - reference.float()).abs().mean() < 2.0
     assert device.fit()["step"] == device.total_steps
@@ -73,8 +86,13 @@ def test_device_views_draw_per_sample_and_equal_the_cpu_ops():
     boxes = torch.tensor([[2.0, 3.0, 20.0, 16.0]] * 8)
     flip = torch.arange(8) % 2 == 0
     f = torch.linspace(0.6, 1.4, 8)
-    for fn, args in ((ops.resized_crop, (boxes, (24, 24), flip)), (ops.adjust_contrast, (f,)),
-                     (ops.adjust_hue, (f - 1.0,)), (ops.gaussian_blur, (f, 5, flip)), (ops.sharpen, (f, flip))):
+    for fn, args in (
+        (ops.resized_crop, (boxes, (24, 24), flip)),
+        (ops.adjust_contrast, (f,)),
+        (ops.adjust_hue, (f - 1.0,)),
+        (ops.gaussian_blur, (f, 5, flip)),
+        (ops.sharpen, (f, flip)),
+    ):
         cpu = fn(x, *args)
         gpu = fn(x.to(DEVICE), *(a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args))
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
@@ -83,12 +101,36 @@ def test_device_views_draw_per_sample_and_equal_the_cpu_ops():
 def _geo(root, out_dir, device):
     from vissl_neg.engine.geo_trainer import GeoTrainer
 
-    off = [f"augment.{k}=0.0" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
-                                             "grid_dropout_p", "coarse_dropout_p")]
-    overrides = [f"data.root={root}", "data.sat_size=32", "data.pano_size=[16,64]", "model.backbone=resnet10t",
-                 "optim.batch_size=8", "sampling.neighbour_select=4", "sampling.neighbour_range=8",
-                 "train.epochs=1", f"train.device={device}", "train.amp=off", "train.progress=false",
-                 "train.cudnn_benchmark=false", "train.deterministic=true", f"train.out_dir={out_dir}", *off]
+    off = [
+        f"augment.{k}=0.0"
+        for k in (
+            "flip_p",
+            "rotate_p",
+            "jpeg_p",
+            "jitter_p",
+            "blur_p",
+            "sharpen_p",
+            "grid_dropout_p",
+            "coarse_dropout_p",
+        )
+    ]
+    overrides = [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "model.backbone=resnet10t",
+        "optim.batch_size=8",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "train.epochs=1",
+        f"train.device={device}",
+        "train.amp=off",
+        "train.progress=false",
+        "train.cudnn_benchmark=false",
+        "train.deterministic=true",
+        f"train.out_dir={out_dir}",
+        *off,
+    ]
     return GeoTrainer(load_config("configs/cvusa_fixture.yaml", overrides), resume=False)
 
 

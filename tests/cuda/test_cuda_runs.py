@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tool(name, *args, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / name), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +38,16 @@ def data_root(tmp_path_factory):
 
 
 def cuda_run(data_root, out_dir, *extra):
-    return tiny_overrides(data_root, out_dir) + [f"train.device={DEVICE}", "train.amp=bf16", "model.channels_last=true",
-                                                 "train.deterministic=true", "train.epochs=2", "train.ckpt_every=4",
-                                                 "eval.knn_every=-1", *extra]
+    return tiny_overrides(data_root, out_dir) + [
+        f"train.device={DEVICE}",
+        "train.amp=bf16",
+        "model.channels_last=true",
+        "train.deterministic=true",
+        "train.epochs=2",
+        "train.ckpt_every=4",
+        "eval.knn_every=-1",
+        *extra,
+    ]
 
 
 def weights(run_dir):
@@ -46,8 +59,9 @@ def test_killed_cuda_run_resumes_to_identical_weights(data_root, tmp_path):
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     cmd = [sys.executable, str(ROOT / "tools" / "train.py"), *cuda_run(data_root, run)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env())
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
     deadline = time.time() + 300
     while not (run / "last.ckpt").exists():
         assert proc.poll() is None, proc.communicate()
@@ -61,8 +75,11 @@ def test_killed_cuda_run_resumes_to_identical_weights(data_root, tmp_path):
     assert "resuming" in resumed.stdout + resumed.stderr
     a, b = weights(tmp_path / "whole"), weights(run)
     assert a["step"] == b["step"]
-    diffs = {k: (a["model"][k].float() - b["model"][k].float()).abs().max().item() for k in a["model"]
-             if a["model"][k].is_floating_point()}
+    diffs = {
+        k: (a["model"][k].float() - b["model"][k].float()).abs().max().item()
+        for k in a["model"]
+        if a["model"][k].is_floating_point()
+    }
     assert max(diffs.values()) == 0.0, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
 
 

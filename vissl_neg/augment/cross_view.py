@@ -40,8 +40,9 @@ def rotate_pair(pano: torch.Tensor, sat: torch.Tensor, k: torch.Tensor) -> tuple
     return out_pano, out_sat
 
 
-def sample_pair_geometry(batch: int, flip_p: float, rotate_p: float, device=None,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pair_geometry(
+    batch: int, flip_p: float, rotate_p: float, device=None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> flip (B,) bool with P(flip) = flip_p; k (B,) 0 with 1 − rotate_p, else uniform in {1, 2, 3}."""
     flip = torch.rand(batch, device=device, generator=generator) < flip_p
     rotate = torch.rand(batch, device=device, generator=generator) < rotate_p
@@ -61,11 +62,22 @@ class CrossViewAugment(nn.Module):
 
     GRID_RATIO = {"sat": 0.4, "pano": 0.5}  # transforms.py:47 and :71
 
-    def __init__(self, flip_p: float = 0.5, rotate_p: float = 0.75, jpeg_p: float = 0.5,
-                 jpeg_quality: tuple[int, int] = (90, 100), jitter: float = 0.15, hue: float = 0.15,
-                 jitter_p: float = 0.5, blur_p: float = 0.15, sharpen_p: float = 0.15,
-                 grid_dropout_p: float = 0.15, coarse_dropout_p: float = 0.15,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    def __init__(
+        self,
+        flip_p: float = 0.5,
+        rotate_p: float = 0.75,
+        jpeg_p: float = 0.5,
+        jpeg_quality: tuple[int, int] = (90, 100),
+        jitter: float = 0.15,
+        hue: float = 0.15,
+        jitter_p: float = 0.5,
+        blur_p: float = 0.15,
+        sharpen_p: float = 0.15,
+        grid_dropout_p: float = 0.15,
+        coarse_dropout_p: float = 0.15,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    ):
         super().__init__()
         self.flip_p, self.rotate_p = flip_p, rotate_p
         self.jpeg_p, self.jpeg_quality = jpeg_p, (int(jpeg_quality[0]), int(jpeg_quality[1]))

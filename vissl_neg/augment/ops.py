@@ -34,9 +34,17 @@ def bernoulli(batch: int, p: float, device, generator: torch.Generator | None = 
 
 
 # ---------------------------------------------------------------- geometry
-def sample_boxes(batch: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-                 device, generator: torch.Generator | None = None, attempts: int = 10,
-                 fallback: str = "centre") -> tuple[torch.Tensor, torch.Tensor]:
+def sample_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    device,
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+    fallback: str = "centre",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's ``RandomResizedCrop.get_params`` / ``RandomErasing.get_params`` for a whole
     batch: ``attempts`` candidates per sample (area ∈ scale·H·W, log-uniform aspect ratio),
     the first that fits is kept. -> boxes (B, 4) as (x0, y0, w, h) in whole pixels, float, and
@@ -69,8 +77,9 @@ def sample_boxes(batch: int, height: int, width: int, scale: tuple[float, float]
     return boxes, found
 
 
-def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
-                 flip: torch.Tensor | None = None) -> torch.Tensor:
+def resized_crop(
+    images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """images (B, C, H, W); boxes (B, 4) (x0, y0, w, h) in pixels; flip (B,) bool -> (B, C, *size):
     each box resampled bilinearly to ``size`` (one ``grid_sample``; pixels just outside a box
     contribute at its edge), mirrored left-right where ``flip``."""
@@ -139,18 +148,32 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return kornia.color.hsv_to_rgb(torch.cat([h, hsv[:, 1:]], dim=1)).clamp_(0, 1)
 
 
-def color_jitter(images: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
-                 hue: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+def color_jitter(
+    images: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    hue: torch.Tensor,
+    apply: torch.Tensor,
+) -> torch.Tensor:
     """torchvision's ColorJitter with explicit per-sample factors (B,) in the fixed order
     brightness, contrast, saturation, hue (*ours*: torchvision shuffles the order per call),
     applied where ``apply`` (B,). A factor of 1 (a shift of 0) leaves an image unchanged."""
-    out = adjust_hue(adjust_saturation(adjust_contrast(adjust_brightness(images, brightness), contrast), saturation),
-                     hue)
+    out = adjust_hue(
+        adjust_saturation(adjust_contrast(adjust_brightness(images, brightness), contrast), saturation), hue
+    )
     return torch.where(apply.view(-1, 1, 1, 1), out, images)
 
 
-def sample_jitter(batch: int, brightness: float, contrast: float, saturation: float, hue: float, device,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+def sample_jitter(
+    batch: int,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    device,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Factors U(max(0, 1 − x), 1 + x) for brightness, contrast, saturation; hue U(−hue, hue)."""
 
     def factor(x: float) -> torch.Tensor:

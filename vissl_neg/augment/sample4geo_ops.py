@@ -66,8 +66,14 @@ def sample_sharpen(batch: int, device, generator: torch.Generator | None = None)
 BLUR_SIZE = 7  # the largest of AdvancedBlur's default kernel sizes 3, 5, 7
 
 
-def advanced_blur_kernels(ksize: torch.Tensor, sigma_x: torch.Tensor, sigma_y: torch.Tensor, angle: torch.Tensor,
-                          beta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def advanced_blur_kernels(
+    ksize: torch.Tensor,
+    sigma_x: torch.Tensor,
+    sigma_y: torch.Tensor,
+    angle: torch.Tensor,
+    beta: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """albumentations 1.3.1 ``AdvancedBlur`` kernels (augmentations/blur/transforms.py:362-378), a
     rotated anisotropic generalised Gaussian exp(−½ (gᵀ Σ⁻¹ g)^β) times multiplicative noise,
     normalised: ksize (B,) odd in 3..7, σx, σy, angle (radians), β (B,), noise (B, 7, 7)
@@ -124,8 +130,15 @@ def coarse_dropout_limits(height: int) -> tuple[tuple[int, int], tuple[int, int]
     return (10, 25), (max(1, int(0.1 * height)), max(1, int(0.2 * height)))
 
 
-def sample_coarse_holes(batch: int, height: int, width: int, holes: tuple[int, int], side: tuple[int, int], device,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_coarse_holes(
+    batch: int,
+    height: int,
+    width: int,
+    holes: tuple[int, int],
+    side: tuple[int, int],
+    device,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """albumentations 1.3.1 ``CoarseDropout`` (augmentations/dropout/coarse_dropout.py:109-155):
     n ~ randint(holes) holes, each h, w ~ randint(side) (both ends included), top-left corner
     y ~ randint(0, H − h), x ~ randint(0, W − w). -> boxes (B, N, 4) (x0, y0, w, h) with
@@ -162,11 +175,106 @@ def dropout(images: torch.Tensor, grid: torch.Tensor, holes: torch.Tensor, choic
 
 # ---------------------------------------------------------------- JPEG compression (approximation)
 # The IJG (libjpeg) base tables, Annex K of the JPEG standard, in natural (row-major) order.
-_LUMA_Q = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-           14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
-_CHROMA_Q = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-             47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+_LUMA_Q = (
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
+)
+_CHROMA_Q = (
+    17,
+    18,
+    24,
+    47,
+    99,
+    99,
+    99,
+    99,
+    18,
+    21,
+    26,
+    66,
+    99,
+    99,
+    99,
+    99,
+    24,
+    26,
+    56,
+    99,
+    99,
+    99,
+    99,
+    99,
+    47,
+    66,
+    99,
+    99,
+    99,
+    99,
+    99,
+    99,
+) + (99,) * 32
 
 
 def jpeg_base_tables() -> torch.Tensor:
@@ -201,8 +309,9 @@ def _quantise_blocks(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return (m.t() @ coef @ m).permute(0, 1, 3, 2, 4).reshape(b, h, w)
 
 
-def jpeg_round_trip(images: torch.Tensor, quality: torch.Tensor, apply: torch.Tensor,
-                    base: torch.Tensor | None = None) -> torch.Tensor:
+def jpeg_round_trip(
+    images: torch.Tensor, quality: torch.Tensor, apply: torch.Tensor, base: torch.Tensor | None = None
+) -> torch.Tensor:
     """An approximation of encoding each image (B, 3, H, W) in [0, 1] as a baseline JPEG of
     ``quality`` (B,) and decoding it, where ``apply`` (B,): JFIF YCbCr, 4:2:0 chroma (2×2 means,
     bilinear back up), edge-replicated padding to whole blocks, 8×8 DCT quantised with libjpeg's
@@ -230,7 +339,9 @@ def jpeg_round_trip(images: torch.Tensor, quality: torch.Tensor, apply: torch.Te
     return torch.where(apply.view(-1, 1, 1, 1), out.to(images.dtype), images)
 
 
-def sample_jpeg_quality(batch: int, low: int, high: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_jpeg_quality(
+    batch: int, low: int, high: int, device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(B,) integer qualities, randint(low, high) with both ends included (albumentations 1.3.1
     ``ImageCompression.get_params``, augmentations/transforms.py:270-279)."""
     return torch.randint(low, high + 1, (batch,), device=device, generator=generator)

@@ -50,8 +50,9 @@ class ViewAugment(nn.Module):
         self.normalize = Normalize(cfg.mean, cfg.std, in_chans)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                cropped: bool = False) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, cropped: bool = False
+    ) -> torch.Tensor:
         """``cropped``: the images are views already cut and resized to ``size`` (in the loader
         workers, ``data.crops: image``); only the flip and what follows are applied here."""
         cfg, dev, b = self.cfg, images.device, images.shape[0]
@@ -60,12 +61,20 @@ class ViewAugment(nn.Module):
             flip = ops.bernoulli(b, cfg.flip_p, dev, generator).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
         else:
-            boxes, _ = ops.sample_boxes(b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio),
-                                        dev, generator)
+            boxes, _ = ops.sample_boxes(
+                b, x.shape[-2], x.shape[-1], tuple(cfg.crop_scale), tuple(cfg.crop_ratio), dev, generator
+            )
             x = ops.resized_crop(x, boxes, (cfg.size, cfg.size), ops.bernoulli(b, cfg.flip_p, dev, generator))
         if cfg.jitter_p > 0:
-            factors = ops.sample_jitter(b, cfg.brightness, cfg.contrast, cfg.saturation if self.color else 0.0,
-                                        cfg.hue if self.color else 0.0, dev, generator)
+            factors = ops.sample_jitter(
+                b,
+                cfg.brightness,
+                cfg.contrast,
+                cfg.saturation if self.color else 0.0,
+                cfg.hue if self.color else 0.0,
+                dev,
+                generator,
+            )
             x = ops.color_jitter(x, *factors, ops.bernoulli(b, cfg.jitter_p, dev, generator))
         if self.color and cfg.grayscale_p > 0:
             x = ops.random_grayscale(x, ops.bernoulli(b, cfg.grayscale_p, dev, generator))
@@ -75,8 +84,9 @@ class ViewAugment(nn.Module):
         if getattr(cfg, "solarize_p", 0.0) > 0:
             x = ops.solarize(x, ops.bernoulli(b, cfg.solarize_p, dev, generator))
         if cfg.erase_p > 0:
-            boxes, found = ops.sample_boxes(b, cfg.size, cfg.size, (0.02, 0.33), (0.3, 3.3), dev, generator,
-                                            fallback="none")
+            boxes, found = ops.sample_boxes(
+                b, cfg.size, cfg.size, (0.02, 0.33), (0.3, 3.3), dev, generator, fallback="none"
+            )
             x = ops.erase(x, boxes, found & ops.bernoulli(b, cfg.erase_p, dev, generator))
         return self.normalize(x)
 
@@ -99,6 +109,7 @@ class EvalTransform(nn.Module):
             top, left = (h - self.size) // 2, (w - self.size) // 2
             x = x[..., top : top + self.size, left : left + self.size]
         else:
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                          align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
         return self.normalize(x)

@@ -33,8 +33,9 @@ def evaluate_run(run_dir: str | Path, kind: str, random_init: bool = False, devi
     if random_init:
         train_set = build_dataset(cfg.data, "train")
         dev = torch.device(device)
-        recalibrate_bn(backbone.to(dev), train_set, EvalTransform(cfg.augment, state["in_chans"]).to(dev), dev,
-                       seed=cfg.train.seed)
+        recalibrate_bn(
+            backbone.to(dev), train_set, EvalTransform(cfg.augment, state["in_chans"]).to(dev), dev, seed=cfg.train.seed
+        )
     else:
         backbone.load_state_dict(backbone_state_dict(state["model"]))
     if kind == "linear_probe" and cfg.eval.linear_protocol == "sgd":
@@ -101,8 +102,9 @@ def eval_geo_main(argv: list[str] | None = None, prog: str | None = None) -> int
     """The command line of ``vissl-neg eval-geo`` (and tools/eval_geo.py)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog=prog, description=EVAL_GEO_DOC,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=EVAL_GEO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir")
     parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
     parser.add_argument("--root", help="the CVUSA root, if it moved since training (default: the run's data.root)")
@@ -113,8 +115,9 @@ def eval_geo_main(argv: list[str] | None = None, prog: str | None = None) -> int
     return 0
 
 
-def evaluate_geo_run(run_dir: str | Path, random_init: bool = False, device: str = "cpu", root: str | None = None,
-                     split: str = "test") -> dict:
+def evaluate_geo_run(
+    run_dir: str | Path, random_init: bool = False, device: str = "cpu", root: str | None = None, split: str = "test"
+) -> dict:
     """Recall of RUN_DIR's encoder (or, with ``random_init``, the same architecture untrained,
     BN statistics re-estimated on the training pairs) on a CVUSA split; writes
     RUN_DIR/eval_geo[_random_init].json."""
@@ -126,17 +129,39 @@ def evaluate_geo_run(run_dir: str | Path, random_init: bool = False, device: str
     transform = EvalPairTransform(cfg.augment.mean, cfg.augment.std).to(dev)
     if random_init:
         train_set = cvusa_split(d, "train", root)
-        recalibrate_bn(model, train_set, transform, dev, batches=8, batch_size=min(32, len(train_set)),
-                       seed=cfg.train.seed, views=(0, 1))
+        recalibrate_bn(
+            model,
+            train_set,
+            transform,
+            dev,
+            batches=8,
+            batch_size=min(32, len(train_set)),
+            seed=cfg.train.seed,
+            views=(0, 1),
+        )
     else:
         model.load_state_dict(state["model"])
     t0 = time.perf_counter()
     dataset = cvusa_split(d, split, root)
-    recall = evaluate_recall(model, dataset, transform, dev, cfg.eval.batch_size, d.num_workers,
-                             cfg.eval.chunk_size or None, resolve_amp(cfg.train.amp, dev))
-    result = {**{k: round(v, 2) for k, v in recall.items()}, "queries": len(dataset), "split": split,
-              "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir), "random_init": random_init,
-              "step": state["step"]}
+    recall = evaluate_recall(
+        model,
+        dataset,
+        transform,
+        dev,
+        cfg.eval.batch_size,
+        d.num_workers,
+        cfg.eval.chunk_size or None,
+        resolve_amp(cfg.train.amp, dev),
+    )
+    result = {
+        **{k: round(v, 2) for k, v in recall.items()},
+        "queries": len(dataset),
+        "split": split,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "run_dir": str(run_dir),
+        "random_init": random_init,
+        "step": state["step"],
+    }
     name = "eval_geo_random_init.json" if random_init else "eval_geo.json"
     (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
     return result

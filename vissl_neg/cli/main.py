@@ -30,8 +30,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    return "usage: vissl-neg COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines) + "\n\n" + \
-        "vissl-neg COMMAND --help describes a command's arguments."
+    return (
+        "usage: vissl-neg COMMAND [ARGS]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "vissl-neg COMMAND --help describes a command's arguments."
+    )
 
 
 def list_configs(argv: list[str] | None = None, prog: str | None = None) -> int:

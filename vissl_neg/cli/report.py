@@ -18,8 +18,9 @@ from vissl_neg.errors import cli_entry
 
 @cli_entry
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir")
     parser.add_argument("--out", help=f"the PNG to write (default: RUN_DIR/{REPORT})")
     args = parser.parse_args(argv)

@@ -22,12 +22,20 @@ from vissl_neg.tasks import task_of
 
 @cli_entry
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config or a shipped config's name (default: the built-in "
-                                         "Fashion-MNIST recipe)")
-    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
-                        help="continue from RUN_DIR/last.ckpt (or train.out_dir's); fails if there is none")
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", help="YAML config or a shipped config's name (default: the built-in Fashion-MNIST recipe)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue from RUN_DIR/last.ckpt (or train.out_dir's); fails if there is none",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1")
     args = parser.parse_args(argv)
     config_path = args.config

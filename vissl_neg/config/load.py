@@ -34,8 +34,9 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _yaml(text: str):
@@ -117,8 +118,9 @@ def _build_variant(base: Any, values: dict, key: str):
     for k in values:
         owners = [n for n, other in LOSSES.items() if k in {f.name for f in dataclasses.fields(other)}]
         if k not in names and owners:
-            raise ConfigError(f"config key '{key}.{k}' belongs to {key}.name={' or '.join(owners)}, "
-                              f"not {key}.name={name}")
+            raise ConfigError(
+                f"config key '{key}.{k}' belongs to {key}.name={' or '.join(owners)}, not {key}.name={name}"
+            )
     built = _build(cls, values, key)
     try:
         built.check()
@@ -308,10 +310,22 @@ def _check_run(cfg) -> None:
         raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N; got '{cfg.train.device}'")
     _check_ranges(
         cfg,
-        positive=("data.prefetch_factor", "optim.batch_size", "optim.lr", "train.epochs", "train.ckpt_every",
-                  "train.log_every", "train.hist_every"),
-        non_negative=("data.num_workers", "optim.weight_decay", "optim.warmup_epochs", "optim.min_lr",
-                      "train.max_steps"),
+        positive=(
+            "data.prefetch_factor",
+            "optim.batch_size",
+            "optim.lr",
+            "train.epochs",
+            "train.ckpt_every",
+            "train.log_every",
+            "train.hist_every",
+        ),
+        non_negative=(
+            "data.num_workers",
+            "optim.weight_decay",
+            "optim.warmup_epochs",
+            "optim.min_lr",
+            "train.max_steps",
+        ),
     )
 
 
@@ -340,15 +354,18 @@ def build_strategies(specs: list[dict], negatives: int | None = None, temperatur
             raise ConfigError(f"config key '{key}.start_epoch' must be >= 0, got {strategy.start_epoch}")
         mixer = next((b for b in built if b.mixes), None)
         if mixer is not None and strategy.changes_source:
-            raise ConfigError(f"config key '{key}': {spec['name']} changes the negatives that "
-                              f"{type(mixer).__name__.lower()} mixes from; list it before the mixing strategy")
+            raise ConfigError(
+                f"config key '{key}': {spec['name']} changes the negatives that "
+                f"{type(mixer).__name__.lower()} mixes from; list it before the mixing strategy"
+            )
         if spec["name"] == "false_negatives" and any(type(b) is type(strategy) for b in built):
             raise ConfigError(f"config key '{key}': only one false_negatives entry may mark the negatives")
         if available is not None:
             for param, value in strategy.limits().items():
                 if value > available:
-                    raise ConfigError(f"{key}.{param}={value} is larger than the {available} negatives each "
-                                      f"query has{narrowed_by}")
+                    raise ConfigError(
+                        f"{key}.{param}={value} is larger than the {available} negatives each query has{narrowed_by}"
+                    )
             kept = strategy.kept(available)
             if kept is not None:
                 available, narrowed_by = kept, f" after {key} ({spec['name']})"
@@ -370,8 +387,10 @@ def validate(cfg: Config) -> None:
     if cfg.model.head_layers < 2:
         raise ConfigError(f"config key 'model.head_layers' must be >= 2, got {cfg.model.head_layers}")
     if cfg.model.sync_bn and cfg.model.shuffle_bn in ("ddp", "split"):
-        raise ConfigError(f"model.sync_bn=true shares BN statistics over the ranks, which model.shuffle_bn="
-                          f"{cfg.model.shuffle_bn} keeps apart; use model.shuffle_bn=none (or auto)")
+        raise ConfigError(
+            f"model.sync_bn=true shares BN statistics over the ranks, which model.shuffle_bn="
+            f"{cfg.model.shuffle_bn} keeps apart; use model.shuffle_bn=none (or auto)"
+        )
     _choice("data.decode_on", cfg.data.decode_on, ("workers", "device"))
     if cfg.data.decode_on == "device" and cfg.data.name == "fashion_mnist":
         raise ConfigError("data.decode_on=device applies to JPEG image folders, not fashion_mnist")
@@ -381,11 +400,12 @@ def validate(cfg: Config) -> None:
     _choice("negatives.source", cfg.negatives.source, tuple(SOURCES))
     _choice("negatives.bank_dtype", cfg.negatives.bank_dtype, ("float32", "bfloat16", "float16"))
     available = SOURCES[cfg.negatives.source].available(cfg.negatives, cfg.optim.batch_size)
-    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None,
-                                  cfg.loss.temperature)
+    strategies = build_strategies(cfg.negatives.strategies, available if available > 0 else None, cfg.loss.temperature)
     if not cfg.loss.cancels_false_negatives and any(isinstance(s, FalseNegatives) for s in strategies):
-        raise ConfigError(f"loss.name={cfg.loss.name} with a false_negatives strategy is not supported: the "
-                          "false-negative loss replaces the loss (use loss.name=info_nce)")
+        raise ConfigError(
+            f"loss.name={cfg.loss.name} with a false_negatives strategy is not supported: the "
+            "false-negative loss replaces the loss (use loss.name=info_nce)"
+        )
     if not 0.0 <= cfg.negatives.bank_momentum < 1.0:
         raise ConfigError(f"config key 'negatives.bank_momentum' must be in [0, 1), got {cfg.negatives.bank_momentum}")
     _choice("optim.name", cfg.optim.name, ("sgd", "adamw"))
@@ -396,10 +416,22 @@ def validate(cfg: Config) -> None:
     _check_run(cfg)
     _check_ranges(
         cfg,
-        positive=("negatives.size", "negatives.diag_top", "data.decode_size", "model.dim", "model.bn_splits",
-                  "optim.base_batch", "augment.size", "eval.knn_k", "eval.knn_temperature",
-                  "eval.chunk_size", "eval.batch_size", "eval.linear_lr", "eval.linear_epochs",
-                  "eval.linear_batch_size"),
+        positive=(
+            "negatives.size",
+            "negatives.diag_top",
+            "data.decode_size",
+            "model.dim",
+            "model.bn_splits",
+            "optim.base_batch",
+            "augment.size",
+            "eval.knn_k",
+            "eval.knn_temperature",
+            "eval.chunk_size",
+            "eval.batch_size",
+            "eval.linear_lr",
+            "eval.linear_epochs",
+            "eval.linear_batch_size",
+        ),
         non_negative=("data.subset", "model.head_hidden", "model.patch_size", "model.num_heads"),
     )
     if not 0.0 <= cfg.model.momentum < 1.0:
@@ -458,38 +490,75 @@ def validate_geo(cfg: GeoConfig) -> None:
     if len(cfg.data.pano_size) != 2 or min(cfg.data.pano_size) <= 0:
         raise ConfigError(f"config key 'data.pano_size' must be [height, width] > 0, got {cfg.data.pano_size}")
     if cfg.data.pano_size[1] % 4:
-        raise ConfigError(f"config key 'data.pano_size' width {cfg.data.pano_size[1]} must be divisible by 4 "
-                          "(rotations roll the panorama by quarter turns)")
+        raise ConfigError(
+            f"config key 'data.pano_size' width {cfg.data.pano_size[1]} must be divisible by 4 "
+            "(rotations roll the panorama by quarter turns)"
+        )
     if cfg.model.pretrained and cfg.model.pretrained_file:
         raise ConfigError("set model.pretrained or model.pretrained_file, not both")
     _check_ranges(
         cfg,
-        positive=("data.sat_size", "model.init_temperature", "sampling.neighbour_select", "sampling.neighbour_range",
-                  "sampling.chunk_size", "eval.batch_size", "mixup.alpha", "mixup.weight"),
-        non_negative=("model.patch_size", "optim.clip_grad", "sampling.gps_epochs", "sampling.mine_every",
-                      "eval.chunk_size", "mixup.temperature", "mixup.start_epoch"),
-        probabilities=tuple(f"augment.{k}" for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p",
-                                                      "grid_dropout_p", "coarse_dropout_p", "hue")),
+        positive=(
+            "data.sat_size",
+            "model.init_temperature",
+            "sampling.neighbour_select",
+            "sampling.neighbour_range",
+            "sampling.chunk_size",
+            "eval.batch_size",
+            "mixup.alpha",
+            "mixup.weight",
+        ),
+        non_negative=(
+            "model.patch_size",
+            "optim.clip_grad",
+            "sampling.gps_epochs",
+            "sampling.mine_every",
+            "eval.chunk_size",
+            "mixup.temperature",
+            "mixup.start_epoch",
+        ),
+        probabilities=tuple(
+            f"augment.{k}"
+            for k in (
+                "flip_p",
+                "rotate_p",
+                "jpeg_p",
+                "jitter_p",
+                "blur_p",
+                "sharpen_p",
+                "grid_dropout_p",
+                "coarse_dropout_p",
+                "hue",
+            )
+        ),
     )
     if cfg.eval.every < -1:
         raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
     if cfg.sampling.neighbour_select > cfg.sampling.neighbour_range:
-        raise ConfigError(f"sampling.neighbour_select={cfg.sampling.neighbour_select} must not exceed "
-                          f"sampling.neighbour_range={cfg.sampling.neighbour_range}")
+        raise ConfigError(
+            f"sampling.neighbour_select={cfg.sampling.neighbour_select} must not exceed "
+            f"sampling.neighbour_range={cfg.sampling.neighbour_range}"
+        )
     for key in ("loss.label_smoothing", "mixup.label_smoothing"):
         if not 0.0 <= _get(cfg, key) < 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1), got {_get(cfg, key)}")
     if cfg.mixup.enabled and cfg.mixup.start_epoch >= cfg.train.epochs:
-        raise ConfigError(f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
-                          f"({cfg.train.epochs}), or mixup never starts")
+        raise ConfigError(
+            f"config key 'mixup.start_epoch' ({cfg.mixup.start_epoch}) must be below train.epochs "
+            f"({cfg.train.epochs}), or mixup never starts"
+        )
     a = cfg.augment
     for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):
         if sum(getattr(a, k) for k in one_of) > 1.0:
-            raise ConfigError(f"config keys 'augment.{one_of[0]}' + 'augment.{one_of[1]}' are one of two, so their sum "
-                              f"must be at most 1, got {sum(getattr(a, k) for k in one_of)}")
+            raise ConfigError(
+                f"config keys 'augment.{one_of[0]}' + 'augment.{one_of[1]}' are one of two, so their sum "
+                f"must be at most 1, got {sum(getattr(a, k) for k in one_of)}"
+            )
     q = a.jpeg_quality
     if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
-        raise ConfigError(f"config key 'augment.jpeg_quality' must be [low, high] with 1 <= low <= high <= 100, got {q}")
+        raise ConfigError(
+            f"config key 'augment.jpeg_quality' must be [low, high] with 1 <= low <= high <= 100, got {q}"
+        )
     if cfg.augment.hue > 0.5:
         raise ConfigError(f"config key 'augment.hue' must be at most 0.5 (half the colour circle), got {a.hue}")
     if len(a.mean) != 3 or len(a.std) != 3 or any(s <= 0 for s in a.std):

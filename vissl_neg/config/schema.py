@@ -135,7 +135,9 @@ class EvalConfig:
     linear_epochs: int = 100
     linear_batch_size: int = 256
     linear_weight_decay: float = 0.0
-    linear_milestones: list[int] = field(default_factory=lambda: [60, 80])  # linear_schedule=steps: lr x0.1 at these epochs
+    linear_milestones: list[int] = field(
+        default_factory=lambda: [60, 80]
+    )  # linear_schedule=steps: lr x0.1 at these epochs
     linear_schedule: str = "steps"  # steps (MoCo v1/v2) | cosine per epoch (MoCo v3's main_lincls.py)
     linear_lr_scaling: str = "none"  # none | linear: linear_lr x linear_batch_size / 256 (MoCo v3)
 

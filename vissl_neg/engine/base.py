@@ -70,7 +70,9 @@ class TrainerBase:
                 return torch.compile(module)
             self.notes.append(f"train.compile applies on CUDA only; {name} runs eagerly here")
         if cfg.model.channels_last and not cuda:
-            self.notes.append("model.channels_last is meant for CUDA tensor cores; kept, but it rarely helps on the CPU")
+            self.notes.append(
+                "model.channels_last is meant for CUDA tensor cores; kept, but it rarely helps on the CPU"
+            )
         return module
 
     def _start_watch(self) -> None:
@@ -106,16 +108,19 @@ class TrainerBase:
         from vissl_neg.engine.logging import RunLogger
 
         cfg = self.cfg
-        log = RunLogger(self.out_dir, enabled=self.is_main, progress=cfg.train.progress, total=self.total_steps,
-                        initial=self.step)
+        log = RunLogger(
+            self.out_dir, enabled=self.is_main, progress=cfg.train.progress, total=self.total_steps, initial=self.step
+        )
         for note in self.notes:
             log.info(f"note: {note}")
         if self.resumed_from is not None:
             log.info(f"resuming {self.out_dir} at step {self.step}/{self.total_steps}")
         else:
-            log.info(f"training {self.out_dir}: {len(self.train_set)} {unit}, {self.steps_per_epoch} steps/epoch, "
-                     f"{cfg.train.epochs} epochs on {self.device}"
-                     + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else ""))
+            log.info(
+                f"training {self.out_dir}: {len(self.train_set)} {unit}, {self.steps_per_epoch} steps/epoch, "
+                f"{cfg.train.epochs} epochs on {self.device}"
+                + (f" with {str(self.amp_dtype).removeprefix('torch.')} autocast" if self.amp_dtype else "")
+            )
         return log
 
     def _eval_due(self) -> bool:
@@ -191,8 +196,15 @@ class TrainerBase:
         stop_at = min(self.total_steps, t.max_steps or self.total_steps)
         try:
             d = cfg.data
-            loader = make_loader(self.loader_set, self.batch_sampler, d.num_workers, d.pin_memory, seed=t.seed,
-                                 prefetch_factor=d.prefetch_factor, persistent_workers=d.persistent_workers)
+            loader = make_loader(
+                self.loader_set,
+                self.batch_sampler,
+                d.num_workers,
+                d.pin_memory,
+                seed=t.seed,
+                prefetch_factor=d.prefetch_factor,
+                persistent_workers=d.persistent_workers,
+            )
             stopped = False
             while self.step < stop_at and not stopped:
                 t_last += self.start_epoch(*divmod(self.step, self.steps_per_epoch), log)
@@ -218,8 +230,11 @@ class TrainerBase:
                         log.scalars(scalars, self.step)
                         self.after_log(log, scalars, out)
                         self.last_scalars = scalars
-                        log.postfix(loss=f"{scalars['train/loss']:.3f}", lr=f"{out['lr']:.3g}",
-                                    **{self.rate_key.replace("_per_", "_"): f"{rate:.0f}"})
+                        log.postfix(
+                            loss=f"{scalars['train/loss']:.3f}",
+                            lr=f"{out['lr']:.3g}",
+                            **{self.rate_key.replace("_per_", "_"): f"{rate:.0f}"},
+                        )
                         for value in acc.values():
                             value.zero_()
                         n_acc = 0
@@ -246,8 +261,10 @@ class TrainerBase:
     def _finish(self, log, rate_key: str, final: dict) -> dict:
         """-> the stop notice, or the run's result (also written to metrics.json)."""
         if self.stop_signal:
-            log.info(f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
-                     "run the same command again to resume")
+            log.info(
+                f"stopped by {self.stop_signal} at step {self.step}; checkpoint saved to {self.ckpt_path}; "
+                "run the same command again to resume"
+            )
             return {"stopped": self.stop_signal, "step": self.step}
         result = {
             "step": self.step,

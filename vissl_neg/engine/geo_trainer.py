@@ -72,8 +72,10 @@ class GeoTrainer(TrainerBase):
             by_id = read_neighbours(gps_file, self.train_set.ids, s.neighbour_range)
             self.gps = {index[i]: [index[j] for j in near] for i, near in by_id.items()}
         elif s.gps_epochs > 0:
-            self.notes.append(f"no GPS neighbours (data.neighbours={cfg.data.neighbours}, no "
-                              f"{Path(cfg.data.root) / GPS_FILE}): the first {s.gps_epochs} epochs use random batches")
+            self.notes.append(
+                f"no GPS neighbours (data.neighbours={cfg.data.neighbours}, no "
+                f"{Path(cfg.data.root) / GPS_FILE}): the first {s.gps_epochs} epochs use random batches"
+            )
         self.steps_per_epoch = n // batch  # every id lands in a batch; only the partial last one is dropped
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
@@ -82,19 +84,34 @@ class GeoTrainer(TrainerBase):
 
         seed_everything(cfg.train.seed)
         a = cfg.augment
-        self.augment = CrossViewAugment(a.flip_p, a.rotate_p, a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p,
-                                        a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p,
-                                        a.mean, a.std).to(self.device)
+        self.augment = CrossViewAugment(
+            a.flip_p,
+            a.rotate_p,
+            a.jpeg_p,
+            a.jpeg_quality,
+            a.jitter,
+            a.hue,
+            a.jitter_p,
+            a.blur_p,
+            a.sharpen_p,
+            a.grid_dropout_p,
+            a.coarse_dropout_p,
+            a.mean,
+            a.std,
+        ).to(self.device)
         self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
         self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
         if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.forward = self._cuda_options(self.model, "the encoder")
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
-                                           weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
         use_fused(self.optimizer, self.device)
         # fp16: the reference's GradScaler(init_scale=2.**10) (Sample4Geo train_cvusa.py:293-294)
-        self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, init_scale=2.0**10, enabled=self.amp_dtype == torch.float16
+        )
         self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
         self.mined_epoch = -1
@@ -109,19 +126,22 @@ class GeoTrainer(TrainerBase):
 
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> None:
-        ckpt.save_atomic({
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": ckpt.rng_state(),
-            "mined": self.mined,
-            "mined_epoch": self.mined_epoch,
-            "metrics": self.metrics,
-            "train_seconds": self.train_seconds,
-        }, self.ckpt_path)
+        ckpt.save_atomic(
+            {
+                "step": self.step,
+                "epoch": self.step // self.steps_per_epoch,
+                "config": to_dict(self.cfg),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": ckpt.rng_state(),
+                "mined": self.mined,
+                "mined_epoch": self.mined_epoch,
+                "metrics": self.metrics,
+                "train_seconds": self.train_seconds,
+            },
+            self.ckpt_path,
+        )
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -149,11 +169,21 @@ class GeoTrainer(TrainerBase):
         other satellites (dataset indices)."""
         t0 = time.perf_counter()
         s = self.cfg.sampling
-        pano, sat = embed_pairs(self.model, self.train_set, self.eval_transform, self.device, self.cfg.eval.batch_size,
-                                self.cfg.data.num_workers, self.amp_dtype, self.cfg.train.progress, "mine")
+        pano, sat = embed_pairs(
+            self.model,
+            self.train_set,
+            self.eval_transform,
+            self.device,
+            self.cfg.eval.batch_size,
+            self.cfg.data.num_workers,
+            self.amp_dtype,
+            self.cfg.train.progress,
+            "mine",
+        )
         self.mined = mined_neighbour_indices(pano, sat, s.neighbour_range, s.chunk_size).int()
-        log.info(f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs "
-                 f"({time.perf_counter() - t0:.0f}s)")
+        log.info(
+            f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs ({time.perf_counter() - t0:.0f}s)"
+        )
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The hard-negative batches of ``epoch`` (dataset indices): a pure function of the
@@ -164,8 +194,14 @@ class GeoTrainer(TrainerBase):
             neighbours = dict(enumerate(self.mined.tolist()))
         s = self.cfg.sampling
         rng = random.Random(self.cfg.train.seed * 100_003 + epoch)
-        return neighbour_batches(list(range(len(self.train_set))), self.cfg.optim.batch_size, neighbours,
-                                 s.neighbour_select, s.neighbour_range, rng)
+        return neighbour_batches(
+            list(range(len(self.train_set))),
+            self.cfg.optim.batch_size,
+            neighbours,
+            s.neighbour_select,
+            s.neighbour_range,
+            rng,
+        )
 
     # ---------------------------------------------------------------- training
     def train_step(self, pano_u8: torch.Tensor, sat_u8: torch.Tensor) -> dict:
@@ -185,8 +221,16 @@ class GeoTrainer(TrainerBase):
         weight = m2mix_weight(m.weight, epoch, m.start_epoch, m.epoch_decay) if m.enabled else 0.0
         if weight > 0:
             lam = sample_m2mix_lambda(m.alpha, self.device)
-            loss = m2mix_symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, lam, weight, self.mix_logit_scale,
-                                            cfg.loss.label_smoothing, m.label_smoothing)
+            loss = m2mix_symmetric_info_nce(
+                f_pano,
+                f_sat,
+                self.model.logit_scale,
+                lam,
+                weight,
+                self.mix_logit_scale,
+                cfg.loss.label_smoothing,
+                m.label_smoothing,
+            )
         else:
             loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
@@ -205,10 +249,19 @@ class GeoTrainer(TrainerBase):
             if weight > 0:
                 mixes = m2_mix_negatives(f_pano.detach(), f_sat.detach(), lam)
                 mix_sims = f_pano.detach().to(mixes.dtype) @ mixes.t()
-                mix = {"m2mix_lambda": lam, "m2mix_weight": weight,
-                       "hardest_mix": mix_sims.fill_diagonal_(-2.0).amax(dim=1)}
-        return {"loss": loss.detach(), "pos": pos, "hardest_neg": hardest, "lr": lr,
-                "scale": self.model.logit_scale.detach().exp(), **mix}
+                mix = {
+                    "m2mix_lambda": lam,
+                    "m2mix_weight": weight,
+                    "hardest_mix": mix_sims.fill_diagonal_(-2.0).amax(dim=1),
+                }
+        return {
+            "loss": loss.detach(),
+            "pos": pos,
+            "hardest_neg": hardest,
+            "lr": lr,
+            "scale": self.model.logit_scale.detach().exp(),
+            **mix,
+        }
 
     @property
     def eval_every(self) -> int:
@@ -217,9 +270,17 @@ class GeoTrainer(TrainerBase):
     def evaluate_metrics(self) -> dict[str, float]:
         """Recall of the test panoramas against the test satellites."""
         e = self.cfg.eval
-        return evaluate_recall(self.model, self.test_set, self.eval_transform, self.device, e.batch_size,
-                               self.cfg.data.num_workers, e.chunk_size or None, self.amp_dtype,
-                               self.cfg.train.progress)
+        return evaluate_recall(
+            self.model,
+            self.test_set,
+            self.eval_transform,
+            self.device,
+            e.batch_size,
+            self.cfg.data.num_workers,
+            e.chunk_size or None,
+            self.amp_dtype,
+            self.cfg.train.progress,
+        )
 
     # ---------------------------------------------------------------- the loop's hooks
     unit = "pairs"
@@ -247,8 +308,13 @@ class GeoTrainer(TrainerBase):
     def step_scalars(self, out: dict) -> dict:
         scalars = {"train/logit_scale": float(out["scale"])}
         if "m2mix_lambda" in out:  # m²-mix on: its draw, its weight and the hardest mix per panorama
-            scalars.update({"train/m2mix_lambda": float(out["m2mix_lambda"]), "train/m2mix_weight": out["m2mix_weight"],
-                            "train/hardest_mix_cos": float(out["hardest_mix"].mean())})
+            scalars.update(
+                {
+                    "train/m2mix_lambda": float(out["m2mix_lambda"]),
+                    "train/m2mix_weight": out["m2mix_weight"],
+                    "train/hardest_mix_cos": float(out["hardest_mix"].mean()),
+                }
+            )
         return scalars
 
     def histograms(self, log, out: dict) -> None:

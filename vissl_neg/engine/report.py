@@ -71,8 +71,10 @@ def load_run_events(run_dir: str | Path) -> RunEvents:
         raise UserError(f"no run directory '{run_dir}'")
     tb = run_dir / "tb"
     if not tb.is_dir() or not any(p.name.startswith("events.out.tfevents") for p in tb.iterdir()):
-        raise UserError(f"'{run_dir}' holds no TensorBoard events ({tb}/events.out.tfevents.*); "
-                        "is it a run directory of tools/train.py?")
+        raise UserError(
+            f"'{run_dir}' holds no TensorBoard events ({tb}/events.out.tfevents.*); "
+            "is it a run directory of tools/train.py?"
+        )
     events = read_events(tb)
     if not events.scalars and not events.histograms:
         raise UserError(f"the TensorBoard events in '{tb}' hold no scalars or histograms")
@@ -99,8 +101,9 @@ def _not_logged(ax, title: str) -> bool:
     return False
 
 
-def _lines(ax, events: RunEvents, title: str, series: list[tuple[str, str, dict]], ylabel: str,
-           scale: float = 1.0) -> bool:
+def _lines(
+    ax, events: RunEvents, title: str, series: list[tuple[str, str, dict]], ylabel: str, scale: float = 1.0
+) -> bool:
     """Line plot of the logged tags among ``series`` (tag, label, style); False if none was logged."""
     present = [(events.scalar(tag), label, style) for tag, label, style in series if events.scalar(tag) is not None]
     if not present:
@@ -137,8 +140,13 @@ def panel_loss_lr(ax, events: RunEvents) -> bool:
 
 
 def panel_knn(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "kNN top-1 on the test split",
-                  [("eval/knn_top1", "weighted kNN top-1", {"marker": "o"})], "top-1 (%)")
+    return _lines(
+        ax,
+        events,
+        "kNN top-1 on the test split",
+        [("eval/knn_top1", "weighted kNN top-1", {"marker": "o"})],
+        "top-1 (%)",
+    )
 
 
 def panel_recall(ax, events: RunEvents) -> bool:
@@ -151,48 +159,86 @@ def panel_recall(ax, events: RunEvents) -> bool:
 
 
 def panel_cosines(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "mean cosine of positives and negatives",
-                  [("train/pos_cos", "positive (query, key)", {"color": "C2"}),
-                   ("train/neg_cos", "negatives (query, queue/bank)", {"color": "C3"})], "cosine")
+    return _lines(
+        ax,
+        events,
+        "mean cosine of positives and negatives",
+        [
+            ("train/pos_cos", "positive (query, key)", {"color": "C2"}),
+            ("train/neg_cos", "negatives (query, queue/bank)", {"color": "C3"}),
+        ],
+        "cosine",
+    )
 
 
 def panel_geo_cosines(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "mean cosine: true pair vs hardest in batch",
-                  [("train/pos_cos", "positive (panorama, its satellite)", {"color": "C2"}),
-                   ("train/hardest_neg_cos", "hardest other satellite of the batch", {"color": "C3"})], "cosine")
+    return _lines(
+        ax,
+        events,
+        "mean cosine: true pair vs hardest in batch",
+        [
+            ("train/pos_cos", "positive (panorama, its satellite)", {"color": "C2"}),
+            ("train/hardest_neg_cos", "hardest other satellite of the batch", {"color": "C3"}),
+        ],
+        "cosine",
+    )
 
 
 def panel_false_negatives(ax, events: RunEvents) -> bool:
     tag = next((t for t in events.scalars if t.startswith(FNR_PREFIX)), None)
-    top = tag[len(FNR_PREFIX):] if tag else "K"
+    top = tag[len(FNR_PREFIX) :] if tag else "K"
     title = f"same class among the {top} hardest negatives"
     if tag is None:
         return _not_logged(ax, title)
-    return _lines(ax, events, title,
-                  [(tag, f"{top} hardest (false-negative rate)", {"color": "C3"}),
-                   ("negatives/same_class_rate", "all negatives of the loss (chance)", {"color": "0.4", "ls": "--"})],
-                  "same class (%)", scale=100.0)
+    return _lines(
+        ax,
+        events,
+        title,
+        [
+            (tag, f"{top} hardest (false-negative rate)", {"color": "C3"}),
+            ("negatives/same_class_rate", "all negatives of the loss (chance)", {"color": "0.4", "ls": "--"}),
+        ],
+        "same class (%)",
+        scale=100.0,
+    )
 
 
 def panel_synthetic(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "synthetic negatives harder than the hardest real",
-                  [("negatives/synthetic_harder_than_hardest_real", "share of synthetic negatives", {"color": "C1"})],
-                  "share (%)", scale=100.0)
+    return _lines(
+        ax,
+        events,
+        "synthetic negatives harder than the hardest real",
+        [("negatives/synthetic_harder_than_hardest_real", "share of synthetic negatives", {"color": "C1"})],
+        "share (%)",
+        scale=100.0,
+    )
 
 
 def panel_throughput(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "training throughput",
-                  [("train/img_per_s", "images/s", {"color": "C4"}),
-                   ("train/pairs_per_s", "pairs/s", {"color": "C4"})], "per second")
+    return _lines(
+        ax,
+        events,
+        "training throughput",
+        [("train/img_per_s", "images/s", {"color": "C4"}), ("train/pairs_per_s", "pairs/s", {"color": "C4"})],
+        "per second",
+    )
 
 
 def panel_logit_scale(ax, events: RunEvents) -> bool:
-    return _lines(ax, events, "logit scale (1 / temperature)",
-                  [("train/logit_scale", "exp(learned logit scale)", {"color": "C5"})], "scale")
+    return _lines(
+        ax,
+        events,
+        "logit scale (1 / temperature)",
+        [("train/logit_scale", "exp(learned logit scale)", {"color": "C5"})],
+        "scale",
+    )
 
 
-MOCO_SCORES = [("scores/positive", "positive", "C2"), ("scores/negative", "negative (real)", "C3"),
-               ("scores/synthetic", "negative (synthetic)", "C1")]
+MOCO_SCORES = [
+    ("scores/positive", "positive", "C2"),
+    ("scores/negative", "negative (real)", "C3"),
+    ("scores/synthetic", "negative (synthetic)", "C1"),
+]
 GEO_SCORES = [("scores/positive", "positive", "C2"), ("scores/hardest_negative", "hardest negative in batch", "C3")]
 PHASES = ("early", "middle", "late")
 
@@ -232,16 +278,24 @@ def panel_scores(ax, events: RunEvents, step: int | None, phase: str, series, ed
     ax.set_ylabel("density")
     ax.set_xlim(edges[0], edges[-1])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.7, title=("not logged: " + ", ".join(missing)) if missing else None,
-              title_fontsize=7)
+    ax.legend(
+        fontsize=8,
+        loc="upper left",
+        framealpha=0.7,
+        title=("not logged: " + ", ".join(missing)) if missing else None,
+        title_fontsize=7,
+    )
     return True
 
 
 def run_kind(events: RunEvents) -> str:
     """'geo' for the cross-view trainer's events, else 'moco'."""
     geo_tags = {"train/hardest_neg_cos", "train/logit_scale", "train/pairs_per_s"}
-    if geo_tags & set(events.scalars) or "scores/hardest_negative" in events.histograms \
-            or any(t.startswith("eval/R@") for t in events.scalars):
+    if (
+        geo_tags & set(events.scalars)
+        or "scores/hardest_negative" in events.histograms
+        or any(t.startswith("eval/R@") for t in events.scalars)
+    ):
         return "geo"
     return "moco"
 
@@ -270,13 +324,17 @@ def draw_report(events: RunEvents, path: str | Path, name: str = "") -> dict[str
     steps = histogram_steps(events, tags)
     edges = score_edges(events, tags) if steps else None
     by_phase = dict(zip(("late",) if len(steps) == 1 else ("early", "late") if len(steps) == 2 else PHASES, steps))
-    rows.append([lambda ax, ev, phase=phase: panel_scores(ax, ev, by_phase.get(phase), phase, series, edges)
-                 for phase in PHASES])
+    rows.append(
+        [
+            lambda ax, ev, phase=phase: panel_scores(ax, ev, by_phase.get(phase), phase, series, edges)
+            for phase in PHASES
+        ]
+    )
     panels: dict[str, bool] = {}
     for r, row in enumerate(rows):
         span = 6 // len(row)
         for c, panel in enumerate(row):
-            ax = fig.add_subplot(grid[r, c * span:(c + 1) * span])
+            ax = fig.add_subplot(grid[r, c * span : (c + 1) * span])
             drawn = panel(ax, events)
             panels[ax.get_title()] = drawn
     last = max((int(s[0][-1]) for s in events.scalars.values() if len(s[0])), default=0)

@@ -26,7 +26,9 @@ def config_differences(saved: dict, cfg) -> list[str]:
         pass
     a, b = flatten(saved), flatten(to_dict(cfg))
     skip = resumable_keys(cfg)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)
+    ]
 
 
 def make_output_dir(path: str | Path, what: str) -> Path:
@@ -41,7 +43,9 @@ def make_output_dir(path: str | Path, what: str) -> Path:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise UserError(f"{what} '{path}' cannot be created or written ({exc.strerror or type(exc).__name__})") from None
+        raise UserError(
+            f"{what} '{path}' cannot be created or written ({exc.strerror or type(exc).__name__})"
+        ) from None
     return path
 
 
@@ -63,8 +67,10 @@ def open_run_dir(cfg, resume: bool | None, is_main: bool = True) -> dict | None:
         diffs = config_differences(state.get("config", {}), cfg)
         if diffs:
             more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
-            raise UserError(f"'{path}' comes from a different config ({'; '.join(diffs[:3])}{more}); "
-                            "use another train.out_dir or the same config")
+            raise UserError(
+                f"'{path}' comes from a different config ({'; '.join(diffs[:3])}{more}); "
+                "use another train.out_dir or the same config"
+            )
         return state
     if is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -78,8 +84,10 @@ def _same_on_every_rank(seen: list, what: str, path: Path) -> None:
     if len(set(seen)) <= 1:
         return
     views = "; ".join(f"rank {r}: {v}" for r, v in enumerate(seen))
-    raise UserError(f"the processes see different run directories at '{path}' ({what}: {views}); train.out_dir "
-                    "must be one folder on a file system every node mounts (see docs/cluster.md)")
+    raise UserError(
+        f"the processes see different run directories at '{path}' ({what}: {views}); train.out_dir "
+        "must be one folder on a file system every node mounts (see docs/cluster.md)"
+    )
 
 
 def install_stop_handlers(on_signal) -> dict:
@@ -100,5 +108,7 @@ def restore_handlers(previous: dict) -> None:
 
 def diverged(bad_step: int, last_good: int, path: Path) -> TrainingDiverged:
     """The error for a NaN/inf loss at 0-based ``bad_step``; the checkpoint of ``last_good`` is kept."""
-    return TrainingDiverged(f"loss became NaN/inf at step {bad_step + 1}; kept the last good checkpoint "
-                            f"'{path}' (step {last_good}); try a lower optim.lr or train.amp=off")
+    return TrainingDiverged(
+        f"loss became NaN/inf at step {bad_step + 1}; kept the last good checkpoint "
+        f"'{path}' (step {last_good}); try a lower optim.lr or train.amp=off"
+    )

@@ -34,8 +34,9 @@ def sync_batch_norms(model: torch.nn.Module, world_size: int, device_type: str) 
     if world_size <= 1:
         return model, None
     if device_type != "cuda":  # torch's SyncBatchNorm runs on GPUs only
-        return model, ("model.sync_bn needs CUDA (torch's SyncBatchNorm); each process keeps its own "
-                       "BatchNorm statistics here")
+        return model, (
+            "model.sync_bn needs CUDA (torch's SyncBatchNorm); each process keeps its own BatchNorm statistics here"
+        )
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), None
 
 
@@ -64,7 +65,11 @@ class Trainer(TrainerBase):
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
         self.whole_image_crops = cfg.data.crops == "image" and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
-            len(self.train_set), global_batch // dist.world_size(), cfg.train.seed, dist.rank(), dist.world_size(),
+            len(self.train_set),
+            global_batch // dist.world_size(),
+            cfg.train.seed,
+            dist.rank(),
+            dist.world_size(),
             keyed=self.whole_image_crops,
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch()
@@ -74,8 +79,9 @@ class Trainer(TrainerBase):
         in_chans = self.train_set.in_chans
         self.augment = ViewAugment(cfg.augment, in_chans).to(self.device)
         # the second view's own values (BYOL / MoCo v3's asymmetric views), else the same pipeline
-        self.augment2 = (ViewAugment(second_view(cfg.augment), in_chans).to(self.device) if cfg.augment.view2
-                         else self.augment)
+        self.augment2 = (
+            ViewAugment(second_view(cfg.augment), in_chans).to(self.device) if cfg.augment.view2 else self.augment
+        )
         self.eval_transform = EvalTransform(cfg.augment, in_chans).to(self.device)
         self.notes: list[str] = []
         shuffle_bn = cfg.model.shuffle_bn
@@ -87,21 +93,27 @@ class Trainer(TrainerBase):
         n_bn = count_batch_norms(encoder.backbone)
         if n_bn == 0 and cfg.model.shuffle_bn in ("auto", "split"):
             shuffle_bn = "none"
-            self.notes.append(f"'{cfg.model.backbone}' has no BatchNorm, so there are no batch statistics to leak; "
-                              f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped")
+            self.notes.append(
+                f"'{cfg.model.backbone}' has no BatchNorm, so there are no batch statistics to leak; "
+                f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped"
+            )
         neg = cfg.negatives
         source_cls = SOURCES[neg.source]
         source = source_cls.from_config(neg, cfg.model.dim, len(self.train_set), global_batch)
-        self.model = MoCo(encoder, source, shuffle_bn, cfg.model.bn_splits, build_predictor(cfg.model),
-                          cfg.model.split_bn_impl).to(self.device)
+        self.model = MoCo(
+            encoder, source, shuffle_bn, cfg.model.bn_splits, build_predictor(cfg.model), cfg.model.split_bn_impl
+        ).to(self.device)
         if shuffle_bn == "split" and self.model.split_bn_layers < n_bn:
-            self.notes.append(f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
-                              f"of '{cfg.model.backbone}'; the others keep whole-batch statistics")
+            self.notes.append(
+                f"split shuffle-BN covers {self.model.split_bn_layers} of the {n_bn} BatchNorm layers "
+                f"of '{cfg.model.backbone}'; the others keep whole-batch statistics"
+            )
         if cfg.model.sync_bn:
             self.model, note = sync_batch_norms(self.model, dist.world_size(), self.device.type)
             self.notes += [note] if note else []
-        self.strategies = build_strategies(neg.strategies, source_cls.available(neg, global_batch),
-                                           cfg.loss.temperature)
+        self.strategies = build_strategies(
+            neg.strategies, source_cls.available(neg, global_batch), cfg.loss.temperature
+        )
         self.first_log_done = False
         if dist.world_size() > 1:  # same initial weights everywhere; each rank its own views
             seed_everything(cfg.train.seed + 7919 * dist.rank())
@@ -110,20 +122,25 @@ class Trainer(TrainerBase):
             self.model.to(memory_format=torch.channels_last)
         self.query_encoder = self.model.query_module()
         if dist.is_dist():
-            self.query_encoder = DDP(self.query_encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.query_encoder = DDP(
+                self.query_encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.loader_set, self.decoder, self.batch_sampler = self.train_set, None, self.sampler
         if self.whole_image_crops:  # each view's box over the whole image, cut in the loader workers
             views = (cfg.augment, second_view(cfg.augment))
-            self.loader_set = self.train_set.cropped_view([(a.crop_scale, a.crop_ratio) for a in views],
-                                                          cfg.augment.size)
+            self.loader_set = self.train_set.cropped_view(
+                [(a.crop_scale, a.crop_ratio) for a in views], cfg.augment.size
+            )
         if cfg.data.decode_on == "device":
             from vissl_neg.data.device_decode import DeviceJpegDecoder
 
             self.loader_set = self.loader_set.encoded_view()
             self.decoder = DeviceJpegDecoder(self.train_set, cfg.data.decode_size, self.device)
             if self.device.type != "cuda":
-                self.notes.append("data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
-                                  "(nvJPEG needs CUDA); data.decode_on=workers spreads that over the loader workers")
+                self.notes.append(
+                    "data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
+                    "(nvJPEG needs CUDA); data.decode_on=workers spreads that over the loader workers"
+                )
         self.query_encoder = self._cuda_options(self.query_encoder, "the query encoder")
         o = cfg.optim
         self.base_lr = o.lr * (o.batch_size / o.base_batch if o.lr_scaling == "linear" else 1.0)
@@ -172,9 +189,11 @@ class Trainer(TrainerBase):
         self.scaler.load_state_dict(state["scaler"])
         per_rank = state.get("rng_per_rank", [state["rng"]])
         if len(per_rank) != dist.world_size() and dist.is_main():
-            print(f"note: '{self.ckpt_path}' was written by {len(per_rank)} processes, resumed on "
-                  f"{dist.world_size()}: same sample order, but the random views differ from an uninterrupted run",
-                  flush=True)
+            print(
+                f"note: '{self.ckpt_path}' was written by {len(per_rank)} processes, resumed on "
+                f"{dist.world_size()}: same sample order, but the random views differ from an uninterrupted run",
+                flush=True,
+            )
         ckpt.set_rng_state(per_rank[dist.rank() % len(per_rank)])
         self.step = state["step"]
         self.metrics = state["metrics"]
@@ -197,8 +216,9 @@ class Trainer(TrainerBase):
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
-    def negative_set(self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> NegativeSet:
+    def negative_set(
+        self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> NegativeSet:
         """The step's negatives from the source, after every strategy active in the current epoch."""
         if labels is None:
             labels = torch.full_like(indices, -1)
@@ -214,8 +234,9 @@ class Trainer(TrainerBase):
         loss, pos, real, syn = contrast(negs, self.loss)  # the building block users call in their own loop
         return loss, negs, pos, real, syn
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None,
-                   diagnose: bool = False) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None, diagnose: bool = False
+    ) -> dict[str, torch.Tensor]:
         """One MoCo step on a uint8 batch already on the device. ``indices`` address the
         memory bank; ``labels`` feed only the diagnostics. Returns detached device tensors
         (no host sync): loss, pos (B,), neg (B, K) real, syn (B, S) or None, and with
@@ -245,22 +266,31 @@ class Trainer(TrainerBase):
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        out = {"loss": loss.detach(), "pos": pos.detach(), "neg": real.detach(),
-               "syn": None if syn is None else syn.detach(), "lr": lr, "momentum": m}
+        out = {
+            "loss": loss.detach(),
+            "pos": pos.detach(),
+            "neg": real.detach(),
+            "syn": None if syn is None else syn.detach(),
+            "lr": lr,
+            "momentum": m,
+        }
         if diagnose:
             out["diagnostics"] = self._diagnostics(negs, pos.detach(), real.detach(), out["syn"], labels)
         self.model.source.add([k, k1] if both else [k], labels, indices)
         self.step += 1
         return out
 
-    def _diagnostics(self, negs: NegativeSet, pos: torch.Tensor, real: torch.Tensor, syn: torch.Tensor | None,
-                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _diagnostics(
+        self, negs: NegativeSet, pos: torch.Tensor, real: torch.Tensor, syn: torch.Tensor | None, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Device scalars by TensorBoard tag: the false-negative rate among the hardest negatives
         and its chance level, the synthetic-harder fraction, and the loss's own."""
         neg_labels = negs.real_labels()
         top = self.cfg.negatives.diag_top
-        out = {f"negatives/false_negative_rate@{top}": false_negative_rate(real, neg_labels, labels, top),
-               "negatives/same_class_rate": same_class_rate(neg_labels, labels)}
+        out = {
+            f"negatives/false_negative_rate@{top}": false_negative_rate(real, neg_labels, labels, top),
+            "negatives/same_class_rate": same_class_rate(neg_labels, labels),
+        }
         if syn is not None:
             out["negatives/synthetic_harder_than_hardest_real"] = synthetic_harder_fraction(real, syn)
         sims = real if syn is None else torch.cat([real, syn], dim=1)

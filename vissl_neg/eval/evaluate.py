@@ -26,8 +26,16 @@ def frozen_features(cfg: Config, backbone: torch.nn.Module, device: torch.device
 
 
 @torch.no_grad()
-def recalibrate_bn(backbone: torch.nn.Module, dataset, transform, device: torch.device,
-                   batches: int = 50, batch_size: int = 256, seed: int = 0, views: tuple[int, ...] = (0,)) -> None:
+def recalibrate_bn(
+    backbone: torch.nn.Module,
+    dataset,
+    transform,
+    device: torch.device,
+    batches: int = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    views: tuple[int, ...] = (0,),
+) -> None:
     """Re-estimate BN running statistics as plain averages over ``batches`` random batches,
     feeding the tensors at positions ``views`` of each ``dataset.__getitems__`` batch
     (images: (0,); cross-view pairs: (0, 1), panoramas and satellites).
@@ -62,8 +70,13 @@ def evaluate_features(cfg: Config, features: tuple, kind: str) -> dict:
     else:
         top1 = linear_probe(tr_x, tr_y, te_x, te_y, seed=cfg.train.seed)
         extra = {"classifier": "multinomial logistic regression, L-BFGS, standardised features"}
-    return {"top1": round(top1, 2), "train_size": len(tr_y), "test_size": len(te_y),
-            "seconds": round(time.perf_counter() - t0, 1), **extra}
+    return {
+        "top1": round(top1, 2),
+        "train_size": len(tr_y),
+        "test_size": len(te_y),
+        "seconds": round(time.perf_counter() - t0, 1),
+        **extra,
+    }
 
 
 def evaluate_backbone(cfg: Config, backbone: torch.nn.Module, kind: str, device: torch.device) -> dict:

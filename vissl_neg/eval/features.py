@@ -9,8 +9,14 @@ from vissl_neg.data.loader import to_device
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset, transform: nn.Module, device: torch.device,
-                     batch_size: int = 1024, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    backbone: nn.Module,
+    dataset,
+    transform: nn.Module,
+    device: torch.device,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> features (N, F) float32 and labels (N,), both on ``device``, in dataset order."""
     was_training = backbone.training
     backbone.eval()

@@ -12,8 +12,15 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1, chunk_size: int = 1024) -> torch.Tensor:
+def knn_predict(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
     """query (Q, F), bank (N, F), bank_labels (N,) -> predicted labels (Q,).
     Chunked over queries: memory O(chunk · N)."""
     query = F.normalize(query.float(), dim=1)

@@ -13,15 +13,29 @@ def standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
     return (train - mean) / std, (test - mean) / std
 
 
-def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
-                 test_labels: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 300, seed: int = 0) -> float:
+def linear_probe(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    test_labels: torch.Tensor,
+    weight_decay: float = 1e-4,
+    max_iter: int = 300,
+    seed: int = 0,
+) -> float:
     """Top-1 accuracy (percent) of a linear classifier trained on standardised features."""
     torch.manual_seed(seed)
     x_train, x_test = standardise(train_feats.float(), test_feats.float())
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     linear = torch.nn.Linear(x_train.shape[1], num_classes).to(x_train.device)
-    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+    opt = torch.optim.LBFGS(
+        linear.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+    )
 
     def closure():
         opt.zero_grad()

@@ -28,8 +28,17 @@ CHECKPOINT = "linear_sgd.ckpt"
 
 def probe_augment(cfg: Config, in_chans: int) -> ViewAugment:
     """RandomResizedCrop (0.08, 1) + horizontal flip, no colour or blur: the linear-eval views."""
-    a = dataclasses.replace(cfg.augment, crop_scale=[0.08, 1.0], jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
-                            erase_p=0.0, solarize_p=0.0, flip_p=0.5, view2={})
+    a = dataclasses.replace(
+        cfg.augment,
+        crop_scale=[0.08, 1.0],
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        erase_p=0.0,
+        solarize_p=0.0,
+        flip_p=0.5,
+        view2={},
+    )
     return ViewAugment(a, in_chans)
 
 
@@ -53,14 +62,16 @@ def probe_schedule(opt: torch.optim.Optimizer, e) -> torch.optim.lr_scheduler.LR
 def top1(backbone: nn.Module, classifier: nn.Module, dataset, transform, device, batch_size: int) -> float:
     correct = 0
     for start in range(0, len(dataset), batch_size):
-        images, labels, _ = to_device(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))),
-                                      device)
+        images, labels, _ = to_device(
+            dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))), device
+        )
         correct += int((classifier(backbone(transform(images)).float()).argmax(1) == labels).sum())
     return 100.0 * correct / len(dataset)
 
 
-def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: str | Path | None = None,
-               progress: bool = True) -> dict:
+def linear_sgd(
+    cfg: Config, backbone: nn.Module, device: torch.device, run_dir: str | Path | None = None, progress: bool = True
+) -> dict:
     """Train and score the linear classifier -> {"top1": percent, ...}."""
     e = cfg.eval
     train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
@@ -78,7 +89,10 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
     lr = probe_lr(e)
     opt = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=e.linear_weight_decay)
     sched = probe_schedule(opt, e)
-    augment, center = probe_augment(cfg, train_set.in_chans).to(device), EvalTransform(cfg.augment, train_set.in_chans).to(device)
+    augment, center = (
+        probe_augment(cfg, train_set.in_chans).to(device),
+        EvalTransform(cfg.augment, train_set.in_chans).to(device),
+    )
     path = Path(run_dir) / CHECKPOINT if run_dir else None
     epoch = 0
     if path is not None and path.is_file():
@@ -90,12 +104,23 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
         epoch = state["epoch"]
     # image folders with data.crops=image: the crop boxes are drawn over each whole image in the workers
     whole_image = cfg.data.crops == "image" and hasattr(train_set, "cropped_view")
-    loader_set = train_set.cropped_view([(augment.cfg.crop_scale, augment.cfg.crop_ratio)], augment.cfg.size) \
-        if whole_image else train_set
-    sampler = ResumableBatchSampler(len(train_set), min(e.linear_batch_size, len(train_set)), cfg.train.seed,
-                                    keyed=whole_image)
-    loader = make_loader(loader_set, sampler, cfg.data.num_workers, cfg.data.pin_memory, seed=cfg.train.seed,
-                         prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
+    loader_set = (
+        train_set.cropped_view([(augment.cfg.crop_scale, augment.cfg.crop_ratio)], augment.cfg.size)
+        if whole_image
+        else train_set
+    )
+    sampler = ResumableBatchSampler(
+        len(train_set), min(e.linear_batch_size, len(train_set)), cfg.train.seed, keyed=whole_image
+    )
+    loader = make_loader(
+        loader_set,
+        sampler,
+        cfg.data.num_workers,
+        cfg.data.pin_memory,
+        seed=cfg.train.seed,
+        prefetch_factor=cfg.data.prefetch_factor,
+        persistent_workers=cfg.data.persistent_workers,
+    )
     t0 = time.perf_counter()
     bar = tqdm(total=e.linear_epochs, initial=epoch, unit="epoch", disable=not progress, desc="linear probe")
     while epoch < e.linear_epochs:
@@ -113,13 +138,26 @@ def linear_sgd(cfg: Config, backbone: nn.Module, device: torch.device, run_dir: 
         epoch += 1
         bar.update(1)
         if path is not None:
-            ckpt.save_atomic({"classifier": classifier.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "rng": ckpt.rng_state(), "epoch": epoch}, path)
+            ckpt.save_atomic(
+                {
+                    "classifier": classifier.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": ckpt.rng_state(),
+                    "epoch": epoch,
+                },
+                path,
+            )
     bar.close()
     acc = top1(backbone, classifier, test_set, center, device, cfg.eval.batch_size)
-    return {"top1": round(acc, 2), "train_size": len(train_set), "test_size": len(test_set),
-            "classifier": f"linear, SGD lr {lr:g}, wd {e.linear_weight_decay:g}, {e.linear_epochs} epochs, "
-                          + ("cosine" if e.linear_schedule == "cosine" else f"milestones {list(e.linear_milestones)}")
-                          + ", RandomResizedCrop" + (" (whole image)" if whole_image else "")
-                          + "+flip, centre-crop eval",
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "top1": round(acc, 2),
+        "train_size": len(train_set),
+        "test_size": len(test_set),
+        "classifier": f"linear, SGD lr {lr:g}, wd {e.linear_weight_decay:g}, {e.linear_epochs} epochs, "
+        + ("cosine" if e.linear_schedule == "cosine" else f"milestones {list(e.linear_milestones)}")
+        + ", RandomResizedCrop"
+        + (" (whole image)" if whole_image else "")
+        + "+flip, centre-crop eval",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -16,6 +16,8 @@ DATASETS = {
     "image_folder": ("an image folder", None, "val"),
     "cvusa": ("CVUSA", None, "test"),
 }
+
+
 def _read(run_dir: Path, name: str) -> dict | None:
     path = run_dir / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -30,8 +32,15 @@ def _current(result: dict | None, step: int, name: str, skipped: list[str]) -> d
 
 
 def _entry(task: str, metric: str, name: str, value, baseline, split: str, source: str) -> dict:
-    return {"task": task, "metric": metric, "name": name, "value": value, "random_init": baseline,
-            "split": split, "source": source}
+    return {
+        "task": task,
+        "metric": metric,
+        "name": name,
+        "value": value,
+        "random_init": baseline,
+        "split": split,
+        "source": source,
+    }
 
 
 def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]]:
@@ -44,15 +53,42 @@ def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]
     knn = _current(_read(run_dir, "knn"), step, "knn", skipped)
     monitor = state.get("metrics") or []
     if knn is not None:
-        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={knn.get('k', cfg.eval.knn_k)})",
-                              knn["top1"], base.get("knn"), split, "knn.json"))
+        results.append(
+            _entry(
+                "kNN classification",
+                "accuracy",
+                f"kNN top-1 (k={knn.get('k', cfg.eval.knn_k)})",
+                knn["top1"],
+                base.get("knn"),
+                split,
+                "knn.json",
+            )
+        )
     elif monitor and monitor[-1]["step"] == step and monitor[-1].get("knn_top1") is not None:
-        results.append(_entry("kNN classification", "accuracy", f"kNN top-1 (k={cfg.eval.knn_k}, training monitor)",
-                              round(monitor[-1]["knn_top1"], 2), None, split, "last.ckpt"))
+        results.append(
+            _entry(
+                "kNN classification",
+                "accuracy",
+                f"kNN top-1 (k={cfg.eval.knn_k}, training monitor)",
+                round(monitor[-1]["knn_top1"], 2),
+                None,
+                split,
+                "last.ckpt",
+            )
+        )
     probe = _current(_read(run_dir, "linear_probe"), step, "linear_probe", skipped)
     if probe is not None:
-        results.append(_entry("linear probe", "accuracy", "linear probe top-1", probe["top1"],
-                              base.get("linear_probe"), split, "linear_probe.json"))
+        results.append(
+            _entry(
+                "linear probe",
+                "accuracy",
+                "linear probe top-1",
+                probe["top1"],
+                base.get("linear_probe"),
+                split,
+                "linear_probe.json",
+            )
+        )
     return results, skipped
 
 
@@ -69,5 +105,6 @@ def geo_results(run_dir: Path, state: dict) -> tuple[list[dict], list[str]]:
             return [], skipped
         found, source = {k: round(v, 2) for k, v in monitor[-1].items() if k.startswith("R@")}, "last.ckpt"
     task = "cross-view retrieval (ground panorama -> satellite)"
-    return [_entry(task, "recall", k, v, base.get(k), split, source) for k, v in found.items()
-            if k.startswith("R@")], skipped
+    return [
+        _entry(task, "recall", k, v, base.get(k), split, source) for k, v in found.items() if k.startswith("R@")
+    ], skipped

@@ -33,13 +33,15 @@ _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 def public_config(config: dict) -> dict:
     """A copy of a run's config without paths of the training machine: the PATH_KEYS and any
     other string that is an absolute or home path become PLACEHOLDER."""
+
     def clean(value, key: str):
         if isinstance(value, dict):
             return {k: clean(v, f"{key}.{k}" if key else k) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [clean(v, key) for v in value]
-        if isinstance(value, str) and ((key in PATH_KEYS and value.strip().lower() not in KEPT_WORDS)
-                                       or _ABSOLUTE.match(value.strip())):
+        if isinstance(value, str) and (
+            (key in PATH_KEYS and value.strip().lower() not in KEPT_WORDS) or _ABSOLUTE.match(value.strip())
+        ):
             return PLACEHOLDER
         return value
 
@@ -48,7 +50,7 @@ def public_config(config: dict) -> dict:
 
 def backbone_state_dict(model_state: dict, prefix: str = TASKS["moco"].backbone_prefix) -> dict[str, torch.Tensor]:
     """The backbone from a task's model state dict (the task's ``backbone_prefix``), keys as timm names them."""
-    sd = {k[len(prefix):]: v.detach().clone().contiguous() for k, v in model_state.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v.detach().clone().contiguous() for k, v in model_state.items() if k.startswith(prefix)}
     if not sd:
         raise UserError(f"the checkpoint holds no '{prefix.rstrip('.')}' weights")
     return sd
@@ -68,25 +70,32 @@ def released_backbone(cfg, state: dict) -> tuple[torch.nn.Module, dict]:
     in_chans, image_size = task.backbone_input(cfg, state)
     num_heads = getattr(cfg.model, "num_heads", 0)
     kwargs = timm_kwargs(cfg.model.backbone, in_chans, image_size, cfg.model.patch_size, num_heads)
-    model = build_backbone(cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size,
-                           num_heads=num_heads)
+    model = build_backbone(
+        cfg.model.backbone, in_chans, image_size=image_size, patch_size=cfg.model.patch_size, num_heads=num_heads
+    )
     model.load_state_dict(backbone_state_dict(state["model"], task.backbone_prefix))
     return model.eval(), kwargs
 
 
-def write_config(model: torch.nn.Module, model_args: dict, data: dict, path: Path, license: str,
-                 extra: dict | None = None) -> dict:
+def write_config(
+    model: torch.nn.Module, model_args: dict, data: dict, path: Path, license: str, extra: dict | None = None
+) -> dict:
     """config.json with timm's own writer: architecture, num_classes, num_features, model_args
     and a pretrained_cfg holding ``data`` instead of the preprocessing of timm's weights."""
     src = model.pretrained_cfg
-    model.pretrained_cfg = {**{k: src[k] for k in ARCH_KEYS if k in src}, **data, "num_classes": 0,
-                            "license": license}
+    model.pretrained_cfg = {**{k: src[k] for k in ARCH_KEYS if k in src}, **data, "num_classes": 0, "license": license}
     save_config_for_hf(model, path, model_config=dict(extra or {}), model_args=dict(model_args))
     return json.loads(path.read_text())
 
 
-def export_backbone(model: torch.nn.Module, out_dir: str | Path, model_args: dict | None = None,
-                    data: dict | None = None, license: str = "apache-2.0", extra: dict | None = None) -> dict:
+def export_backbone(
+    model: torch.nn.Module,
+    out_dir: str | Path,
+    model_args: dict | None = None,
+    data: dict | None = None,
+    license: str = "apache-2.0",
+    extra: dict | None = None,
+) -> dict:
     """Write a timm backbone (any ``timm.create_model`` result, e.g. one trained in your own
     loop) as model.safetensors + config.json (timm's hub layout: ``timm.create_model(
     "local-dir:OUT_DIR", pretrained=True)`` rebuilds it) and backbone.pth; ``model_args`` are
@@ -101,8 +110,13 @@ def export_backbone(model: torch.nn.Module, out_dir: str | Path, model_args: dic
     return write_config(model, model_args or {"num_classes": 0}, data or {}, out_dir / "config.json", license, extra)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: str = "USER/REPO",
-               license: str = "apache-2.0", allow_small_stem: bool = False) -> dict:
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    repo_id: str = "USER/REPO",
+    license: str = "apache-2.0",
+    allow_small_stem: bool = False,
+) -> dict:
     """Write model.safetensors, config.json, README.md, backbone.pth and model_card.json into
     ``out_dir`` (default RUN_DIR/export); returns the card. Evaluation results found in RUN_DIR
     (tools/knn.py, tools/linear_probe.py, tools/eval_geo.py) go into the card unless they are
@@ -113,14 +127,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, repo_id: 
     task = task_of(cfg)
     small_stem = getattr(cfg.model, "small_stem", False)
     if small_stem and not allow_small_stem:
-        raise UserError(f"'{run_dir}' was trained with model.small_stem=true (stride-1 stem, no max-pool), which "
-                        "timm's config.json cannot express: the hub model would compute other features; "
-                        "export with --allow-small-stem to release it with that caveat in its card")
+        raise UserError(
+            f"'{run_dir}' was trained with model.small_stem=true (stride-1 stem, no max-pool), which "
+            "timm's config.json cannot express: the hub model would compute other features; "
+            "export with --allow-small-stem to release it with that caveat in its card"
+        )
     model, kwargs = released_backbone(cfg, state)
     out_dir = Path(out_dir) if out_dir else run_dir / "export"
     data = task.preprocessing(cfg, kwargs["in_chans"])
-    config = export_backbone(model, out_dir, kwargs, data, license,
-                             {"vissl_neg": {"small_stem": True}} if small_stem else None)
+    config = export_backbone(
+        model, out_dir, kwargs, data, license, {"vissl_neg": {"small_stem": True}} if small_stem else None
+    )
     results, skipped = task.card_results(run_dir, cfg, state)
     fields = task.card_fields(cfg, state, results)
     dataset = DATASETS.get(cfg.data.name, (cfg.data.name, None))

@@ -5,5 +5,13 @@ from vissl_neg.geo.m2mix import m2mix_info_nce, m2mix_symmetric_info_nce
 from vissl_neg.geo.metrics import recall_at_k
 from vissl_neg.geo.sampling import gps_neighbours, haversine_km, mined_neighbours, neighbour_batches, read_neighbours
 
-__all__ = ["gps_neighbours", "haversine_km", "m2mix_info_nce", "m2mix_symmetric_info_nce", "mined_neighbours",
-           "neighbour_batches", "read_neighbours", "recall_at_k"]
+__all__ = [
+    "gps_neighbours",
+    "haversine_km",
+    "m2mix_info_nce",
+    "m2mix_symmetric_info_nce",
+    "mined_neighbours",
+    "neighbour_batches",
+    "read_neighbours",
+    "recall_at_k",
+]

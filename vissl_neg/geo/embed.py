@@ -12,16 +12,28 @@ from vissl_neg.runtime.device import autocast
 
 
 @torch.no_grad()
-def embed_pairs(model: torch.nn.Module, dataset, transform: torch.nn.Module, device: torch.device,
-                batch_size: int = 128, num_workers: int = 0, amp_dtype: torch.dtype | None = None,
-                progress: bool = False, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+def embed_pairs(
+    model: torch.nn.Module,
+    dataset,
+    transform: torch.nn.Module,
+    device: torch.device,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "embed",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (panorama (N, F), satellite (N, F)) unit rows in float32 on ``device``, in dataset
     order; ``transform`` turns uint8 images into model inputs. The model is put in eval mode
     for the pass and restored after."""
     was_training = model.training
     model.eval()
-    loader = make_loader(dataset, BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
-                         num_workers, pin_memory=True)
+    loader = make_loader(
+        dataset,
+        BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
+        num_workers,
+        pin_memory=True,
+    )
     panos, sats = [], []
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
@@ -34,9 +46,17 @@ def embed_pairs(model: torch.nn.Module, dataset, transform: torch.nn.Module, dev
     return torch.cat(panos), torch.cat(sats)
 
 
-def evaluate_recall(model: torch.nn.Module, dataset, transform: torch.nn.Module, device: torch.device,
-                    batch_size: int = 128, num_workers: int = 0, chunk_size: int | None = None,
-                    amp_dtype: torch.dtype | None = None, progress: bool = False) -> dict[str, float]:
+def evaluate_recall(
+    model: torch.nn.Module,
+    dataset,
+    transform: torch.nn.Module,
+    device: torch.device,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    chunk_size: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """Ground panoramas (queries) against satellite tiles (references) of ``dataset``:
     {"R@1", "R@5", "R@10", "R@1%"} in percent."""
     pano, sat = embed_pairs(model, dataset, transform, device, batch_size, num_workers, amp_dtype, progress, "eval")

@@ -22,8 +22,14 @@ def _ground_colours(cells: np.ndarray) -> np.ndarray:
     return (255 - cells)[..., [1, 2, 0]]
 
 
-def write_cvusa_fixture(root: str | Path, n_train: int = 96, n_val: int = 32, sat_size: int = 64,
-                        pano_size: tuple[int, int] = (32, 128), seed: int = 0) -> dict:
+def write_cvusa_fixture(
+    root: str | Path,
+    n_train: int = 96,
+    n_val: int = 32,
+    sat_size: int = 64,
+    pano_size: tuple[int, int] = (32, 128),
+    seed: int = 0,
+) -> dict:
     """-> {"train": [ids], "test": [ids]}; JPEG panoramas and satellites, PNG annotations."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -40,8 +46,11 @@ def write_cvusa_fixture(root: str | Path, n_train: int = 96, n_val: int = 32, sa
             sat = Image.fromarray(pattern).resize((sat_size, sat_size), Image.NEAREST)
             ground = np.concatenate([pattern[:2], pattern[2:]], axis=1)  # (2, 16, 3)
             pano = Image.fromarray(_ground_colours(ground)).resize((pano_size[1], pano_size[0]), Image.NEAREST)
-            sat_rel, pano_rel, anno_rel = (f"bingmap/19/{idx:07d}.jpg", f"streetview/panos/{idx:07d}.jpg",
-                                           f"streetview/annotations/{idx:07d}.png")
+            sat_rel, pano_rel, anno_rel = (
+                f"bingmap/19/{idx:07d}.jpg",
+                f"streetview/panos/{idx:07d}.jpg",
+                f"streetview/annotations/{idx:07d}.png",
+            )
             for rel, img in ((sat_rel, sat), (pano_rel, pano)):
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 img.save(root / rel, quality=95)

@@ -43,8 +43,13 @@ def m2_mix_negatives(f_pano: torch.Tensor, f_sat: torch.Tensor, lam: float | tor
     return slerp(full_precision(f_pano), full_precision(f_sat), lam)
 
 
-def m2mix_info_nce(f_pano: torch.Tensor, f_sat: torch.Tensor, lam: float | torch.Tensor,
-                   logit_scale: torch.Tensor | float, label_smoothing: float = 0.0) -> torch.Tensor:
+def m2mix_info_nce(
+    f_pano: torch.Tensor,
+    f_sat: torch.Tensor,
+    lam: float | torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """The mix term CE(L¹·e^s, I) + CE(L²·e^s, I): each direction's positive is the real
     pair, its negatives the other pairs' mixes m_j; ``logit_scale`` s = log(1/τ₂)."""
     g, a = full_precision(f_pano), full_precision(f_sat)
@@ -59,16 +64,23 @@ def m2mix_info_nce(f_pano: torch.Tensor, f_sat: torch.Tensor, lam: float | torch
     return loss
 
 
-def m2mix_symmetric_info_nce(f_pano: torch.Tensor, f_sat: torch.Tensor, logit_scale: torch.Tensor | float,
-                             lam: float | torch.Tensor, weight: float,
-                             mix_logit_scale: torch.Tensor | float | None = None,
-                             label_smoothing: float = 0.0, mix_label_smoothing: float = 0.0) -> torch.Tensor:
+def m2mix_symmetric_info_nce(
+    f_pano: torch.Tensor,
+    f_sat: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    lam: float | torch.Tensor,
+    weight: float,
+    mix_logit_scale: torch.Tensor | float | None = None,
+    label_smoothing: float = 0.0,
+    mix_label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Symmetric InfoNCE (``label_smoothing``) + ``weight`` · the mix term
     (``mix_label_smoothing``, hard targets by default as in the reference); the mix term's
     log-scale is ``mix_logit_scale`` (log(1/τ₂)), or ``logit_scale`` when None."""
     mix_scale = logit_scale if mix_logit_scale is None else mix_logit_scale
-    return (symmetric_info_nce(f_pano, f_sat, logit_scale, label_smoothing)
-            + weight * m2mix_info_nce(f_pano, f_sat, lam, mix_scale, mix_label_smoothing))
+    return symmetric_info_nce(f_pano, f_sat, logit_scale, label_smoothing) + weight * m2mix_info_nce(
+        f_pano, f_sat, lam, mix_scale, mix_label_smoothing
+    )
 
 
 def m2mix_weight(weight: float, epoch: int, start_epoch: int = 0, epoch_decay: bool = True) -> float:

@@ -10,8 +10,9 @@ DEFAULT_BUDGET = 256 * 2**20  # bytes of scores held at once
 
 
 @torch.no_grad()
-def recall_at_k(query: torch.Tensor, reference: torch.Tensor, gt: torch.Tensor, ks=(1, 5, 10),
-                chunk_size: int | None = None) -> dict[str, float]:
+def recall_at_k(
+    query: torch.Tensor, reference: torch.Tensor, gt: torch.Tensor, ks=(1, 5, 10), chunk_size: int | None = None
+) -> dict[str, float]:
     """query (Q, D), reference (R, D), L2-normalised; gt (Q,) the index of each query's true
     reference -> {"R@1": %, "R@5": %, "R@10": %, "R@1%": %}."""
     q_count, r_count = query.shape[0], reference.shape[0]

@@ -21,9 +21,14 @@ from vissl_neg.errors import DataError
 EARTH_RADIUS_KM = 6371.0
 
 
-def neighbour_batches(ids: list[int], batch_size: int, neighbours: dict[int, list[int]] | None = None,
-                      neighbour_select: int = 64, neighbour_range: int = 128,
-                      rng: random.Random | None = None) -> list[list[int]]:
+def neighbour_batches(
+    ids: list[int],
+    batch_size: int,
+    neighbours: dict[int, list[int]] | None = None,
+    neighbour_select: int = 64,
+    neighbour_range: int = 128,
+    rng: random.Random | None = None,
+) -> list[list[int]]:
     """-> full batches of ids for one epoch (the reference's ``shuffle``, without its
     skipping of id 0)."""
     rng = rng or random.Random(0)
@@ -66,8 +71,9 @@ def unit_vectors(coords_deg: torch.Tensor) -> torch.Tensor:
     return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=1)
 
 
-def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int = 1024,
-                   slack: int = 16) -> dict[int, list[int]]:
+def gps_neighbours(
+    ids: list[int], coords: torch.Tensor, k: int, chunk_size: int = 1024, slack: int = 16
+) -> dict[int, list[int]]:
     """coords (N, 2) latitude, longitude in degrees -> {id: the k nearest other ids by
     haversine distance, nearest first}. Candidates come from one matrix product of unit
     vectors (the chord is monotonic in the great-circle distance); the k + ``slack`` best
@@ -91,8 +97,9 @@ def gps_neighbours(ids: list[int], coords: torch.Tensor, k: int, chunk_size: int
 
 
 @torch.no_grad()
-def mined_neighbour_indices(query: torch.Tensor, reference: torch.Tensor, k: int,
-                            chunk_size: int = 1024) -> torch.Tensor:
+def mined_neighbour_indices(
+    query: torch.Tensor, reference: torch.Tensor, k: int, chunk_size: int = 1024
+) -> torch.Tensor:
     """query (N, D) panoramas, reference (N, D) satellites, row i of each the same pair ->
     (N, min(k, N − 1)) long on the CPU: for each panorama the rows of the k most similar
     satellites, most similar first, never its own. Memory is O(chunk_size × N)."""
@@ -108,8 +115,9 @@ def mined_neighbour_indices(query: torch.Tensor, reference: torch.Tensor, k: int
     return out
 
 
-def mined_neighbours(ids: list[int], query: torch.Tensor, reference: torch.Tensor, k: int,
-                     chunk_size: int = 1024) -> dict[int, list[int]]:
+def mined_neighbours(
+    ids: list[int], query: torch.Tensor, reference: torch.Tensor, k: int, chunk_size: int = 1024
+) -> dict[int, list[int]]:
     """Row i of ``query`` (ground) and of ``reference`` (satellite) belong to ids[i] ->
     {id: the k ids whose satellites are most similar to its panorama, excluding its own}."""
     top = mined_neighbour_indices(query, reference, k, chunk_size).tolist()
@@ -143,12 +151,16 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
             with open(path, "rb") as f:
                 table = PlainUnpickler(f).load()
         except RefusedGlobal as exc:
-            raise DataError(f"neighbour file '{path}' refers to {exc}; only dicts, lists, tuples, ints, floats "
-                            "and strings are read, so it was not loaded") from None
+            raise DataError(
+                f"neighbour file '{path}' refers to {exc}; only dicts, lists, tuples, ints, floats "
+                "and strings are read, so it was not loaded"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
             raise DataError(f"neighbour file '{path}' cannot be read as a pickle ({type(exc).__name__})") from None
         if not isinstance(table, dict):
-            raise DataError(f"neighbour file '{path}' must hold a dict {{id: [neighbour ids]}}, got {type(table).__name__}")
+            raise DataError(
+                f"neighbour file '{path}' must hold a dict {{id: [neighbour ids]}}, got {type(table).__name__}"
+            )
         return {i: [int(n) for n in table.get(i, []) if int(n) in wanted and int(n) != i][:k] for i in ids}
     coords: dict[int, tuple[float, float]] = {}
     with open(path, newline="") as f:
@@ -161,8 +173,10 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
                 else:
                     coords[int(row[0])] = (float(row[1]), float(row[2]))
             except (ValueError, IndexError):
-                raise DataError(f"'{path}' line {line_no}: expected 'id,lat,lon' or CVUSA's "
-                                f"'sat_lat,sat_lon,ground_lat,ground_lon,…' in degrees, got {row}") from None
+                raise DataError(
+                    f"'{path}' line {line_no}: expected 'id,lat,lon' or CVUSA's "
+                    f"'sat_lat,sat_lon,ground_lat,ground_lon,…' in degrees, got {row}"
+                ) from None
     missing = [i for i in ids if i not in coords]
     if missing:
         raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")

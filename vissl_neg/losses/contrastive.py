@@ -60,8 +60,9 @@ class ContrastiveLoss:
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
 
-    def __call__(self, pos: torch.Tensor, sims: torch.Tensor, suspected: torch.Tensor | None = None,
-                 cancel: str = "eliminate") -> torch.Tensor:
+    def __call__(
+        self, pos: torch.Tensor, sims: torch.Tensor, suspected: torch.Tensor | None = None, cancel: str = "eliminate"
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def diagnostics(self, pos: torch.Tensor, sims: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,14 +108,19 @@ class DebiasedLoss(ContrastiveLoss):
         return debiased_from_similarities(pos, sims, self.temperature, self.tau_plus, self.beta)
 
     def diagnostics(self, pos, sims):
-        return {"loss/debiased_clamped_fraction":
-                debiased_clamped_from_similarities(pos, sims, self.temperature, self.tau_plus, self.beta)}
+        return {
+            "loss/debiased_clamped_fraction": debiased_clamped_from_similarities(
+                pos, sims, self.temperature, self.tau_plus, self.beta
+            )
+        }
 
     def first_log_note(self, pos, sims, values):
         fraction = values.get("loss/debiased_clamped_fraction")
         if fraction is None or fraction <= 0.5:
             return None
         below = tau_plus_below_half(pos, sims, self.temperature, self.beta)
-        return (f"the debiased loss clamps Ng to N·e^(-1/T) for {100 * fraction:.0f}% of the queries at "
-                f"loss.tau_plus={self.tau_plus} with {sims.shape[1]} negatives per query (its τ⁺ correction then "
-                f"does nothing); on this batch loss.tau_plus below {below:.3g} keeps fewer than half clamped")
+        return (
+            f"the debiased loss clamps Ng to N·e^(-1/T) for {100 * fraction:.0f}% of the queries at "
+            f"loss.tau_plus={self.tau_plus} with {sims.shape[1]} negatives per query (its τ⁺ correction then "
+            f"does nothing); on this batch loss.tau_plus below {below:.3g} keeps fewer than half clamped"
+        )

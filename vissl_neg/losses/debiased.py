@@ -63,8 +63,9 @@ def debiased_clamped_from_similarities(
         return (estimate <= floor).float().mean()
 
 
-def debiased_clamp_thresholds(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
-                              beta: float = 0.0) -> torch.Tensor:
+def debiased_clamp_thresholds(
+    pos: torch.Tensor, neg: torch.Tensor, temperature: float, beta: float = 0.0
+) -> torch.Tensor:
     """(B,) per query the τ⁺ from which its Ng is clamped: the estimate is at or below the
     floor F iff τ⁺ ≥ (W − F) / (N e^{p/T} − F), W the (weighted) negative sum."""
     with torch.no_grad():
@@ -80,8 +81,9 @@ def tau_plus_below_half(pos: torch.Tensor, neg: torch.Tensor, temperature: float
     return min(1.0, float(thresholds[(thresholds.numel() + 1) // 2 - 1]))
 
 
-def debiased_clamped_fraction(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float,
-                              tau_plus: float, beta: float = 0.0) -> float:
+def debiased_clamped_fraction(
+    q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float, tau_plus: float, beta: float = 0.0
+) -> float:
     """q, k (B, D); negatives (K, D) or (B, K, D) -> the fraction in [0, 1] of queries whose
     Ng (Chuang et al. 2020; Robinson et al. 2021 for β > 0) is on its clamp N e^{−1/T}."""
     pos, neg = similarities(q.detach(), k.detach(), negatives.detach())

@@ -19,8 +19,9 @@ from vissl_neg.losses.info_nce import similarities
 MODES = ("eliminate", "attract")
 
 
-def false_negative_from_similarities(pos: torch.Tensor, sims: torch.Tensor, temperature: float,
-                                     suspected: torch.Tensor, mode: str) -> torch.Tensor:
+def false_negative_from_similarities(
+    pos: torch.Tensor, sims: torch.Tensor, temperature: float, suspected: torch.Tensor, mode: str
+) -> torch.Tensor:
     """pos (B,), sims (B, K) cosine similarities, suspected (B, K) bool -> mean loss."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -35,8 +36,9 @@ def false_negative_from_similarities(pos: torch.Tensor, sims: torch.Tensor, temp
     return (-(weights * log_p).sum(dim=1) / weights.sum(dim=1)).mean()
 
 
-def false_negative_info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float,
-                            suspected: torch.Tensor, mode: str) -> torch.Tensor:
+def false_negative_info_nce(
+    q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float, suspected: torch.Tensor, mode: str
+) -> torch.Tensor:
     """q, k (B, D); negatives (K, D) or (B, K, D), all L2-normalised; suspected (B, K) bool
     -> mean loss (``mode`` eliminate or attract). Gradients reach q only."""
     pos, sims = similarities(q, k.detach(), negatives.detach())

@@ -1,6 +1,6 @@
 """InfoNCE with a temperature (Oord et al. 2018; MoCo, He et al. 2020).
 
-    logits_i = [q_i·k_i, q_i·n_1, …, q_i·n_K] / T,   loss = mean_i CE(logits_i, 0)
+logits_i = [q_i·k_i, q_i·n_1, …, q_i·n_K] / T,   loss = mean_i CE(logits_i, 0)
 """
 
 from __future__ import annotations

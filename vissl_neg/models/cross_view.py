@@ -28,10 +28,14 @@ class CrossViewModel(nn.Module):
 def build_cross_view_model(cfg, sat_size: int, pano_size: tuple[int, int]) -> CrossViewModel:
     """``cfg`` is the geo ``model`` section; a dry run on both view shapes turns an input the
     backbone cannot take into a one-line :class:`ConfigError`."""
-    backbone = build_backbone(cfg.backbone, 3, pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file,
-                              patch_size=cfg.patch_size)
-    hint = ("it takes one fixed input size, the two views differ" if fixed_input_size(cfg.backbone)
-            else "use larger data sizes or another backbone")
+    backbone = build_backbone(
+        cfg.backbone, 3, pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file, patch_size=cfg.patch_size
+    )
+    hint = (
+        "it takes one fixed input size, the two views differ"
+        if fixed_input_size(cfg.backbone)
+        else "use larger data sizes or another backbone"
+    )
     for name, shape in (("satellite images", (sat_size, sat_size)), ("panoramas", tuple(pano_size))):
         check_input(backbone, cfg.backbone, (3, shape[0], shape[1]), name, hint)
     return CrossViewModel(backbone, cfg.init_temperature)

@@ -38,8 +38,9 @@ def fixed_input_size(name: str) -> bool:
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
-def timm_kwargs(name: str, in_chans: int, image_size: int | None = None, patch_size: int = 0,
-                num_heads: int = 0) -> dict:
+def timm_kwargs(
+    name: str, in_chans: int, image_size: int | None = None, patch_size: int = 0, num_heads: int = 0
+) -> dict:
     """The arguments :func:`build_backbone` gives ``timm.create_model`` besides the name, as a
     release's config.json ``model_args`` repeats them: no classifier, ``in_chans``, the data's
     ``img_size`` for models with a fixed input size, and ``patch_size`` / ``num_heads`` when set
@@ -60,8 +61,9 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: f
     cos of its two grid coordinates at dim / 4 frequencies each, in the reference's order."""
     if dim % 4:
         raise ConfigError(f"model.pos_embed=sincos needs an embedding width divisible by 4, got {dim}")
-    coord_w, coord_h = torch.meshgrid(torch.arange(grid_w, dtype=torch.float32),
-                                      torch.arange(grid_h, dtype=torch.float32), indexing="ij")
+    coord_w, coord_h = torch.meshgrid(
+        torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij"
+    )
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     out_w = coord_w.flatten()[:, None] * omega[None]
     out_h = coord_h.flatten()[:, None] * omega[None]
@@ -77,13 +79,17 @@ def use_sincos_position_embedding(model: nn.Module, name: str) -> None:
     pos = getattr(model, "pos_embed", None)
     prefix = getattr(model, "num_prefix_tokens", None)
     if patch is None or not isinstance(pos, nn.Parameter) or getattr(model, "no_embed_class", False) or prefix != 1:
-        raise ConfigError(f"model.pos_embed=sincos needs a ViT with one class (or register) token and a learned "
-                          f"position embedding over it; '{name}' has none")
+        raise ConfigError(
+            f"model.pos_embed=sincos needs a ViT with one class (or register) token and a learned "
+            f"position embedding over it; '{name}' has none"
+        )
     h, w = patch.grid_size
     table = sincos_position_embedding(h, w, pos.shape[-1]).to(pos.dtype)
     if table.shape != pos.shape:
-        raise ConfigError(f"model.pos_embed=sincos: '{name}' has a position embedding of shape {tuple(pos.shape)}, "
-                          f"not {tuple(table.shape)}")
+        raise ConfigError(
+            f"model.pos_embed=sincos: '{name}' has a position embedding of shape {tuple(pos.shape)}, "
+            f"not {tuple(table.shape)}"
+        )
     model.pos_embed = nn.Parameter(table, requires_grad=False)
 
 
@@ -129,15 +135,29 @@ def _check_patches(name: str, model: nn.Module, image_size: int) -> None:
     if not patch or image_size % patch == 0:
         return
     fits = [p for p in range(image_size // 4, 1, -1) if image_size % p == 0][:2]
-    advice = (" or ".join(f"model.patch_size={p} (a {image_size // p}x{image_size // p} grid)" for p in fits)
-              if fits else f"an augment.size divisible by {patch}")
-    raise ConfigError(f"backbone '{name}' cuts {image_size}x{image_size} inputs into {patch}x{patch} patches, "
-                      f"which do not tile them; use {advice}")
+    advice = (
+        " or ".join(f"model.patch_size={p} (a {image_size // p}x{image_size // p} grid)" for p in fits)
+        if fits
+        else f"an augment.size divisible by {patch}"
+    )
+    raise ConfigError(
+        f"backbone '{name}' cuts {image_size}x{image_size} inputs into {patch}x{patch} patches, "
+        f"which do not tile them; use {advice}"
+    )
 
 
-def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretrained: bool = False,
-                   pretrained_file: str = "", image_size: int | None = None, patch_size: int = 0,
-                   num_heads: int = 0, pos_embed: str = "learn", init: str = "timm") -> nn.Module:
+def build_backbone(
+    name: str,
+    in_chans: int,
+    small_stem: bool = False,
+    pretrained: bool = False,
+    pretrained_file: str = "",
+    image_size: int | None = None,
+    patch_size: int = 0,
+    num_heads: int = 0,
+    pos_embed: str = "learn",
+    init: str = "timm",
+) -> nn.Module:
     """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features,
     built with :func:`timm_kwargs`. ``pretrained`` loads timm's weights (a download),
     ``pretrained_file`` a local weights file. ViTs: ``num_heads`` (0 = the model's own),
@@ -158,18 +178,23 @@ def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretraine
         model = timm.create_model(name, pretrained=bool(pretrained or pretrained_file), **kwargs, **extra)
     except TypeError as exc:  # an argument this architecture does not take
         if "patch_size" in str(exc):
-            raise ConfigError(f"backbone '{name}' takes no patch size ({_first_line(exc)}); "
-                              "use model.patch_size=0") from None
+            raise ConfigError(
+                f"backbone '{name}' takes no patch size ({_first_line(exc)}); use model.patch_size=0"
+            ) from None
         if "num_heads" in str(exc):
-            raise ConfigError(f"backbone '{name}' takes no number of heads ({_first_line(exc)}); "
-                              "use model.num_heads=0") from None
+            raise ConfigError(
+                f"backbone '{name}' takes no number of heads ({_first_line(exc)}); use model.num_heads=0"
+            ) from None
         raise ConfigError(f"timm cannot build '{name}' for {size} ({_first_line(exc)})") from None
     except (OSError, RuntimeError, ValueError, AssertionError) as exc:
         if pretrained or pretrained_file:  # no network, a wrong or damaged file
-            raise ConfigError(f"cannot load pretrained weights for '{name}' ({_first_line(exc)}); "
-                              "use model.pretrained_file=PATH or model.pretrained=false") from None
-        raise ConfigError(f"timm cannot build '{name}' for {size} ({_first_line(exc)}); "
-                          "try another augment.size or backbone") from None
+            raise ConfigError(
+                f"cannot load pretrained weights for '{name}' ({_first_line(exc)}); "
+                "use model.pretrained_file=PATH or model.pretrained=false"
+            ) from None
+        raise ConfigError(
+            f"timm cannot build '{name}' for {size} ({_first_line(exc)}); try another augment.size or backbone"
+        ) from None
     if image_size:
         _check_patches(name, model, image_size)
     if small_stem:
@@ -185,13 +210,21 @@ def build_backbone(name: str, in_chans: int, small_stem: bool = False, pretraine
 
 def backbone_from_config(cfg, in_chans: int, image_size: int | None) -> nn.Module:
     """:func:`build_backbone` with the ``model`` section's architecture keys."""
-    return build_backbone(cfg.backbone, in_chans, getattr(cfg, "small_stem", False), image_size=image_size,
-                          patch_size=cfg.patch_size, num_heads=getattr(cfg, "num_heads", 0),
-                          pos_embed=getattr(cfg, "pos_embed", "learn"), init=getattr(cfg, "vit_init", "timm"))
+    return build_backbone(
+        cfg.backbone,
+        in_chans,
+        getattr(cfg, "small_stem", False),
+        image_size=image_size,
+        patch_size=cfg.patch_size,
+        num_heads=getattr(cfg, "num_heads", 0),
+        pos_embed=getattr(cfg, "pos_embed", "learn"),
+        init=getattr(cfg, "vit_init", "timm"),
+    )
 
 
-def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], what: str = "inputs",
-                hint: str = "") -> int:
+def check_input(
+    backbone: nn.Module, name: str, shape: tuple[int, int, int], what: str = "inputs", hint: str = ""
+) -> int:
     """One zero image of ``shape`` (C, H, W) through ``backbone`` in eval mode on its device ->
     the feature width F; an input the backbone cannot take is a one-line :class:`ConfigError`."""
     was_training = backbone.training
@@ -203,9 +236,11 @@ def check_input(backbone: nn.Module, name: str, shape: tuple[int, int, int], wha
         info = getattr(backbone, "feature_info", None)
         stride = info[-1].get("reduction") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
         size = "x".join(map(str, shape))
-        raise ConfigError(f"backbone '{name}' cannot embed {what} of {size} ({_first_line(exc)})"
-                          + (f"; it downsamples by {stride}" if stride else "") + (f"; {hint}" if hint else "")
-                          ) from None
+        raise ConfigError(
+            f"backbone '{name}' cannot embed {what} of {size} ({_first_line(exc)})"
+            + (f"; it downsamples by {stride}" if stride else "")
+            + (f"; {hint}" if hint else "")
+        ) from None
     finally:
         backbone.train(was_training)
     if feats.dim() != 2:
@@ -220,8 +255,9 @@ class ProjectionHead(nn.Module):
     moco-v3 builder.py:36-52: hidden BNs, no Linear bias before a BN; ViT projector 3 layers,
     ResNet projector and every predictor 2; the last BN on every MLP but the ResNet predictor)."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, bn: bool = False, last_bn: bool = False,
-                 layers: int = 2):
+    def __init__(
+        self, in_dim: int, hidden: int, out_dim: int, bn: bool = False, last_bn: bool = False, layers: int = 2
+    ):
         super().__init__()
         hidden = hidden or in_dim
         mods: list[nn.Module] = []
@@ -272,12 +308,18 @@ def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
     """``cfg`` is the ``model`` section; a dry run turns an input the backbone cannot take
     into a one-line :class:`ConfigError`."""
     backbone = backbone_from_config(cfg, in_chans, image_size)
-    width = check_input(backbone, cfg.backbone, (in_chans, image_size, image_size),
-                        hint="try a larger augment.size, model.small_stem=true or another backbone")
+    width = check_input(
+        backbone,
+        cfg.backbone,
+        (in_chans, image_size, image_size),
+        hint="try a larger augment.size, model.small_stem=true or another backbone",
+    )
     if cfg.freeze_patch_embed:
         freeze_patch_embedding(backbone, cfg.backbone)
-    return Encoder(backbone, ProjectionHead(width, cfg.head_hidden, cfg.dim, bn=cfg.head_bn, last_bn=cfg.head_bn,
-                                            layers=cfg.head_layers))
+    return Encoder(
+        backbone,
+        ProjectionHead(width, cfg.head_hidden, cfg.dim, bn=cfg.head_bn, last_bn=cfg.head_bn, layers=cfg.head_layers),
+    )
 
 
 def build_predictor(cfg) -> ProjectionHead | None:

@@ -29,8 +29,15 @@ class MoCo(nn.Module):
     key batch on one process; ``split_bn_layers`` counts the converted BN layers) or 'none'.
     """
 
-    def __init__(self, encoder: Encoder, source: NegativeSource, shuffle_bn: str = "split", bn_splits: int = 8,
-                 predictor: nn.Module | None = None, split_bn_impl: str = "auto"):
+    def __init__(
+        self,
+        encoder: Encoder,
+        source: NegativeSource,
+        shuffle_bn: str = "split",
+        bn_splits: int = 8,
+        predictor: nn.Module | None = None,
+        split_bn_impl: str = "auto",
+    ):
         super().__init__()
         self.shuffle_bn = shuffle_bn
         self.split_bn_layers = convert_split_bn(encoder, bn_splits, split_bn_impl) if shuffle_bn == "split" else 0

@@ -33,19 +33,32 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
     n, c, h, w = x.shape
     g = num_splits
     momentum = bn.momentum if bn.momentum is not None else 0.1
-    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, \
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, (
         "split BN keeps running statistics"
+    )
     if x.dim() == 4 and _grouped_blocks(x):
         means = [bn.running_mean.clone() for _ in range(g)]
         variances = [bn.running_var.clone() for _ in range(g)]
-        out = torch.cat([F.batch_norm(block, m, v, bn.weight, bn.bias, True, momentum, bn.eps)
-                         for block, m, v in zip(x.chunk(g), means, variances)])
+        out = torch.cat(
+            [
+                F.batch_norm(block, m, v, bn.weight, bn.bias, True, momentum, bn.eps)
+                for block, m, v in zip(x.chunk(g), means, variances)
+            ]
+        )
         mean_split, var_split = torch.stack(means), torch.stack(variances)
     else:
         mean_split = bn.running_mean.repeat(g)
         var_split = bn.running_var.repeat(g)
-        out = F.batch_norm(x.reshape(n // g, c * g, h, w), mean_split, var_split, bn.weight.repeat(g),
-                           bn.bias.repeat(g), True, momentum, bn.eps).view(n, c, h, w)
+        out = F.batch_norm(
+            x.reshape(n // g, c * g, h, w),
+            mean_split,
+            var_split,
+            bn.weight.repeat(g),
+            bn.bias.repeat(g),
+            True,
+            momentum,
+            bn.eps,
+        ).view(n, c, h, w)
     with torch.no_grad():
         bn.running_mean.copy_(mean_split.view(g, c).mean(0))
         bn.running_var.copy_(var_split.view(g, c).mean(0))
@@ -69,8 +82,9 @@ def fused_split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int)
     n, c, h, w = x.shape
     g = num_splits
     momentum = bn.momentum if bn.momentum is not None else 0.1
-    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, \
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None, (
         "split BN keeps running statistics"
+    )
     xf = x.float()
     if _grouped_blocks(x):  # group k = samples k·N/G .. (k+1)·N/G - 1
         xg, dims, shape = xf.view(g, n // g, c, h, w), (1, 3, 4), (g, 1, c, 1, 1)

@@ -27,19 +27,53 @@ from vissl_neg.negatives.source import BatchKeys, NegativeSource
 from vissl_neg.negatives.strategy import Strategy
 
 SOURCES: dict[str, type[NegativeSource]] = {"queue": NegativeQueue, "memory_bank": MemoryBank, "batch": BatchKeys}
-STRATEGIES: dict[str, type[Strategy]] = {"filter": Filter, "mochi": Mochi, "geodesic": Geodesic, "feature_transform": FeatureTransform,
-              "ambiguous": Ambiguous, "false_negatives": FalseNegatives}
+STRATEGIES: dict[str, type[Strategy]] = {
+    "filter": Filter,
+    "mochi": Mochi,
+    "geodesic": Geodesic,
+    "feature_transform": FeatureTransform,
+    "ambiguous": Ambiguous,
+    "false_negatives": FalseNegatives,
+}
 
 __all__ = [
-    "SOURCES", "STRATEGIES",
+    "SOURCES",
+    "STRATEGIES",
     # sources, strategies and the set they pass along
-    "Ambiguous", "BatchKeys", "FalseNegatives", "FeatureTransform", "Filter", "Geodesic", "MemoryBank", "Mochi",
-    "NegativeQueue", "NegativeSet", "NegativeSource", "Strategy",
+    "Ambiguous",
+    "BatchKeys",
+    "FalseNegatives",
+    "FeatureTransform",
+    "Filter",
+    "Geodesic",
+    "MemoryBank",
+    "Mochi",
+    "NegativeQueue",
+    "NegativeSet",
+    "NegativeSource",
+    "Strategy",
     # building blocks for your own loop: all in functional (a strategy's function there, e.g. functional.mochi,
     # is named after its module here, so only the names no submodule takes are repeated at this level)
-    "functional", "apply_strategies", "batch_negatives", "contrast", "contrastive_loss", "filter_hardest", "score",
+    "functional",
+    "apply_strategies",
+    "batch_negatives",
+    "contrast",
+    "contrastive_loss",
+    "filter_hardest",
+    "score",
     # the strategies' pure functions and samplers
-    "MixCoefficients", "extrapolate_positives", "geodesic_mix", "gumbel_top_k", "hardest_negatives",
-    "hardest_positions", "interpolate_negatives", "mix_hard_negatives", "mochi_mix", "sample_mix_coefficients",
-    "sample_without_replacement", "simans_logits", "slerp", "suspect_false_negatives",
+    "MixCoefficients",
+    "extrapolate_positives",
+    "geodesic_mix",
+    "gumbel_top_k",
+    "hardest_negatives",
+    "hardest_positions",
+    "interpolate_negatives",
+    "mix_hard_negatives",
+    "mochi_mix",
+    "sample_mix_coefficients",
+    "sample_without_replacement",
+    "simans_logits",
+    "slerp",
+    "suspect_false_negatives",
 ]

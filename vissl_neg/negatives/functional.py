@@ -30,8 +30,9 @@ from vissl_neg.negatives.source import BatchKeys
 from vissl_neg.negatives.strategy import Strategy
 
 
-def negative_set(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor,
-                 labels: torch.Tensor | None = None) -> NegativeSet:
+def negative_set(
+    q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, labels: torch.Tensor | None = None
+) -> NegativeSet:
     """q, k (B, D) and negatives (K, D) shared or (B, K, D) per query -> the :class:`NegativeSet`
     strategies and losses take; ``labels`` (K,) or (B, K) serve diagnostics only."""
     if negatives.dim() == 2:
@@ -59,8 +60,12 @@ def apply_strategies(negs: NegativeSet, strategies: list[Strategy]) -> NegativeS
 
 
 def _strategy(cls: type[Strategy], name: str):
-    def apply(negs_or_q: NegativeSet | torch.Tensor, k: torch.Tensor | None = None,
-              negatives: torch.Tensor | None = None, **params: Any) -> NegativeSet:
+    def apply(
+        negs_or_q: NegativeSet | torch.Tensor,
+        k: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+        **params: Any,
+    ) -> NegativeSet:
         if isinstance(negs_or_q, NegativeSet):
             if k is not None or negatives is not None:
                 raise TypeError(f"{name}(negs, **params) or {name}(q, k, negatives, **params), not both")
@@ -72,8 +77,10 @@ def _strategy(cls: type[Strategy], name: str):
         return apply_strategies(negs, [cls(**params)])
 
     apply.__name__ = apply.__qualname__ = name
-    apply.__doc__ = (f"``{name}(q, k, negatives, **params)`` or ``{name}(negs, **params)`` -> the NegativeSet "
-                     f"after :class:`{cls.__name__}` (its fields are the params; see its config entry).")
+    apply.__doc__ = (
+        f"``{name}(q, k, negatives, **params)`` or ``{name}(negs, **params)`` -> the NegativeSet "
+        f"after :class:`{cls.__name__}` (its fields are the params; see its config entry)."
+    )
     return apply
 
 
@@ -97,8 +104,9 @@ def score(negs: NegativeSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor |
     return pos, real, syn, marks
 
 
-def contrast(negs: NegativeSet, loss: ContrastiveLoss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                  torch.Tensor | None]:
+def contrast(
+    negs: NegativeSet, loss: ContrastiveLoss
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One direction's loss of a set -> (loss, pos (B,), real (B, K), synthetic (B, S) or None)."""
     pos, real, syn, marks = score(negs)
     sims = real if syn is None else torch.cat([real, syn], dim=1)
@@ -116,5 +124,17 @@ def contrastive_loss(negs: NegativeSet, name: str = "info_nce", **params: Any) -
     return value * loss.scale if loss.scale != 1.0 else value
 
 
-__all__ = ["ambiguous", "apply_strategies", "batch_negatives", "contrast", "contrastive_loss", "false_negatives",
-           "feature_transform", "filter_hardest", "geodesic", "mochi", "negative_set", "score"]
+__all__ = [
+    "ambiguous",
+    "apply_strategies",
+    "batch_negatives",
+    "contrast",
+    "contrastive_loss",
+    "false_negatives",
+    "feature_transform",
+    "filter_hardest",
+    "geodesic",
+    "mochi",
+    "negative_set",
+    "score",
+]

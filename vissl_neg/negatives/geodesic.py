@@ -67,8 +67,9 @@ def slerp_coefficients(lam: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Te
     return torch.where(opposite, near_a, c_a), torch.where(opposite, 1 - near_a, c_b)
 
 
-def geodesic_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
-                   query_dots: torch.Tensor | None = None) -> Mixes:
+def geodesic_mixes(
+    q: torch.Tensor, source: torch.Tensor, c: MixCoefficients, query_dots: torch.Tensor | None = None
+) -> Mixes:
     """Synthetic negatives slerp(h_i, h_j, w) and slerp(q, h_jq, wq) of ``c`` (rows of
     ``source`` (M, D)) as :class:`Mixes`; rows that are not unit are slerped as their
     directions. ``query_dots`` (B, s') = q·source[c.jq] when already known."""

@@ -62,7 +62,9 @@ class MemoryBank(NegativeSource):
     @classmethod
     def from_config(cls, neg, dim, num_items, batch_size):
         if neg.size >= num_items:
-            raise ConfigError(f"negatives.size={neg.size} must be below the {num_items} training images of the memory bank")
+            raise ConfigError(
+                f"negatives.size={neg.size} must be below the {num_items} training images of the memory bank"
+            )
         return cls(num_items, dim, neg.bank_momentum, neg.bank_dtype)
 
     def negatives(self, q, k, labels, indices, count):

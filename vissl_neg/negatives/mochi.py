@@ -85,8 +85,9 @@ def _query_norm(anchor, source, rows, w, dots):
     return (w * w * sq_anchor + (1 - w) ** 2 * sq_rows + 2 * w * (1 - w) * dots).clamp_min(0).sqrt()
 
 
-def mochi_mixes(q: torch.Tensor, source: torch.Tensor, c: MixCoefficients,
-                query_dots: torch.Tensor | None = None) -> Mixes:
+def mochi_mixes(
+    q: torch.Tensor, source: torch.Tensor, c: MixCoefficients, query_dots: torch.Tensor | None = None
+) -> Mixes:
     """The MoCHi synthetic negatives of ``c`` (rows of ``source`` (M, D)) as :class:`Mixes`:
     pairs w·h_i + (1−w)·h_j and query mixes wq·q + (1−wq)·h_jq, each divided by its norm.
     ``query_dots`` (B, s') = q·source[c.jq] when already known."""
@@ -161,7 +162,8 @@ class Mochi(Strategy):
 
     def __call__(self, negs: NegativeSet) -> NegativeSet:
         hard = hard_rows(negs, self.n_hard)
-        c = sample_mix_coefficients(hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device,
-                                    beta_alpha=self.beta_alpha)
+        c = sample_mix_coefficients(
+            hard.shape[0], hard.shape[1], self.s, self.s_prime, hard.device, beta_alpha=self.beta_alpha
+        )
         rows = c.rows(hard)
         return negs.add_synthetic(self.make_mixes(negs.q, negs.source, rows, negs.row_similarities(rows.jq)))

@@ -42,8 +42,14 @@ def flat_source(negatives: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tens
     return negatives.reshape(b * k, d), rows + offset
 
 
-def row_combination(source: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor,
-                    coef_a: torch.Tensor, coef_b: torch.Tensor, norm: bool = False) -> torch.Tensor:
+def row_combination(
+    source: torch.Tensor,
+    rows_a: torch.Tensor,
+    rows_b: torch.Tensor,
+    coef_a: torch.Tensor,
+    coef_b: torch.Tensor,
+    norm: bool = False,
+) -> torch.Tensor:
     """coef_a · source[rows_a] + coef_b · source[rows_b] for rows and coefficients of any
     equal shape (...) -> (..., D), or with ``norm`` only its norm (...), computed in chunks
     with ``embedding_bag`` (one gather-and-sum pass, no (..., D) tensor for the norm)."""
@@ -73,8 +79,10 @@ class GatheredDot(torch.autograd.Function):
         ctx.save_for_backward(source, rows)
         step = max(1, CHUNK // max(1, q.shape[0]))
         qf = full_precision(q)
-        parts = [torch.einsum("bd,bkd->bk", qf, full_precision(source[rows[:, k : k + step]]))
-                 for k in range(0, rows.shape[1], step)]
+        parts = [
+            torch.einsum("bd,bkd->bk", qf, full_precision(source[rows[:, k : k + step]]))
+            for k in range(0, rows.shape[1], step)
+        ]
         return torch.cat(parts, dim=1)
 
     @staticmethod

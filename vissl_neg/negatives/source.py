@@ -37,8 +37,9 @@ class NegativeSource(nn.Module):
     def available(neg, batch_size: int) -> int:
         return neg.size
 
-    def negatives(self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
-                  count: int) -> NegativeSet:
+    def negatives(
+        self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, count: int
+    ) -> NegativeSet:
         raise NotImplementedError
 
     @torch.no_grad()

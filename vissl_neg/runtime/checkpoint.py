@@ -67,8 +67,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         what = f" ({found.group(1)})" if found else ""
-        raise UserError(f"checkpoint '{path}' contains objects other than tensors and plain values{what}, "
-                        "so it was not loaded") from None
+        raise UserError(
+            f"checkpoint '{path}' contains objects other than tensors and plain values{what}, so it was not loaded"
+        ) from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise UserError(f"checkpoint '{path}' cannot be read ({exc.__class__.__name__})") from None
 
@@ -79,8 +80,13 @@ def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -92,8 +98,9 @@ def set_rng_state(state: dict) -> None:
     """Inverse of :func:`rng_state`."""
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["gauss"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
