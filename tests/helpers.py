@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vissl_neg.config.geo_schema import AUGMENT_PROBABILITIES
+
 # The test machine is small and shared with other jobs: OpenMP threads contending for
 # busy cores make a tiny CPU forward/backward ~50x slower (seconds instead of tens of
 # milliseconds). Importing this module pins the test process to one thread, and
@@ -157,3 +159,34 @@ def write_imagenet_fixture(
         bad = root / "train" / classes[0] / f"{classes[0]}_corrupt.JPEG"
         bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG body" + bytes(range(64)))
     return {"classes": classes, "corrupt": bad}
+
+
+def geo_overrides(root, out_dir, *extra) -> list[str]:
+    """Dotted overrides for a fast CPU cross-view run on a ``write_cvusa_fixture`` tree
+    (32² satellites, 16×64 panoramas); ``extra`` overrides any of them."""
+    return [
+        f"data.root={root}",
+        "data.sat_size=32",
+        "data.pano_size=[16,64]",
+        "model.backbone=resnet10t",
+        "optim.batch_size=8",
+        "optim.lr=0.003",
+        "sampling.neighbour_select=4",
+        "sampling.neighbour_range=8",
+        "sampling.gps_epochs=1",
+        "sampling.mine_every=1",
+        "train.epochs=3",
+        "train.device=cpu",
+        "train.progress=false",
+        "train.report=false",
+        "train.log_every=2",
+        "train.ckpt_every=2",
+        "eval.every=1",
+        "eval.batch_size=16",
+        f"train.out_dir={out_dir}",
+        *extra,
+    ]
+
+
+# every cross-view view step off (the pair is only resized and normalised)
+GEO_VIEWS_OFF = tuple(f"augment.{k}=0.0" for k in AUGMENT_PROBABILITIES)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import helpers  # noqa: E402,F401  (one CPU thread)
-from helpers import tiny_overrides, write_fmnist_fixture  # noqa: E402
+from helpers import geo_overrides, tiny_overrides, write_fmnist_fixture  # noqa: E402
 
 PINNED = HERE / "pinned_runs.json"
 MOCO_RUNS = {
@@ -155,26 +155,7 @@ def run_geo(tmp: Path, extra: list[str] = ()) -> dict:
     root = tmp / "cvusa"
     if not root.exists():
         write_cvusa_fixture(root, n_train=24, n_val=8, sat_size=32, pano_size=(16, 64))
-    overrides = [
-        f"data.root={root}",
-        "data.sat_size=32",
-        "data.pano_size=[16,64]",
-        "model.backbone=resnet10t",
-        "optim.batch_size=8",
-        "optim.lr=0.003",
-        "sampling.neighbour_select=4",
-        "sampling.neighbour_range=8",
-        "sampling.gps_epochs=1",
-        "sampling.mine_every=1",
-        "train.epochs=3",
-        "train.device=cpu",
-        "train.progress=false",
-        "train.log_every=1",
-        "train.ckpt_every=2",
-        "eval.every=1",
-        "eval.batch_size=16",
-        f"train.out_dir={tmp / 'geo'}",
-    ]
+    overrides = geo_overrides(root, tmp / "geo", "train.log_every=1")
     cfg = load_config(str(HERE.parent / "configs" / "cvusa_fixture.yaml"), overrides + list(extra))
     trainer = GeoTrainer(cfg, resume=False)
     result = trainer.fit()

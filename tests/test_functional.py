@@ -129,7 +129,7 @@ def test_the_trainer_scores_through_the_same_function(monkeypatch, qkn):
     [
         ("geodesic", {"n_hard": 8, "s": 4, "s_prime": 2}),
         ("feature_transform", {}),
-        ("ambiguous", {"keep": 10}),
+        ("ambiguous", {"keep": 10, "temperature": T}),  # SimANS weights are on logits: it needs T
         ("false_negatives", {"top": 3, "mode": "attract"}),
     ],
 )

@@ -21,7 +21,7 @@ from vissl_neg.geo import gps_neighbours, neighbour_batches, read_neighbours
 from vissl_neg.geo.fixture import write_cvusa_fixture
 from vissl_neg.losses import symmetric_info_nce
 
-from helpers import nan_loss_at  # importing helpers also pins torch to one CPU thread
+from helpers import GEO_VIEWS_OFF, geo_overrides, nan_loss_at  # importing helpers also pins torch to one CPU thread
 
 N_TRAIN, N_VAL = 24, 8
 
@@ -31,31 +31,6 @@ def cvusa(tmp_path_factory):
     root = tmp_path_factory.mktemp("cvusa")
     ids = write_cvusa_fixture(root, n_train=N_TRAIN, n_val=N_VAL, sat_size=32, pano_size=(16, 64))
     return root, ids
-
-
-def geo_overrides(root, out_dir, *extra) -> list[str]:
-    return [
-        f"data.root={root}",
-        "data.sat_size=32",
-        "data.pano_size=[16,64]",
-        "model.backbone=resnet10t",
-        "optim.batch_size=8",
-        "optim.lr=0.003",
-        "sampling.neighbour_select=4",
-        "sampling.neighbour_range=8",
-        "sampling.gps_epochs=1",
-        "sampling.mine_every=1",
-        "train.epochs=3",
-        "train.device=cpu",
-        "train.progress=false",
-        "train.report=false",
-        "train.log_every=2",
-        "train.ckpt_every=2",
-        "eval.every=1",
-        "eval.batch_size=16",
-        f"train.out_dir={out_dir}",
-        *extra,
-    ]
 
 
 def make(root, out_dir, *extra, resume=None) -> GeoTrainer:
@@ -69,19 +44,7 @@ def test_step_loss_is_symmetric_info_nce_with_clipped_gradients(cvusa, tmp_path)
         tmp_path / "run",
         "optim.clip_grad=1e-4",
         "loss.label_smoothing=0.1",
-        *(
-            f"augment.{k}=0.0"
-            for k in (
-                "flip_p",
-                "rotate_p",
-                "jpeg_p",
-                "jitter_p",
-                "blur_p",
-                "sharpen_p",
-                "grid_dropout_p",
-                "coarse_dropout_p",
-            )
-        ),
+        *GEO_VIEWS_OFF,
     )
     assert t.model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))

@@ -25,13 +25,8 @@ from vissl_neg.geo.m2mix import (
 )
 from vissl_neg.losses import symmetric_info_nce
 
-import helpers  # noqa: F401  (pins torch to one CPU thread)
+from helpers import GEO_VIEWS_OFF  # importing helpers also pins torch to one CPU thread
 from host_sync import host_reads
-
-AUG_OFF = tuple(
-    f"augment.{k}=0.0"
-    for k in ("flip_p", "rotate_p", "jpeg_p", "jitter_p", "blur_p", "sharpen_p", "grid_dropout_p", "coarse_dropout_p")
-)
 
 
 def unit(*shape, seed=0, dtype=torch.float64):
@@ -260,7 +255,7 @@ def test_step_loss_is_the_m2mix_loss(cvusa, tmp_path):
         "mixup.weight=0.5",
         "mixup.temperature=0.05",
         "loss.label_smoothing=0.1",
-        *AUG_OFF,
+        *GEO_VIEWS_OFF,
     )  # τ₂ unlike the initial learnable 0.07
     pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
     t.model.train()
@@ -280,9 +275,11 @@ def test_step_loss_is_the_m2mix_loss(cvusa, tmp_path):
 
 
 def test_mixup_off_or_not_yet_started_leaves_the_step_unchanged(cvusa, tmp_path):
-    plain = make(cvusa, tmp_path / "off", "mixup.weight=0.5", *AUG_OFF)  # settings without enabled do nothing
-    late = make(cvusa, tmp_path / "late", "mixup.enabled=true", "mixup.weight=0.5", "mixup.start_epoch=1", *AUG_OFF)
-    on = make(cvusa, tmp_path / "on", "mixup.enabled=true", "mixup.weight=0.5", *AUG_OFF)
+    plain = make(cvusa, tmp_path / "off", "mixup.weight=0.5", *GEO_VIEWS_OFF)  # settings without enabled do nothing
+    late = make(
+        cvusa, tmp_path / "late", "mixup.enabled=true", "mixup.weight=0.5", "mixup.start_epoch=1", *GEO_VIEWS_OFF
+    )
+    on = make(cvusa, tmp_path / "on", "mixup.enabled=true", "mixup.weight=0.5", *GEO_VIEWS_OFF)
     pano, sat, _, _ = plain.train_set.__getitems__(list(range(8)))
     losses = {}
     for name, t in (("off", plain), ("late", late), ("on", on)):

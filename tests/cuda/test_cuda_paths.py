@@ -12,7 +12,7 @@ from vissl_neg.augment.views import ViewAugment
 from vissl_neg.config import config_from_dict, load_config, to_dict
 from vissl_neg.engine.trainer import Trainer
 
-from helpers import write_fmnist_fixture, write_imagenet_fixture
+from helpers import GEO_VIEWS_OFF, write_fmnist_fixture, write_imagenet_fixture
 
 
 @pytest.fixture(scope="module")
@@ -101,19 +101,7 @@ def test_device_views_draw_per_sample_and_equal_the_cpu_ops():
 def _geo(root, out_dir, device):
     from vissl_neg.engine.geo_trainer import GeoTrainer
 
-    off = [
-        f"augment.{k}=0.0"
-        for k in (
-            "flip_p",
-            "rotate_p",
-            "jpeg_p",
-            "jitter_p",
-            "blur_p",
-            "sharpen_p",
-            "grid_dropout_p",
-            "coarse_dropout_p",
-        )
-    ]
+    off = list(GEO_VIEWS_OFF)
     overrides = [
         f"data.root={root}",
         "data.sat_size=32",

@@ -134,4 +134,15 @@ class GeoConfig:
     eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
 
 
+# the cross-view views' probabilities (augment.<key>): each in [0, 1], 0 switches a step off
+AUGMENT_PROBABILITIES = (
+    "flip_p",
+    "rotate_p",
+    "jpeg_p",
+    "jitter_p",
+    "blur_p",
+    "sharpen_p",
+    "grid_dropout_p",
+    "coarse_dropout_p",
+)
 GEO_RESUMABLE_KEYS = RUN_KEYS + ("eval.every", "eval.batch_size", "eval.chunk_size", "sampling.chunk_size")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from vissl_neg.config.geo_schema import GEO_RESUMABLE_KEYS, GeoConfig
+from vissl_neg.config.geo_schema import AUGMENT_PROBABILITIES, GEO_RESUMABLE_KEYS, GeoConfig
 from vissl_neg.config.schema import RESUMABLE_KEYS, Config
 from vissl_neg.errors import ConfigError
 
@@ -517,20 +517,7 @@ def validate_geo(cfg: GeoConfig) -> None:
             "mixup.temperature",
             "mixup.start_epoch",
         ),
-        probabilities=tuple(
-            f"augment.{k}"
-            for k in (
-                "flip_p",
-                "rotate_p",
-                "jpeg_p",
-                "jitter_p",
-                "blur_p",
-                "sharpen_p",
-                "grid_dropout_p",
-                "coarse_dropout_p",
-                "hue",
-            )
-        ),
+        probabilities=tuple(f"augment.{k}" for k in (*AUGMENT_PROBABILITIES, "hue")),
     )
     if cfg.eval.every < -1:
         raise ConfigError(f"config key 'eval.every' must be >= -1 (-1 = never), got {cfg.eval.every}")
