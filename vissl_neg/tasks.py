@@ -32,17 +32,6 @@ class Task:
     def schema(self) -> TaskSchema:
         return SCHEMAS[self.name]
 
-    @property
-    def config(self) -> type:
-        return self.schema.config
-
-    @property
-    def resumable_keys(self) -> tuple[str, ...]:
-        return self.schema.resumable_keys
-
-    def validate(self, cfg) -> None:
-        self.schema.validate(cfg)
-
     def method(self, cfg) -> str:
         """The model card's method name (a key of ``export.card.METHODS``)."""
         raise NotImplementedError
