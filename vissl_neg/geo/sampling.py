@@ -12,6 +12,7 @@ import csv
 import math
 import pickle
 import random
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -56,6 +57,56 @@ def neighbour_batches(
             batches.append(batch[:batch_size])
             batch = []
     return batches  # a partial last batch is dropped
+
+
+def class_batches(
+    classes: list[int], batch_size: int, rng: random.Random | None = None, patience: int = 512
+) -> list[list[int]]:
+    """-> full batches of pair indices for one epoch, no two pairs of one class in a batch
+    (University-1652: a class is a building; Sample4Geo's ``U1652DatasetTrain.shuffle``,
+    sample4geo/dataset/university.py:90-165). ``classes[i]`` is pair i's class. The pairs are
+    taken in a shuffled order; a pair whose class is already in the current batch goes to the
+    back of the queue; the walk ends when the queue is empty or after ``patience``
+    consecutive pairs were put back (the reference's 512); the partial last batch is dropped."""
+    rng = rng or random.Random(0)
+    order = list(range(len(classes)))
+    rng.shuffle(order)
+    queue = deque(order)
+    batches, batch, in_batch = [], [], set()
+    rejected = 0
+    while queue:
+        i = queue.popleft()
+        if classes[i] in in_batch:
+            queue.append(i)
+            rejected += 1
+            if rejected >= patience:
+                break
+            continue
+        batch.append(i)
+        in_batch.add(classes[i])
+        rejected = 0
+        if len(batch) >= batch_size:
+            batches.append(batch)
+            batch, in_batch = [], set()
+    return batches  # a partial last batch is dropped
+
+
+def euclidean_neighbours(coords: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
+    """coords (N, 2) planar coordinates, e.g. CVACT's UTM metres -> (N, min(k, N - 1)) long:
+    each row's nearest other rows by Euclidean distance, nearest first (Sample4Geo
+    calc_distance_cvact.py: sklearn's euclidean metric, own row excluded, top 128). Memory is
+    O(chunk_size x N)."""
+    coords = torch.as_tensor(coords, dtype=torch.float64)
+    coords = coords - coords.mean(dim=0)  # UTM values are ~1e6 m: distances from differences, not norms
+    n = coords.shape[0]
+    k = min(k, n - 1)
+    out = torch.empty(n, k, dtype=torch.long)
+    for start in range(0, n, chunk_size):
+        d = torch.cdist(coords[start : start + chunk_size], coords, compute_mode="donot_use_mm_for_euclid_dist")
+        rows = torch.arange(d.shape[0])
+        d[rows, rows + start] = math.inf  # never one's own neighbour
+        out[start : start + d.shape[0]] = d.topk(k, dim=1, largest=False).indices
+    return out
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> torch.Tensor:

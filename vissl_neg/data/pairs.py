@@ -1,0 +1,103 @@
+"""Cross-view image sets decoded to uint8 at fixed sizes: pairs of a ground-level image
+(panorama or drone photo) and an aerial image for training, and single-view image lists
+(queries or references) for retrieval. The views are made on the device."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as TF
+
+from vissl_neg.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_image(path: str, size: Sequence[int], what: str = "image") -> torch.Tensor:
+    """An image file -> uint8 (3, H, W) resized to ``size`` (H, W); a one-line error naming
+    the file (``what`` says which data set's image it is)."""
+    if not Path(path).is_file():
+        raise DataError(f"{what} '{path}' does not exist")
+    try:
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].split(", ")[-1]  # torchvision prefixes its source location
+        raise DataError(f"{what} '{path}' cannot be decoded ({reason})") from None
+    return TF.resize(image, list(size), antialias=True).contiguous()
+
+
+def list_files(folder: Path, what: str) -> set[str]:
+    """The file names in ``folder`` (one directory listing, not one stat per file); a
+    one-line error when the folder is missing."""
+    if not folder.is_dir():
+        raise DataError(f"{what} folder '{folder}' does not exist")
+    return {e.name for e in os.scandir(folder) if e.is_file()}
+
+
+class PairDataset(Dataset):
+    """(ground uint8 (3, gh, gw), aerial uint8 (3, ah, aw), label, index) per pair; ``pairs``
+    holds (label, ground path, aerial path). ``label`` is what the batch sampler keys on: the
+    pair's position (CVACT), or its class (University-1652)."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[int, str, str]],
+        ground_size: Sequence[int],
+        aerial_size: Sequence[int],
+        what: str = "image",
+    ):
+        self.pairs = list(pairs)
+        self.labels = [p[0] for p in self.pairs]
+        self.ground_size, self.aerial_size = tuple(ground_size), tuple(aerial_size)
+        self.what = what
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        label, ground, aerial = self.pairs[i]
+        return (
+            load_image(ground, self.ground_size, self.what),
+            load_image(aerial, self.aerial_size, self.what),
+            label,
+            i,
+        )
+
+    def __getitems__(self, indices: list[int]):
+        items = [self[i] for i in indices]
+        return (
+            torch.stack([it[0] for it in items]),
+            torch.stack([it[1] for it in items]),
+            torch.tensor([it[2] for it in items]),
+            torch.tensor([it[3] for it in items]),
+        )
+
+
+class ImageListDataset(Dataset):
+    """(image uint8 (3, h, w), label, index) per file: one side of a retrieval (the queries
+    or the references), ``labels`` saying which references match which queries."""
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], size: Sequence[int], what: str = "image"):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths, self.labels = list(paths), list(labels)
+        self.size, self.what = tuple(size), what
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return load_image(self.paths[i], self.size, self.what), self.labels[i], i
+
+    def __getitems__(self, indices: list[int]):
+        items = [self[i] for i in indices]
+        return (
+            torch.stack([it[0] for it in items]),
+            torch.tensor([it[1] for it in items]),
+            torch.tensor([it[2] for it in items]),
+        )
