@@ -188,3 +188,19 @@ def test_the_ground_views_grid_ratio_is_an_option():
         hidden[ratio], sat_hidden[ratio] = float((pano == 0).float().mean()), float((sat == 0).float().mean())
     assert hidden[0.5] > hidden[0.4] > 0
     assert sat_hidden[0.4] == sat_hidden[0.5] == hidden[0.4]  # the satellite keeps 0.4 whatever the ground view uses
+
+
+def test_retrieval_of_pairs_and_of_labelled_lists_agree():
+    """vissl_neg.geo.retrieval's "recall": the pair form (query i matches reference i) and the
+    labelled form (references in another order, matched by label) give the same numbers."""
+    from vissl_neg.geo.retrieval import METRICS
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=1)
+    r = torch.nn.functional.normalize(q + 0.8 * torch.randn(50, 8, generator=g), dim=1)
+    perm = torch.randperm(50, generator=g)
+    paired = METRICS["recall"](q, r, None, None, {}, None)
+    labelled = METRICS["recall"](q, r[perm], torch.arange(50) + 7, perm + 7, {}, 16)
+    assert paired == labelled and 0 < paired["R@1"] < 100
+    shifted = METRICS["recall"](q, r[perm], torch.arange(50) + 7, perm.roll(1) + 7, {}, 16)
+    assert shifted != paired

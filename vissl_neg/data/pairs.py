@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -101,3 +102,35 @@ class ImageListDataset(Dataset):
             torch.tensor([it[1] for it in items]),
             torch.tensor([it[2] for it in items]),
         )
+
+
+@dataclass
+class Retrieval:
+    """One evaluation of a cross-view split: queries ranked against references.
+
+    Either ``pairs`` (a :class:`PairDataset`-like set whose row i gives query i, its ground
+    view, and reference i, its aerial view: the true match of query i is reference i), or
+    ``queries`` and ``references`` (:class:`ImageListDataset`), whose labels say which
+    references match which queries. ``metric`` names the scoring function
+    (``vissl_neg.geo.retrieval.METRICS``); ``options`` are its settings (e.g. the classes a
+    protocol sets aside). ``name``: the prefix of its numbers when a split has several
+    retrievals (University-1652's two directions), else empty."""
+
+    name: str
+    metric: str
+    pairs: Dataset | None = None
+    queries: ImageListDataset | None = None
+    references: ImageListDataset | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.pairs is None) == (self.queries is None or self.references is None):
+            raise ValueError("a Retrieval has either pairs, or queries and references")
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.pairs if self.pairs is not None else self.queries)  # type: ignore[arg-type]
+
+    @property
+    def num_references(self) -> int:
+        return len(self.pairs if self.pairs is not None else self.references)  # type: ignore[arg-type]
