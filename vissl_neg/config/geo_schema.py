@@ -16,6 +16,7 @@ from vissl_neg.data import CVUSAData, GeoDataConfig
 from vissl_neg.errors import ConfigError
 from vissl_neg.rules import (
     Bound,
+    Interval,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -45,6 +46,11 @@ class GeoAugmentConfig:
     coarse_dropout_p: Probability = 0.15
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # the satellite alone turned by k·90°, k uniform in 0..3, after its photometric changes (University-1652's
+    # RandomRotate90(p=1.0)); 0 = off
+    sat_rotate90_p: Probability = 0.0
+    # GridDropout's ratio on the ground view: 0.5 for panoramas; University-1652's drone view uses 0.4
+    pano_grid_ratio: Annotated[float, Interval(0.0, 1.0, closed_low=False, closed_high=False)] = 0.5
 
     def check(self) -> None:
         for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from vissl_neg.data.pairs import PairDataset, list_files
+from vissl_neg.data.pairs import GpsSource, PairDataset, Retrieval, check_pano_size, list_files
+from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 ACT_FILE = "ACT_data.mat"
 SPLITS = ("train", "val", "test")
@@ -187,3 +190,51 @@ class CVACTDataset(PairDataset):
             [(i, g, a) for i, (g, a) in enumerate(data.paths)], pano_size, (sat_size, sat_size), "CVACT image"
         )
         self.ids, self.utm, self.note = data.ids, data.utm, data.note()
+
+
+@dataclass
+class CVACTData(GeoDataConfig):
+    """``data.name: cvact``: CVACT's pairs at fixed sizes (the reference's 384² satellite and
+    140 x 768 panorama); GPS neighbours from the UTM coordinates in ACT_data.mat."""
+
+    name: str = "cvact"
+    root: str = "data/CVACT"
+    sat_size: PositiveInt = 384
+    pano_size: list[int] = field(default_factory=lambda: [140, 768])  # height, width
+    # GPS neighbours: auto (Euclidean on ACT_data.mat's UTM coordinates) | none (random batches) | a path
+    # to a {position: [neighbour positions]} pickle (the reference's gps_dict.pkl) or a position,lat,lon CSV
+    neighbours: str = "auto"
+    # the split evaluated during training: val (CVACT_val, the reference's) | test (CVACT_test)
+    eval_split: Literal["val", "test"] = "val"  # type: ignore[assignment]
+
+    title = "CVACT"
+    splits = ("train", "val", "test")
+
+    def check(self) -> None:
+        check_pano_size(self.pano_size)
+
+    @property
+    def ground_size(self) -> tuple[int, int]:
+        return (self.pano_size[0], self.pano_size[1])
+
+    def build(self, split: str, root: str | Path | None = None) -> CVACTDataset:
+        """The kept pairs of ``split`` at this section's sizes (``root`` overrides data.root)."""
+        return CVACTDataset(root or self.root, split, self.sat_size, (self.pano_size[0], self.pano_size[1]))
+
+    def retrievals(self, split: str, root: str | Path | None = None) -> list[Retrieval]:
+        """One retrieval: each panorama against the split's satellite images, its own the match."""
+        return [Retrieval("", "recall", pairs=self.build(split, root))]
+
+    def gps(self, train_set: CVACTDataset) -> GpsSource | None:
+        if self.neighbours == "none" or (self.neighbours == "auto" and train_set.utm is None):
+            return None
+        if self.neighbours == "auto":
+            return GpsSource("euclidean", coords=train_set.utm)
+        return GpsSource("file", path=Path(self.neighbours), ids=list(range(len(train_set))))
+
+    def protocol(self, split: str) -> str:
+        name = {"val": "CVACT_val", "test": "CVACT_test", "train": "CVACT train"}[split]
+        return (
+            f"{name}: ground panoramas against the split's satellite images, one true match each; "
+            "R@1% with k = R // 100"
+        )

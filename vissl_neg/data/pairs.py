@@ -19,6 +19,17 @@ from vissl_neg.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def check_pano_size(pano_size: Sequence[int]) -> None:
+    """A section's ``pano_size`` rule: [height, width] > 0, the width divisible by 4 (a quarter
+    turn of the satellite rolls the panorama by W/4); ValueError naming the key."""
+    if len(pano_size) != 2 or min(pano_size) <= 0:
+        raise ValueError(f"pano_size must be [height, width] > 0, got {list(pano_size)}")
+    if pano_size[1] % 4:
+        raise ValueError(
+            f"pano_size width {pano_size[1]} must be divisible by 4 (rotations roll the panorama by quarter turns)"
+        )
+
+
 def load_image(path: str, size: Sequence[int], what: str = "image") -> torch.Tensor:
     """An image file -> uint8 (3, H, W) resized to ``size`` (H, W); a one-line error naming
     the file (``what`` says which data set's image it is)."""
@@ -134,3 +145,19 @@ class Retrieval:
     @property
     def num_references(self) -> int:
         return len(self.pairs if self.pairs is not None else self.references)  # type: ignore[arg-type]
+
+
+@dataclass
+class GpsSource:
+    """Where a training set's GPS neighbours come from (``vissl_neg.geo.sampling.gps_table``
+    turns it into {pair index: neighbour indices}):
+
+    - ``"file"``: ``path``, a neighbour file (``vissl_neg.geo.sampling.read_neighbours``'s
+      formats) whose ids are ``ids`` (pair i has id ``ids[i]``);
+    - ``"euclidean"``: ``coords`` (N, 2) planar coordinates, e.g. UTM metres;
+    - ``"haversine"``: ``coords`` (N, 2) latitude, longitude in degrees."""
+
+    kind: str
+    path: Path | None = None
+    ids: list | None = None
+    coords: object = None

@@ -25,9 +25,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from vissl_neg.data.pairs import IMAGE_SUFFIXES, ImageListDataset, PairDataset
+from vissl_neg.data.pairs import IMAGE_SUFFIXES, ImageListDataset, PairDataset, Retrieval
+from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 TRAIN_DIRS = {"satellite": "train/satellite", "drone": "train/drone"}
 # direction -> (query folder, gallery folder), relative to ROOT
@@ -154,3 +157,62 @@ def university_eval_sets(root: str | Path, direction: str, sat_size: int = 384, 
     query = ImageListDataset([p for p, _ in test.query], [c for _, c in test.query], (size[0], size[0]), what)
     gallery = ImageListDataset([p for p, _ in test.gallery], [c for _, c in test.gallery], (size[1], size[1]), what)
     return query, gallery, test
+
+
+@dataclass
+class University1652Data(GeoDataConfig):
+    """``data.name: university1652``: drone and satellite images at fixed sizes (the
+    reference's 384²); batches of one pair per class; evaluated in both directions."""
+
+    name: str = "university1652"
+    root: str = "data/U1652"
+    sat_size: PositiveInt = 384
+    drone_size: PositiveInt = 384
+    directions: Literal["both", "d2s", "s2d"] = "both"  # d2s: drone -> satellite; s2d: satellite -> drone
+    # official: every gallery image ranks, the distractor classes included (the benchmark's protocol);
+    # reference: gallery classes no query has are left out of the ranking (Sample4Geo's evaluation)
+    distractors: Literal["official", "reference"] = "official"
+    # one_per_class: no two pairs of a building in a batch (the reference's); random: plain random batches
+    batches: Literal["one_per_class", "random"] = "one_per_class"
+
+    title = "University-1652"
+    splits = ("test",)
+    miner = None
+    ground_view = "drone image"
+    retrieval_task = "cross-view retrieval (drone <-> satellite)"
+
+    @property
+    def sampler(self) -> str:  # type: ignore[override]
+        return "classes" if self.batches == "one_per_class" else "neighbours"
+
+    @property
+    def ground_size(self) -> tuple[int, int]:
+        return (self.drone_size, self.drone_size)
+
+    def build(self, split: str, root: str | Path | None = None) -> UniversityPairs:
+        """The training pairs (``split`` must be train)."""
+        if split != "train":
+            raise DataError(f"University-1652 trains on its train split, not '{split}'")
+        return UniversityPairs(root or self.root, self.sat_size, self.drone_size)
+
+    def retrievals(self, split: str, root: str | Path | None = None) -> list[Retrieval]:
+        """The test directions of data.directions, each its queries against its gallery."""
+        if split != "test":
+            raise DataError(f"University-1652 evaluates on its test split, not '{split}'")
+        out = []
+        for direction in ("d2s", "s2d") if self.directions == "both" else (self.directions,):
+            query, gallery, _ = university_eval_sets(root or self.root, direction, self.sat_size, self.drone_size)
+            options = {"distractors": self.distractors}
+            out.append(Retrieval(direction, "university", queries=query, references=gallery, options=options))
+        return out
+
+    def protocol(self, split: str) -> str:
+        directions = {"both": "drone -> satellite (d2s) and satellite -> drone (s2d)"}.get(
+            self.directions, DIRECTION_NAMES.get(self.directions, self.directions)
+        )
+        gallery = (
+            "every gallery image ranked, the distractor classes included (official protocol)"
+            if self.distractors == "official"
+            else "gallery classes absent from the queries left out of the ranking (Sample4Geo's protocol)"
+        )
+        return f"University-1652 test, {directions}: {gallery}; R@k from the CMC, AP by the trapezoid rule"

@@ -232,3 +232,50 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
     if missing:
         raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")
     return gps_neighbours(ids, torch.tensor([coords[i] for i in ids]), k)
+
+
+def gps_table(source, k: int) -> dict[int, list[int]] | None:
+    """A ``vissl_neg.data.pairs.GpsSource`` (or None) -> {pair index: up to k neighbour pair
+    indices, nearest first}, or None."""
+    if source is None:
+        return None
+    if source.kind == "file":
+        index = {idx: i for i, idx in enumerate(source.ids)}
+        by_id = read_neighbours(source.path, list(source.ids), k)
+        return {index[i]: [index[j] for j in near] for i, near in by_id.items()}
+    coords = torch.as_tensor(source.coords, dtype=torch.float64)
+    if source.kind == "euclidean":
+        return dict(enumerate(euclidean_neighbours(coords, k).tolist()))
+    if source.kind == "haversine":
+        return gps_neighbours(list(range(coords.shape[0])), coords, k)
+    raise ValueError(f"unknown GPS source kind {source.kind!r}")
+
+
+def _neighbour_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return neighbour_batches(
+        list(range(len(train_set))), batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
+    )
+
+
+def _class_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return class_batches(list(train_set.labels), batch_size, rng)
+
+
+# a data section's ``sampler`` -> f(train set, batch size, neighbour table or None, the sampling
+# section, rng) -> one epoch's batches of pair indices
+SAMPLERS = {
+    "neighbours": _neighbour_sampler,  # hard-negative batches from a neighbour table (random without one)
+    "classes": _class_sampler,  # one pair per class (University-1652)
+}
+
+
+def _mine_pairs(ground: torch.Tensor, aerial: torch.Tensor, train_set, k: int, chunk_size: int) -> torch.Tensor:
+    """Row i of both views is pair i: each panorama's k most similar other satellites."""
+    return mined_neighbour_indices(ground, aerial, k, chunk_size)
+
+
+# a data section's ``miner`` -> f(ground embeddings (N, F), aerial embeddings (N, F), train set, k,
+# chunk size) -> (M, k) long: the mined neighbour table the sampler reads as {row: neighbours}
+MINERS = {
+    "pairs": _mine_pairs,
+}
