@@ -376,6 +376,14 @@ def test_a_neighbour_table_cannot_cross_modes(fixture_root, tmp_path):
     with pytest.raises(DataError) as e:
         load_vigor_neighbours(path, cross)
     assert "was made for mode 'same' (NewYork, Seattle)" in _one_line(e)
+    chicago = read_vigor(root, "same", "train", cities=["Chicago"])
+    save_vigor_neighbours(path, vigor_gps_neighbours(chicago, 4), chicago)
+    with pytest.raises(DataError) as e:
+        load_vigor_neighbours(path, same)
+    assert _one_line(e).endswith(
+        "was made for mode 'same' (Chicago); this run is mode 'same' (" + ", ".join(VIGOR_CITIES) + ")"
+    )
+    save_vigor_neighbours(path, vigor_gps_neighbours(two, 4), two)
     forged = path.read_text().replace('"mode": "same"', '"mode": "cross"')
     path.write_text(forged)
     with pytest.raises(DataError) as e:

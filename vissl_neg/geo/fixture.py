@@ -2,7 +2,12 @@
 panorama and satellite tile are rendered from the same random colour pattern (the panorama
 rearranged and in different colours), so a model can learn to match them while an untrained
 one cannot. GPS comes as in the real release: ``split_locations/all.csv``, no header, row
-``id - 1`` holding satellite lat, lon, ground lat, lon (degrees) and a fifth column."""
+``id - 1`` holding satellite lat, lon, ground lat, lon (degrees) and a fifth column.
+
+VIGOR: ``write_vigor_fixture(root, layout, rows, cols, ...)`` writes the four cities in the
+release layout (or Sample4Geo's) with half-overlapping tiles and 13-field label files;
+``fixture_pano_cells(pano uint8 (B, 3, H, W))`` and ``fixture_sat_cells(sat uint8 (B, 3, H, W))``
+-> (B, 192) unit rows: a hand-made embedding under which each panorama matches its positive."""
 
 from __future__ import annotations
 
@@ -177,10 +182,10 @@ def write_vigor_fixture(
         dlon = dlat / math.cos(math.radians(lat0))
         names = {}
         for a, b in tiles:
-            r, c = _centre(a, b)
-            names[a, b] = f"satellite_{lat0 - r * dlat!r}_{lon0 + c * dlon!r}.png"  # rows run south, columns east
-            cells[names[a, b]] = _window(world, r, c)
-            tile = Image.fromarray(cells[names[a, b]]).resize((sat_size, sat_size), Image.NEAREST)
+            tr, tc = _centre(a, b)
+            names[a, b] = f"satellite_{lat0 - tr * dlat!r}_{lon0 + tc * dlon!r}.png"  # rows run south, columns east
+            cells[names[a, b]] = _window(world, tr, tc)
+            tile = Image.fromarray(cells[names[a, b]]).resize((sat_size, sat_size), Image.Resampling.NEAREST)
             tile.save(sat_dir / names[a, b])
         # the real list runs west to east along rows of latitude, south first
         order = [names[a, b] for a in reversed(range(rows)) for b in range(cols)]
@@ -249,7 +254,7 @@ def write_vigor_fixture(
     for pano, info in out["panoramas"].items():
         strip = _pano_strip(views[pano]).astype(np.float64) + rng.normal(0, 4, size=(half, 2 * CELLS, 3))
         image = Image.fromarray(np.clip(strip, 0, 255).astype(np.uint8))
-        image.resize((pano_size[1], pano_size[0]), Image.NEAREST).save(
+        image.resize((pano_size[1], pano_size[0]), Image.Resampling.NEAREST).save(
             _vigor_dirs(root, info["city"], layout)[0] / pano, quality=95
         )
     return out

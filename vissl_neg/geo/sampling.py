@@ -4,6 +4,19 @@ its nearest, then as many drawn at random from the rest of its top ``neighbour_r
 no id twice in an epoch, the partial last batch dropped. Neighbour lists come from GPS
 (haversine on coordinates in radians) for the first epochs and from mined embedding
 similarity afterwards.
+
+VIGOR (one or two panoramas per satellite; tables over satellite indices of a
+:class:`~vissl_neg.data.vigor.VigorSplit`):
+
+- ``vigor_pair_batches(pair_sats, batch_size, neighbours, neighbour_select, neighbour_range,
+  rng, max_rejections=None)`` -> full batches of pair indices, one pair per satellite a batch;
+- ``vigor_gps_neighbours(split, k)`` -> {positive satellite: k nearest positive satellites};
+- ``vigor_members(pano_sats (P,), reference_sats (R,), merge)`` -> long (R, m) panorama rows;
+- ``vigor_mined_neighbour_indices(pano (P, D), sat (R, D), members (R, m), k)`` -> long (R, k)
+  reference rows; ``vigor_mined_neighbours(pano, sat, pano_sats, reference_sats, k, merge)``
+  -> {satellite: k satellites};
+- ``save_vigor_neighbours(path, table, split)`` / ``load_vigor_neighbours(path, split)``: a JSON
+  table bound to its mode, cities and satellite list, refused for another.
 """
 
 from __future__ import annotations
@@ -374,7 +387,7 @@ def vigor_mined_neighbour_indices(
 
     With one member per satellite this is the reference's list for that panorama
     (``calculate_nearest``: ``topk(range + 2)`` with the positive masked, first ``range``
-    kept). Semi-positives are not masked, as in the reference. Memory O(chunk_size × m × R)."""
+    kept). Semi-positives are not masked, as in the reference. Memory O(chunk_size × R)."""
     r = sat.shape[0]
     k = min(k, r - 1)
     out = torch.empty(r, k, dtype=torch.long)
@@ -382,7 +395,11 @@ def vigor_mined_neighbour_indices(
     members = members.to(pano.device)
     for start in range(0, r, chunk_size):
         rows = members[start : start + chunk_size]  # (c, m)
-        sims = (pano[rows.reshape(-1)].float() @ sat_t).reshape(rows.shape[0], rows.shape[1], r).amax(dim=1)
+        sims = pano[rows[:, 0]].float() @ sat_t
+        for j in range(1, rows.shape[1]):  # only the satellites with another panorama are scored again
+            extra = (rows[:, j] != rows[:, 0]).nonzero().flatten()
+            if extra.numel():
+                sims[extra] = torch.maximum(sims[extra], pano[rows[extra, j]].float() @ sat_t)
         own = torch.arange(rows.shape[0], device=sims.device)
         sims[own, own + start] = -math.inf
         out[start : start + rows.shape[0]] = sims.topk(k, dim=1).indices.cpu()
