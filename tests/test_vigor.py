@@ -256,6 +256,10 @@ def test_errors_name_what_is_wrong(tmp_path):
         read_vigor(root)
     sat_list = root / "splits" / "NewYork" / "satellite_list.txt"
     assert _one_line(e) == f"'{labels}' line 3: satellite 'satellite_1.0_2.0.png' is not in '{sat_list}'"
+    labels.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DataError) as e:
+        read_vigor(root)
+    assert _one_line(e) == f"VIGOR split file '{labels}' is not a text file"
     labels.write_text("")
     with pytest.raises(DataError) as e:
         read_vigor(root)
