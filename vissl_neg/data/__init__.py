@@ -23,6 +23,7 @@ from vissl_neg.data.image_folder import (
 from vissl_neg.data.loader import ResumableBatchSampler, make_loader, to_device
 from vissl_neg.data.section import DataConfig, DataSection, GeoDataConfig
 from vissl_neg.data.university1652 import University1652Data
+from vissl_neg.data.vigor import VigorData
 
 # data.name -> its section class, for the MoCo task
 DATASETS: dict[str, type[DataConfig]] = {
@@ -35,6 +36,7 @@ DATASETS: dict[str, type[DataConfig]] = {
 GEO_DATASETS: dict[str, type[GeoDataConfig]] = {
     "cvusa": CVUSAData,
     "cvact": CVACTData,
+    "vigor": VigorData,
     "university1652": University1652Data,
 }
 
@@ -62,6 +64,7 @@ __all__ = [
     "ResumableBatchSampler",
     "TensorImageDataset",
     "University1652Data",
+    "VigorData",
     "build_dataset",
     "load_fashion_mnist",
     "make_loader",

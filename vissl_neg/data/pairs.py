@@ -155,9 +155,12 @@ class GpsSource:
     - ``"file"``: ``path``, a neighbour file (``vissl_neg.geo.sampling.read_neighbours``'s
       formats) whose ids are ``ids`` (pair i has id ``ids[i]``);
     - ``"euclidean"``: ``coords`` (N, 2) planar coordinates, e.g. UTM metres;
-    - ``"haversine"``: ``coords`` (N, 2) latitude, longitude in degrees."""
+    - ``"haversine"``: ``coords`` (N, 2) latitude, longitude in degrees;
+    - ``"vigor"``: ``split`` (a ``VigorSplit``): its positive satellites' coordinates, or ``path``,
+      a table saved for the same mode (``vissl_neg.geo.sampling.load_vigor_neighbours``)."""
 
     kind: str
     path: Path | None = None
     ids: list | None = None
     coords: object = None
+    split: object = None

@@ -169,9 +169,9 @@ class University1652Data(GeoDataConfig):
     sat_size: PositiveInt = 384
     drone_size: PositiveInt = 384
     directions: Literal["both", "d2s", "s2d"] = "both"  # d2s: drone -> satellite; s2d: satellite -> drone
-    # official: every gallery image ranks, the distractor classes included (the benchmark's protocol);
-    # reference: gallery classes no query has are left out of the ranking (Sample4Geo's evaluation)
-    distractors: Literal["official", "reference"] = "official"
+    # ranked: every gallery image ranks, the distractor classes included (the benchmark's official protocol);
+    # dropped: gallery classes no query has are left out of the ranking (Sample4Geo's evaluation)
+    distractors: Literal["ranked", "dropped"] = "ranked"
     # one_per_class: no two pairs of a building in a batch (the reference's); random: plain random batches
     batches: Literal["one_per_class", "random"] = "one_per_class"
 
@@ -212,7 +212,7 @@ class University1652Data(GeoDataConfig):
         )
         gallery = (
             "every gallery image ranked, the distractor classes included (official protocol)"
-            if self.distractors == "official"
+            if self.distractors == "ranked"
             else "gallery classes absent from the queries left out of the ranking (Sample4Geo's protocol)"
         )
         return f"University-1652 test, {directions}: {gallery}; R@k from the CMC, AP by the trapezoid rule"

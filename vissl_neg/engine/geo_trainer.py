@@ -113,6 +113,7 @@ class GeoTrainer(TrainerBase):
         )
         self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
+        self.mined_keys: list[int] | None = None  # the table's row keys when they are not 0..N-1 (VIGOR: satellites)
         self.mined_epoch = -1
         self.step = 0
         self.metrics: list[dict] = []
@@ -135,6 +136,7 @@ class GeoTrainer(TrainerBase):
                 "scaler": self.scaler.state_dict(),
                 "rng": ckpt.rng_state(),
                 "mined": self.mined,
+                "mined_keys": self.mined_keys,
                 "mined_epoch": self.mined_epoch,
                 "metrics": self.metrics,
                 "train_seconds": self.train_seconds,
@@ -149,6 +151,7 @@ class GeoTrainer(TrainerBase):
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.mined = state["mined"]
+        self.mined_keys = state.get("mined_keys")
         self.mined_epoch = state["mined_epoch"]
         self.step = state["step"]
         self.metrics = state["metrics"]
@@ -180,7 +183,8 @@ class GeoTrainer(TrainerBase):
             "mine",
         )
         miner = MINERS[self.cfg.data.miner]
-        self.mined = miner(pano, sat, self.train_set, s.neighbour_range, s.chunk_size).int()
+        self.mined_keys, mined = miner(pano, sat, self.train_set, self.cfg.data, s.neighbour_range, s.chunk_size)
+        self.mined = mined.int()
         log.info(
             f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs ({time.perf_counter() - t0:.0f}s)"
         )
@@ -191,7 +195,8 @@ class GeoTrainer(TrainerBase):
         if self.refresh_epoch(epoch) is None:
             neighbours = self.gps
         else:
-            neighbours = dict(enumerate(self.mined.tolist()))
+            rows = self.mined.tolist()
+            neighbours = dict(zip(self.mined_keys or range(len(rows)), rows))
         rng = random.Random(self.cfg.train.seed * 100_003 + epoch)
         batches = self.sample(self.train_set, self.cfg.optim.batch_size, neighbours, self.cfg.sampling, rng)
         while len(batches) < self.steps_per_epoch:  # a sampler that left pairs out: more from a fresh pass

@@ -251,14 +251,18 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
 
 
 def gps_table(source, k: int) -> dict[int, list[int]] | None:
-    """A ``vissl_neg.data.pairs.GpsSource`` (or None) -> {pair index: up to k neighbour pair
-    indices, nearest first}, or None."""
+    """A ``vissl_neg.data.pairs.GpsSource`` (or None) -> {key: up to k neighbour keys, nearest
+    first}, or None; keys are pair indices, or satellite indices for VIGOR."""
     if source is None:
         return None
     if source.kind == "file":
         index = {idx: i for i, idx in enumerate(source.ids)}
         by_id = read_neighbours(source.path, list(source.ids), k)
         return {index[i]: [index[j] for j in near] for i, near in by_id.items()}
+    if source.kind == "vigor":  # satellite-keyed, bound to the split's mode
+        if source.path is None:
+            return vigor_gps_neighbours(source.split, k)
+        return {s: near[:k] for s, near in load_vigor_neighbours(source.path, source.split).items()}
     coords = torch.as_tensor(source.coords, dtype=torch.float64)
     if source.kind == "euclidean":
         return dict(enumerate(euclidean_neighbours(coords, k).tolist()))
@@ -266,35 +270,6 @@ def gps_table(source, k: int) -> dict[int, list[int]] | None:
         return gps_neighbours(list(range(coords.shape[0])), coords, k)
     raise ValueError(f"unknown GPS source kind {source.kind!r}")
 
-
-def _neighbour_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
-    return neighbour_batches(
-        list(range(len(train_set))), batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
-    )
-
-
-def _class_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
-    return class_batches(list(train_set.labels), batch_size, rng)
-
-
-# a data section's ``sampler`` -> f(train set, batch size, neighbour table or None, the sampling
-# section, rng) -> one epoch's batches of pair indices
-SAMPLERS = {
-    "neighbours": _neighbour_sampler,  # hard-negative batches from a neighbour table (random without one)
-    "classes": _class_sampler,  # one pair per class (University-1652)
-}
-
-
-def _mine_pairs(ground: torch.Tensor, aerial: torch.Tensor, train_set, k: int, chunk_size: int) -> torch.Tensor:
-    """Row i of both views is pair i: each panorama's k most similar other satellites."""
-    return mined_neighbour_indices(ground, aerial, k, chunk_size)
-
-
-# a data section's ``miner`` -> f(ground embeddings (N, F), aerial embeddings (N, F), train set, k,
-# chunk size) -> (M, k) long: the mined neighbour table the sampler reads as {row: neighbours}
-MINERS = {
-    "pairs": _mine_pairs,
-}
 
 # ------------------------------------------------------------------------------ VIGOR
 # VIGOR trains on pairs (panorama, positive satellite) where a satellite can be the positive
@@ -522,3 +497,57 @@ def vigor_mined_neighbours(
     rows = vigor_mined_neighbour_indices(pano, sat, members, k, chunk_size).tolist()
     ids = list(reference_sats)
     return {ids[i]: [ids[j] for j in row] for i, row in enumerate(rows)}
+
+
+# ------------------------------------------------------------------------------ registries
+def _neighbour_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return neighbour_batches(
+        list(range(len(train_set))), batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
+    )
+
+
+def _class_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return class_batches(list(train_set.labels), batch_size, rng)
+
+
+def _vigor_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return vigor_pair_batches(
+        train_set.pair_sats, batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
+    )
+
+
+# a data section's ``sampler`` -> f(train set, batch size, neighbour table or None, the sampling
+# section, rng) -> one epoch's batches of pair indices
+SAMPLERS = {
+    "neighbours": _neighbour_sampler,  # hard-negative batches from a neighbour table (random without one)
+    "classes": _class_sampler,  # one pair per class (University-1652)
+    "vigor_pairs": _vigor_sampler,  # one pair per positive satellite, satellite neighbour tables (VIGOR)
+}
+
+
+def _mine_pairs(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
+    """Row i of both views is pair i: each panorama's k most similar other satellites."""
+    return None, mined_neighbour_indices(ground, aerial, k, chunk_size)
+
+
+def _mine_vigor(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
+    """VIGOR: the training panoramas against their unique positive satellites (the first pair
+    of each gives its embedding), a table over satellites (:func:`vigor_mined_neighbour_indices`)."""
+    pair_sats = torch.as_tensor(train_set.pair_sats)
+    keys = sorted(set(train_set.pair_sats))
+    first = {}
+    for i, sat in enumerate(train_set.pair_sats):
+        first.setdefault(sat, i)
+    sat = aerial[torch.tensor([first[s] for s in keys], device=aerial.device)]
+    members = vigor_members(pair_sats, keys, data_cfg.mined_merge)
+    rows = vigor_mined_neighbour_indices(ground, sat, members, k, chunk_size)
+    return keys, torch.as_tensor(keys)[rows]
+
+
+# a data section's ``miner`` -> f(ground embeddings (N, F), aerial embeddings (N, F) of the
+# training pairs, train set, data section, k, chunk size) -> (keys or None, table (M, k) long):
+# row m of the table lists the neighbours of keys[m] (of pair m when keys is None)
+MINERS = {
+    "pairs": _mine_pairs,
+    "vigor": _mine_vigor,
+}
