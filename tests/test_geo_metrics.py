@@ -365,8 +365,8 @@ def test_recall_at_k_labels_by_hand():
     labels = torch.tensor([7, 8, 7, 8, 9])
     query = torch.tensor([[1.0], [1.0], [1.0], [-1.0], [1.0]])
     q_labels = torch.tensor([7, 8, 9, 7, 5])  # ranks: 1; 0; 1 (label 7 at 0.5 ties, not counted); 0; no match
-    ours = recall_at_k_labels(query, reference, q_labels, labels, ks=(1, 2))
-    assert ours == {"R@1": 40.0, "R@2": 80.0, "R@1%": 40.0}
+    ours = recall_at_k_labels(query, reference, q_labels, labels, ks=(1, 2, 6))
+    assert ours == {"R@1": 40.0, "R@2": 80.0, "R@6": 80.0, "R@1%": 40.0}  # no match: a miss at any k
 
 
 # ---------------------------------------------------------------- VIGOR
@@ -404,14 +404,17 @@ def test_vigor_recall_on_exact_ties_equals_the_transcription():
 def test_vigor_hit_rate_by_hand():
     # tiles in 1-D; every panorama looks at +1, so a tile's score is its coordinate
     reference = torch.tensor([[1.0], [0.9], [0.8], [0.7], [0.6], [0.9]])
-    query = torch.ones(5, 1)
-    positive = torch.tensor([0, 1, 2, 2, 1])
-    semi = torch.tensor([[3, 4, -1], [0, 2, 3], [0, 5, 3], [0, 1, 3], [0, 0, 0]])
+    query = torch.ones(6, 1)
+    positive = torch.tensor([0, 1, 2, 2, 1, 1])
+    semi = torch.tensor([[3, 4, -1], [0, 2, 3], [0, 5, 3], [0, 1, 3], [0, 0, 0], [2, -1, -1]])
     # q0: positive first: R@1 and a hit; q1: only its semi-positive 0 above, tile 5 ties: a hit, rank 1;
     # q2: its semi-positives 0 and 5 above, negative 1 too: rank 3, no hit; q3: semi 0 and 1 above but
-    # negative 5 too: rank 3, no hit; q4: semi 0 above, tile 5 ties (not higher): rank 1, a hit
+    # negative 5 too: rank 3, no hit; q4: semi 0 above, tile 5 ties (not higher): rank 1, a hit;
+    # q5: negative 0 above (-1 pads its list): rank 1, no hit
     ours = vigor_recall(query, reference, positive, semi, ks=(1, 2, 3, 4))
-    assert ours == {"R@1": 20.0, "R@2": 60.0, "R@3": 60.0, "R@4": 100.0, "R@1%": 20.0, "hit_rate": 60.0}
+    assert ours == pytest.approx(
+        {"R@1": 100 / 6, "R@2": 400 / 6, "R@3": 400 / 6, "R@4": 100.0, "R@1%": 100 / 6, "hit_rate": 50.0}
+    )
 
 
 def test_vigor_without_semi_positives_hit_rate_is_r_at_1():
