@@ -517,8 +517,15 @@ def test_chunk_size_does_not_change_any_result():
 def test_the_budget_sets_the_chunk():
     from vissl_neg.geo.metrics import _LABEL_BYTES, _RECALL_BYTES, _U1652_BYTES, _chunk_rows
 
-    assert _chunk_rows(10**6, 90_618, torch.float32, _RECALL_BYTES, None, 256 * 2**20) == 2**28 // (5 * 90_618)
+    assert _chunk_rows(10**6, 90_618, torch.float32, _RECALL_BYTES, None, 256 * 2**20) == 2**28 // (4 * 90_618)
     assert _chunk_rows(10**6, 1000, torch.float64, _LABEL_BYTES, None, 18_000) == 1  # 18 bytes per score
-    assert _chunk_rows(10**6, 1000, torch.float32, _U1652_BYTES, None, 10**6) == 31  # 32 bytes per score
+    assert _chunk_rows(10**6, 1000, torch.float32, _U1652_BYTES, None, 10**6) == 55  # 18 bytes per score
     assert _chunk_rows(5, 10, torch.float32, _RECALL_BYTES, None, 2**30) == 5
     assert _chunk_rows(5, 10, torch.float32, _RECALL_BYTES, 3, 1) == 3
+
+
+def test_counts_stay_exact_past_float32_integers():
+    from vissl_neg.geo.metrics import _count
+
+    higher = torch.ones(1, 2**24 + 3)  # a float32 sum of these ones rounds to an even number
+    assert _count(higher).tolist() == [2**24 + 3]

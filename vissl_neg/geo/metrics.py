@@ -34,10 +34,11 @@ Distractors = Literal["official", "reference"]
 
 _MISS = torch.iinfo(torch.int64).max  # the rank of a query without any true reference
 
-# per-score working memory, in bytes, as (bytes per score element, extra bytes)
-_RECALL_BYTES = (1, 1)  # the scores, then the "higher" test of count_nonzero
+# per-score working memory, in bytes, as (multiple of the score's itemsize, extra bytes)
+_RECALL_BYTES = (1, 0)  # the scores, turned in place into 1 where higher
 _LABEL_BYTES = (2, 2)  # the scores, the true-match mask, a masked copy of the scores, its mask
-_U1652_BYTES = (3, 20)  # scores, reordered scores, sort values; two int64 index rows; masks
+_U1652_BYTES = (2, 10)  # the scores, their sorted copy, its int64 indices, the true-item mask
+_EXACT_COUNT = 2**24  # float32 sums of 0/1 are exact up to here
 
 
 def one_percent_k(count: int, rule: OnePercent = "sample4geo") -> int:
@@ -78,6 +79,15 @@ def _chunks(q_count: int, rows: int, progress: bool, desc: str) -> Iterator[tupl
         yield start, min(start + rows, q_count)
 
 
+def _count(higher: torch.Tensor) -> torch.Tensor:
+    """Row sums of a 0/1 float block as int64, exact (in column slices below 2^24): summing the
+    floats needs no temporary, where count_nonzero would build a bool and an int64 copy."""
+    width = higher.shape[1]
+    if width <= _EXACT_COUNT:
+        return higher.sum(dim=1).long()
+    return sum(higher[:, s : s + _EXACT_COUNT].sum(dim=1).long() for s in range(0, width, _EXACT_COUNT))
+
+
 def _recalls(ranks: torch.Tensor, ks: Sequence[int], one_percent: int) -> dict[str, float]:
     out = {f"R@{k}": 100.0 * float((ranks < k).double().mean()) for k in ks}
     out["R@1%"] = 100.0 * float((ranks < one_percent).double().mean())
@@ -101,7 +111,7 @@ def recall_at_k(
     query (Q, D), reference (R, D), unit rows; gt (Q,) the index of each query's true
     reference -> {"R@1": %, "R@5": %, "R@10": %, "R@1%": %}; rank = the number of references
     scoring strictly higher than the true one; R@1% with k = :func:`one_percent_k`.
-    Working memory: (itemsize + 1) bytes per score of a chunk, at most ``budget`` bytes.
+    Working memory: itemsize bytes per score of a chunk, at most ``budget`` bytes.
     """
     dtype = _score_dtype(query, reference)
     q_count, r_count = query.shape[0], reference.shape[0]
@@ -114,7 +124,7 @@ def recall_at_k(
         block = scores[: stop - start]
         torch.mm(query[start:stop].to(dtype), ref_t, out=block)
         block.sub_(block.gather(1, gt[start:stop, None])).gt_(0)  # 1 where higher: s - g > 0 iff s > g
-        ranks[start:stop] = torch.count_nonzero(block, dim=1)
+        ranks[start:stop] = _count(block)
     return _recalls(ranks, ks, one_percent_k(r_count, one_percent))
 
 
@@ -151,7 +161,7 @@ def recall_at_k_labels(
         block = torch.mm(query[start:stop].to(dtype), ref_t)
         true = query_labels[start:stop, None] == reference_labels[None, :]
         best = block.masked_fill(~true, -torch.inf).amax(dim=1, keepdim=True)
-        count = torch.count_nonzero(block.gt_(best), dim=1)
+        count = _count(block.gt_(best))
         ranks[start:stop] = torch.where(true.any(dim=1), count, _MISS)
     return _recalls(ranks, ks, one_percent_k(r_count, one_percent))
 
@@ -184,7 +194,7 @@ def vigor_recall(
       than its positive: a semi-positive ranked first counts, a negative ranked above the
       positive does not.
 
-    Working memory: (itemsize + 1) bytes per score of a chunk, at most ``budget`` bytes.
+    Working memory: itemsize bytes per score of a chunk, at most ``budget`` bytes.
     """
     dtype = _score_dtype(query, reference)
     q_count, r_count = query.shape[0], reference.shape[0]
@@ -200,9 +210,9 @@ def vigor_recall(
         block = scores[: stop - start]
         torch.mm(query[start:stop].to(dtype), ref_t, out=block)
         block.sub_(block.gather(1, positive[start:stop, None])).gt_(0)  # 1 where strictly higher
-        ranks[start:stop] = torch.count_nonzero(block, dim=1)
+        ranks[start:stop] = _count(block)
         block.scatter_(1, semi[start:stop], 0.0)  # the own semi-positives do not count
-        beaten_by_negative[start:stop] = torch.count_nonzero(block, dim=1)
+        beaten_by_negative[start:stop] = _count(block)
     out = _recalls(ranks, ks, one_percent_k(r_count, one_percent))
     out["hit_rate"] = 100.0 * float((beaten_by_negative == 0).double().mean())
     return out
@@ -239,26 +249,31 @@ def _university_ranks(
     gallery_t = gallery.to(dtype).t()
     for start, stop in _chunks(q_count, rows, progress, "university-1652"):
         scores = torch.mm(query[start:stop].to(dtype), gallery_t)
-        good = query_labels[start:stop, None] == gallery_labels[None, :]
-        if junk is not None:  # junk last: it then never stands before a true item
+        if junk is not None:  # removed: at -inf no junk item stands above a true one
             scores.masked_fill_(junk, -torch.inf)
+        good = query_labels[start:stop, None] == gallery_labels[None, :]
         n_good = good.sum(dim=1)
-        # order by score, true items first among equal scores: put them first, then sort stably
-        goods_first = (~good).to(torch.uint8).argsort(dim=1, stable=True)
+        most = max(1, int(n_good.max()))  # one sync per chunk
+        # the true items' scores, best first; -inf pads rows with fewer
+        true_scores = scores.masked_fill(~good, -torch.inf).topk(most, dim=1).values
         del good
-        order = scores.gather(1, goods_first).argsort(dim=1, descending=True, stable=True)
-        del scores, goods_first
-        is_good = order < n_good[:, None]  # columns < n_good of the reordered row are the true items
-        del order
-        row, pos = is_good.nonzero(as_tuple=True)  # row-major: each row's true items in ranking order
-        idx = torch.arange(row.numel(), device=device) - (n_good.cumsum(0) - n_good)[row]  # i-th true item
-        i, r = idx.double(), pos.double()
+        # 0-based rank of the i-th true item, true items first among equal scores:
+        # r_i = i + #(items scoring higher) - #(true items scoring higher)
+        ascending = scores.sort(dim=1).values
+        del scores
+        higher_all = ascending.shape[1] - torch.searchsorted(ascending, true_scores, right=True)
+        del ascending
+        higher_true = most - torch.searchsorted(true_scores.flip(1), true_scores, right=True)
+        i = torch.arange(most, device=device).expand_as(true_scores)
+        r = (i + higher_all - higher_true).double()
+        valid = i < n_good[:, None]
         # Market-1501 / University-1652 AP: trapezoids between the precisions before and at each hit
+        i = i.double()
         precision = (i + 1) / (r + 1)
         old_precision = torch.where(r > 0, i / r.clamp_min(1), torch.ones_like(r))
-        ap[start:stop].index_add_(0, row, (old_precision + precision) / 2 / n_good[row].double())
-        top = idx == 0
-        first[start:stop].index_copy_(0, row[top], pos[top])
+        terms = (old_precision + precision) / 2 / n_good[:, None].clamp_min(1)
+        ap[start:stop] = torch.where(valid, terms, 0.0).sum(dim=1)
+        first[start:stop] = torch.where(n_good > 0, r[:, 0].long(), _MISS)
     return first, ap
 
 
@@ -308,8 +323,8 @@ def university1652_metrics(
     does (its gallery labels -1 as junk); G in R@1% still counts them, as there.
 
     Ties: a true item ties ahead of false ones (the reference's order within ties is what
-    numpy's unstable argsort leaves). Working memory: about (3 × itemsize + 20) bytes per
-    score of a chunk (sorting), at most ``budget`` bytes.
+    numpy's unstable argsort leaves). Working memory: (2 × itemsize + 10) bytes per score
+    of a chunk (a sorted copy and its indices), at most ``budget`` bytes.
     """
     first, ap = _university_ranks(
         query, gallery, query_labels, gallery_labels, distractors, chunk_size, budget, progress
