@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from vissl_neg.data.loader import make_loader, to_device
 from vissl_neg.data.pairs import Retrieval
 from vissl_neg.geo.embed import embed_pairs
-from vissl_neg.geo.metrics import recall_at_k
+from vissl_neg.geo.metrics import recall_at_k, university1652_metrics, vigor_recall
 from vissl_neg.runtime.device import autocast
 
 
@@ -56,16 +56,48 @@ def _recall(query, reference, query_labels, reference_labels, options, chunk_siz
     if reference_labels is None:  # pairs: query i matches reference i
         gt = torch.arange(query.shape[0], device=query.device)
     else:  # the position of each query's one reference of the same label
-        position = torch.full((int(reference_labels.max()) + 1,), -1, dtype=torch.long, device=query.device)
-        position[reference_labels] = torch.arange(reference_labels.shape[0], device=query.device)
-        gt = position[query_labels]
+        gt = _positions(reference_labels.to(query.device), query_labels.to(query.device))
     return recall_at_k(query, reference, gt, chunk_size=chunk_size)
 
 
-# metric name -> f(query (Q, F), reference (R, F), query labels (Q,) or None, reference labels
+def _positions(reference_labels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each label's row among the references (each reference label unique); -1 stays -1."""
+    position = torch.full((int(reference_labels.max()) + 2,), -1, dtype=torch.long, device=reference_labels.device)
+    position[reference_labels] = torch.arange(reference_labels.shape[0], device=reference_labels.device)
+    return position[labels]  # -1 indexes the last slot, which stays -1
+
+
+def _vigor(query, reference, query_labels, reference_labels, options, chunk_size):
+    """VIGOR: query labels (Q, 4) = [positive, 3 semi-positives] satellite indices, reference
+    labels (R,) their satellite indices -> R@1, 5, 10, 1% and the hit rate (``geo.metrics.vigor_recall``)."""
+    rows = _positions(reference_labels.to(query.device), query_labels.to(query.device))
+    return vigor_recall(
+        query, reference, rows[:, 0], rows[:, 1:], chunk_size=chunk_size, one_percent=options["one_percent"]
+    )
+
+
+# University-1652 data section's distractors -> geo.metrics' name of the protocol
+DISTRACTOR_PROTOCOL = {"ranked": "official", "dropped": "reference"}
+
+
+def _university(query, reference, query_labels, reference_labels, options, chunk_size):
+    """University-1652, one direction: class labels on both sides -> CMC R@1, 5, 10, 1% and mAP."""
+    return university1652_metrics(
+        query,
+        reference,
+        query_labels,
+        reference_labels,
+        chunk_size=chunk_size,
+        distractors=DISTRACTOR_PROTOCOL[options["distractors"]],  # type: ignore[arg-type]
+    )
+
+
+# metric name -> f(query (Q, F), reference (R, F), query labels (Q, ...) or None, reference labels
 # (R,) or None, options, chunk_size or None) -> {name: value}
 METRICS: dict[str, Callable[..., dict[str, float]]] = {
-    "recall": _recall,
+    "recall": _recall,  # one true reference per query (CVUSA, CVACT)
+    "vigor": _vigor,  # a positive and semi-positives per panorama, with the hit rate
+    "university": _university,  # building classes, several true gallery images, AP
 }
 
 
