@@ -79,6 +79,7 @@ MODE_CITIES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 Layout = Literal["auto", "official", "reference"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
+FOUND_LAYOUTS = LAYOUTS[1:]  # the layouts a tree can have (official first: it wins when both exist)
 LABEL_FIELDS = 13
 SAT_NAME = re.compile(r"^satellite_([-+]?\d+(?:\.\d*)?)_([-+]?\d+(?:\.\d*)?)\.\w+$")
 
@@ -114,7 +115,7 @@ def detect_layout(root: Path, cities: Sequence[str], layout: str = "auto") -> st
     """'official' or 'reference': the layout whose folders exist for every city."""
     if layout not in LAYOUTS:
         raise DataError(f"VIGOR layout '{layout}' must be one of {', '.join(LAYOUTS)}")
-    candidates = ("official", "reference") if layout == "auto" else (layout,)
+    candidates = FOUND_LAYOUTS if layout == "auto" else (layout,)
     for option in candidates:
         if all(p.is_dir() for city in cities for p in _folders(root, city, option)):
             return option

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vissl_neg.data.vigor import FOUND_LAYOUTS
+
 
 def _pattern(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=(4, 8, 3)).astype(np.uint8)
@@ -311,8 +313,8 @@ def write_vigor_fixture(
     -> {"satellites": {city: [names in list order]}, "panoramas": {name: {"city", "split",
     "positive", "semis", "offsets": [(dy, dx)] * 4}}, "two_pano_sats", "semi_only_sats",
     "semi_first": [panorama]}."""
-    if layout not in ("official", "reference"):
-        raise ValueError(f"layout must be 'official' or 'reference', got {layout!r}")
+    if layout not in FOUND_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(FOUND_LAYOUTS)}, got {layout!r}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     half = CELLS // 2
