@@ -61,6 +61,7 @@ class ModelConfig:
     num_heads: int = 0  # ViTs: timm's num_heads; 0 = the model's own (MoCo v3's ViT-S: 12, timm's/DeiT's: 6)
     pos_embed: str = "learn"  # ViTs: learn (timm's) | sincos (MoCo v3's fixed 2-D sin-cos, not trained)
     vit_init: str = "timm"  # ViTs: timm | mocov3 (xavier-uniform, Q/K/V apart, zero biases; moco-v3 vits.py)
+    zero_init_last: bool = True  # ResNets (timm's): last BN scale of each block 0 (timm) or 1 (torchvision, MoCo v2)
     head_hidden: int = 512  # 0 = the backbone's feature width
     head_layers: int = 2  # Linear layers of the projection head (MoCo v3: 3 for ViTs, 2 for ResNets)
     head_bn: bool = False  # BN in the projection head and after its output (MoCo v3's projector)
