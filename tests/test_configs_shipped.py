@@ -137,15 +137,16 @@ def test_recipe_precision_and_feature_transformations_imagenet100_base():
     GradScaler (moco-v3 @ c349e6e main_moco.py:232, 352-363); Sample4Geo fp16 (tested above).
     Feature transformation's ImageNet-100 command (CL-Visualizing-Feature-Transformation @ c53d1be
     README: --alpha 0.99, default nce_k 65536 in options/base_options.py:85, 91; cosine to
-    lr x 0.1^3 in learning/base_trainer.py:70-73; linear evaluation 60 epochs at lr 30 with decay
+    lr x 0.1^3 in learning/base_trainer.py:70-73, ImageNet-1k and -100; linear evaluation 60 epochs at lr 30 with decay
     epochs 60, 80 never reached, options/test_options.py:23-25)."""
     by_name = {p.stem: p for p in CONFIGS}
     for name in by_name:
         if name.startswith("imagenet") and name != "imagenet_mocov3_vits":
             assert _load(by_name[name])[0].train.amp == "off", name
     assert _load(by_name["imagenet_mocov3_vits"])[0].train.amp == "fp16"
-    ft, _ = _load(by_name["imagenet100_feature_transform"])
-    assert (ft.model.momentum, ft.negatives.size, ft.optim.lr) == (0.99, 65536, 0.03)
-    assert ft.optim.min_lr == pytest.approx(ft.optim.lr * 0.1**3, rel=1e-12)
+    for name in ("imagenet_feature_transform", "imagenet100_feature_transform"):
+        ft, _ = _load(by_name[name])
+        assert ft.optim.lr == 0.03 and ft.optim.min_lr == pytest.approx(ft.optim.lr * 0.1**3, rel=1e-12)
+    assert (ft.model.momentum, ft.negatives.size) == (0.99, 65536)
     assert ft.eval.linear_epochs == 60 and min(ft.eval.linear_milestones) >= 60 and ft.eval.linear_lr == 30.0
     assert ft.eval.linear_schedule == "steps" and ft.eval.linear_weight_decay == 0.0
