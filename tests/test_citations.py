@@ -22,7 +22,9 @@ SYMBOL = re.compile(r"\b(vissl_neg/[\w/]+\.py)::([A-Za-z_][\w.]*\w)")
 # docs/methods.md's code lists: "`vissl_neg/x.py`: `f(a, b)`, `Cls`, `Cls.method`"
 CODE_LINE = re.compile(r"`(vissl_neg/[\w/]+\.py)`: ((?:`[^`]+`(?:, )?)+)")
 ALIAS = re.compile(r"`([a-z][\w-]*):` (?:is )?([\w.-]+/[\w.-]+) @ ([0-9a-f]{7,40})\b")
-LINE = re.compile(r"(?:(?<![\w/.-])([a-z][\w-]*):)?((?<![\w/.-])[\w.-]*(?:/[\w.-]+)*\.(?:py|sh|md|ipynb|txt|json|cfg)):\d")
+LINE = re.compile(
+    r"(?:(?<![\w/.-])([a-z][\w-]*):)?((?<![\w/.-])[\w.-]*(?:/[\w.-]+)*\.(?:py|sh|md|ipynb|txt|json|cfg)):\d"
+)
 ROOTS = ("vissl_neg", "configs", "tools", "benchmarks", "tests", "docs", ".ci")
 PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(map(re.escape, ROOTS)) + r")/[\w./*{},<>-]*[\w*}>/])")
 NOT_IN_REPO = {"vissl_neg/configs"}  # where a wheel installs configs/ (setup.py)
