@@ -147,3 +147,22 @@ def test_the_comparison_tells_a_wrong_init(reference):
 
 def _bn3_names(model: nn.Module) -> list[str]:
     return [f"{n}.bn3.weight".removeprefix("backbone.") for n, m in model.backbone.named_modules() if hasattr(m, "bn3")]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnetv2_18"])
+def test_the_schema_default_keeps_each_architectures_own_init(name):
+    """``model.zero_init_last: null`` (the default of the configs that claim no recipe) builds the
+    model as timm does: zero last BN scales for its ResNets, ones for its ResNetV2s."""
+    import timm
+
+    from vissl_neg.models.encoder import create_timm_model
+
+    assert load_config().model.zero_init_last is None
+    torch.manual_seed(0)
+    ours = create_timm_model(name, False, {}, load_config().model.zero_init_last).state_dict()
+    torch.manual_seed(0)
+    own = timm.create_model(name).state_dict()
+    assert ours.keys() == own.keys() and all(torch.equal(ours[k], own[k]) for k in own)
+    torch.manual_seed(0)
+    flipped = create_timm_model(name, False, {}, name == "resnetv2_18").state_dict()
+    assert not all(torch.equal(flipped[k], own[k]) for k in own)  # the key does reach this architecture

@@ -120,13 +120,15 @@ def mocov3_vit_init(model: nn.Module) -> None:
                 nn.init.zeros_(proj.bias)
 
 
-def create_timm_model(name: str, pretrained: bool, kwargs: dict, zero_init_last: bool = True) -> nn.Module:
+def create_timm_model(name: str, pretrained: bool, kwargs: dict, zero_init_last: bool | None = None) -> nn.Module:
     """``timm.create_model(name, pretrained, **kwargs)`` with ``zero_init_last`` for the
     architectures whose timm class takes it (ResNet, ResNetV2, RegNet, ByobNet, CspNet): True
     starts the last BN scale of every residual block at 0 (Goyal et al. 2017; timm's default for
-    its ResNets), False keeps every BN scale at 1, the init of torchvision's ``resnet50()``. A model
-    without that argument (ViT, ConvNeXt, ...), or whose timm entry point fixes it (``regnetz_*``),
-    is built as timm builds it."""
+    its ResNets), False keeps every BN scale at 1, the init of torchvision's ``resnet50()``, None
+    the architecture's own default. A model without that argument (ViT, ConvNeXt, ...), or whose
+    timm entry point fixes it (``regnetz_*``), is built as timm builds it."""
+    if zero_init_last is None:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
     try:  # zero_init_last last: an unexpected patch_size or num_heads is reported first
         return timm.create_model(name, pretrained=pretrained, **kwargs, zero_init_last=zero_init_last)
     except TypeError as exc:  # raised when the class is called, before any weight is made or loaded
@@ -172,7 +174,7 @@ def build_backbone(
     num_heads: int = 0,
     pos_embed: str = "learn",
     init: str = "timm",
-    zero_init_last: bool = True,
+    zero_init_last: bool | None = None,
 ) -> nn.Module:
     """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features,
     built with :func:`timm_kwargs`. ``pretrained`` loads timm's weights (a download),
@@ -236,7 +238,7 @@ def backbone_from_config(cfg, in_chans: int, image_size: int | None) -> nn.Modul
         num_heads=getattr(cfg, "num_heads", 0),
         pos_embed=getattr(cfg, "pos_embed", "learn"),
         init=getattr(cfg, "vit_init", "timm"),
-        zero_init_last=getattr(cfg, "zero_init_last", True),
+        zero_init_last=getattr(cfg, "zero_init_last", None),
     )
 
 
