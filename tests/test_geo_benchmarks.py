@@ -127,6 +127,32 @@ def test_trains_evaluates_resumes_and_exports(name, roots, tmp_path):
     assert f"Protocol: {evaluated['protocol']}." in readme
 
 
+def test_keep_best_keeps_the_weights_of_the_best_monitored_recall(roots, tmp_path):
+    """eval.keep_best: the reference's model selection, offered (off by default)."""
+    from vissl_neg.cli.evaluate import evaluate_geo_run
+    from vissl_neg.runtime import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    t = GeoTrainer(config("cvact", roots, run, "eval.keep_best=true", "train.epochs=4"), resume=False)
+    t.fit()
+    scores = [m["R@1"] for m in t.metrics]
+    best = ckpt.load(run / "best.ckpt")
+    top = max(scores)
+    assert best["value"] == top and best["step"] == t.metrics[scores.index(top)]["step"]
+    evaluated = evaluate_geo_run(run, best=True)
+    assert evaluated["weights"] == "best.ckpt" and evaluated["step"] == best["step"]
+    assert evaluated["R@1"] == pytest.approx(top, abs=0.006)
+    assert (run / "eval_geo_best.json").is_file()
+    with pytest.raises(Exception, match="kept no best weights"):
+        evaluate_geo_run(_plain_run(roots, tmp_path), best=True)
+
+
+def _plain_run(roots, tmp_path):
+    run = tmp_path / "plain"
+    GeoTrainer(config("cvact", roots, run, "train.max_steps=1"), resume=False).fit()
+    return run
+
+
 def test_cvact_batches_use_utm_neighbours_then_mined_ones(roots, tmp_path):
     t = GeoTrainer(config("cvact", roots, tmp_path / "run"), resume=False)
     assert t.gps == dict(enumerate(euclidean_neighbours(torch.from_numpy(t.train_set.utm), 8).tolist()))

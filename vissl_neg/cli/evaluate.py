@@ -19,6 +19,7 @@ from vissl_neg.export.release import backbone_state_dict
 from vissl_neg.geo.retrieval import evaluate_retrieval
 from vissl_neg.models import backbone_from_config
 from vissl_neg.models.cross_view import build_cross_view_model
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime.device import resolve_amp
 from vissl_neg.tasks import load_run
 
@@ -111,9 +112,10 @@ def eval_geo_main(argv: list[str] | None = None, prog: str | None = None) -> int
     parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
     parser.add_argument("--root", help="the data set's root, if it moved since training (default: the run's data.root)")
     parser.add_argument("--split", help="the split to evaluate (default: the split the run monitored)")
+    parser.add_argument("--best", action="store_true", help="the weights eval.keep_best kept (RUN_DIR/best.ckpt)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate_geo_run(args.run_dir, args.random_init, args.device, args.root, args.split)))
+    print(json.dumps(evaluate_geo_run(args.run_dir, args.random_init, args.device, args.root, args.split, args.best)))
     return 0
 
 
@@ -123,10 +125,12 @@ def evaluate_geo_run(
     device: str = "cpu",
     root: str | None = None,
     split: str | None = None,
+    best: bool = False,
 ) -> dict:
     """The benchmark's evaluation of RUN_DIR's encoder (or, with ``random_init``, the same
-    architecture untrained, BN statistics re-estimated on the training pairs) on ``split``
-    (default: the split the run monitored); writes RUN_DIR/eval_geo[_random_init].json."""
+    architecture untrained, BN statistics re-estimated on the training pairs; with ``best``,
+    the weights ``eval.keep_best`` kept) on ``split`` (default: the split the run monitored);
+    writes RUN_DIR/eval_geo[_random_init|_best].json."""
     cfg, state = load_run(run_dir, "geo")
     d = cfg.data
     split = split or d.monitor_split
@@ -148,6 +152,12 @@ def evaluate_geo_run(
             seed=cfg.train.seed,
             views=(0, 1),
         )
+    elif best:
+        path = Path(run_dir) / "best.ckpt"
+        if not path.is_file():
+            raise UserError(f"'{path}' does not exist: the run kept no best weights (eval.keep_best: true keeps them)")
+        state = ckpt.load(path)
+        model.load_state_dict(state["model"])
     else:
         model.load_state_dict(state["model"])
     t0 = time.perf_counter()
@@ -176,8 +186,9 @@ def evaluate_geo_run(
         "seconds": round(time.perf_counter() - t0, 1),
         "run_dir": str(run_dir),
         "random_init": random_init,
+        "weights": "random init" if random_init else ("best.ckpt" if best else "last.ckpt"),
         "step": state["step"],
     }
-    name = "eval_geo_random_init.json" if random_init else "eval_geo.json"
+    name = "eval_geo_random_init.json" if random_init else ("eval_geo_best.json" if best else "eval_geo.json")
     (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
     return result

@@ -147,6 +147,9 @@ class GeoEvalConfig:
     every: Annotated[int, Bound(-1, note=" (-1 = never)")] = 4  # epochs; 0 = only at the end; -1 = never
     batch_size: PositiveInt = 128
     chunk_size: NonNegativeInt = 0  # queries scored at once (0 = as many as a 256 MiB budget holds)
+    # also keep the weights of the best first R@1 of the monitored split in RUN/best.ckpt (Sample4Geo's
+    # model selection; on a test split it chooses the model on the test set); eval-geo --best evaluates them
+    keep_best: bool = False
 
 
 @dataclass
@@ -173,4 +176,10 @@ class GeoConfig:
 
 # the cross-view views' probabilities (augment.<key>_p): 0 switches a step off
 AUGMENT_PROBABILITIES = tuple(f.name for f in fields(GeoAugmentConfig) if f.name.endswith("_p"))
-GEO_RESUMABLE_KEYS = RUN_KEYS + ("eval.every", "eval.batch_size", "eval.chunk_size", "sampling.chunk_size")
+GEO_RESUMABLE_KEYS = RUN_KEYS + (
+    "eval.every",
+    "eval.batch_size",
+    "eval.chunk_size",
+    "eval.keep_best",
+    "sampling.chunk_size",
+)

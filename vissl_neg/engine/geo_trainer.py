@@ -289,7 +289,18 @@ class GeoTrainer(TrainerBase):
                     self.cfg.train.progress,
                 )
             )
+        if e.keep_best:
+            self._keep_if_best(out)
         return out
+
+    BEST = "best.ckpt"
+
+    def _keep_if_best(self, values: dict[str, float]) -> None:
+        """eval.keep_best: the weights of the best first R@1 so far go to RUN/best.ckpt (atomically)."""
+        key = next(k for k in values if k.endswith("R@1"))
+        if all(values[key] > m.get(key, -1.0) for m in self.metrics if m["step"] != self.step):
+            state = {"step": self.step, "model": self.model.state_dict(), "metric": key, "value": values[key]}
+            ckpt.save_atomic(state, self.out_dir / self.BEST)
 
     # ---------------------------------------------------------------- the loop's hooks
     unit = "pairs"

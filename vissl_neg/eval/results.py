@@ -110,4 +110,4 @@ def geo_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]]
 
 
 # eval_geo.json's keys that are not numbers of the evaluation
-NOT_METRICS = ("queries", "seconds", "step", "split", "benchmark", "protocol", "run_dir", "random_init")
+NOT_METRICS = ("queries", "seconds", "step", "split", "benchmark", "protocol", "run_dir", "random_init", "weights")
