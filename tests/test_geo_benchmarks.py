@@ -242,3 +242,19 @@ def test_bad_layouts_and_keys_are_one_line(name, extra, message, roots, tmp_path
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and err[0].startswith(message.replace("{tmp}", tmp)), err
+
+
+def test_vigor_metric_finds_each_label_among_the_references():
+    """The retrieval's "vigor" metric maps satellite labels to reference rows: references in any
+    order give vigor_recall on the rows of the positive and the semi-positives."""
+    from vissl_neg.geo.metrics import vigor_recall
+    from vissl_neg.geo.retrieval import METRICS
+
+    g = torch.Generator().manual_seed(5)
+    query = torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1)
+    reference = torch.nn.functional.normalize(torch.randn(40, 8, generator=g), dim=1)
+    sats = torch.randperm(40, generator=g) + 100  # the references' satellite indices, shuffled
+    rows = torch.randint(0, 40, (20, 4), generator=g)
+    got = METRICS["vigor"](query, reference, sats[rows], sats, {"one_percent": "sample4geo"}, 7)
+    assert got == vigor_recall(query, reference, rows[:, 0], rows[:, 1:])
+    assert got != METRICS["vigor"](query, reference, sats[rows.roll(1, dims=1)], sats, {"one_percent": "sample4geo"}, 7)

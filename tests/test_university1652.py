@@ -204,3 +204,21 @@ def test_retrieval_of_pairs_and_of_labelled_lists_agree():
     assert paired == labelled and 0 < paired["R@1"] < 100
     shifted = METRICS["recall"](q, r[perm], torch.arange(50) + 7, perm.roll(1) + 7, {}, 16)
     assert shifted != paired
+
+
+def test_distractor_choices_map_to_the_metric_protocols():
+    """data.distractors: ranked = the benchmark's protocol (every gallery image competes), dropped =
+    Sample4Geo's (gallery classes no query has leave the ranking)."""
+    from vissl_neg.geo.metrics import university1652_metrics
+    from vissl_neg.geo.retrieval import METRICS
+
+    g = torch.Generator().manual_seed(3)
+    query = torch.nn.functional.normalize(torch.randn(12, 8, generator=g), dim=1)
+    gallery = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=1)
+    q_labels = torch.arange(12) % 4
+    g_labels = torch.arange(30) % 10  # classes 4..9 are distractors
+    ranked = METRICS["university"](query, gallery, q_labels, g_labels, {"distractors": "ranked"}, None)
+    dropped = METRICS["university"](query, gallery, q_labels, g_labels, {"distractors": "dropped"}, None)
+    assert ranked == university1652_metrics(query, gallery, q_labels, g_labels, distractors="official")
+    assert dropped == university1652_metrics(query, gallery, q_labels, g_labels, distractors="reference")
+    assert dropped["mAP"] > ranked["mAP"]  # fewer competitors
