@@ -79,6 +79,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None)
     parser.add_argument("--readme", default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every run's config")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"{args.benchmark}_fixture_") as work:
         return run(args, Path(work))
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     f"train.out_dir={out}",
                     f"train.seed={seed}",
                     "train.progress=false",
+                    *args.set,
                     *extra,
                 ],
             )
@@ -120,8 +122,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     rows["untrained encoder"][k].append(base[k])
     lines = [
         f"Planted-structure {args.benchmark} fixture: {sizes['train']} training pairs, queries {sizes['queries']} "
-        f"against references {sizes['references']}; {config} (resnet10t, batch {sizes['batch']}, {sizes['epochs']} "
-        f"epochs), seeds {', '.join(map(str, args.seeds))}; torch {torch.__version__}, {torch.get_num_threads()} CPU "
+        f"against references {sizes['references']}; {config}"
+        + (f" with {' '.join(args.set)}" if args.set else "")
+        + f" (resnet10t, batch {sizes['batch']}, {sizes['epochs']} epochs), seeds {', '.join(map(str, args.seeds))}; torch {torch.__version__}, {torch.get_num_threads()} CPU "
         "threads. Per seed: "
         + "; ".join(
             f"{name}: " + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in r[k]) for k in keys)
