@@ -14,6 +14,7 @@ import torch
 from vissl_neg.config import load_config
 from vissl_neg.data.pairs import GpsSource
 from vissl_neg.engine.geo_trainer import GeoTrainer
+from vissl_neg.errors import ConfigError, UserError
 from vissl_neg.geo.fixture import write_cvact_fixture, write_university1652_fixture, write_vigor_fixture
 from vissl_neg.geo.sampling import (
     class_batches,
@@ -143,7 +144,7 @@ def test_keep_best_keeps_the_weights_of_the_best_monitored_recall(roots, tmp_pat
     assert evaluated["weights"] == "best.ckpt" and evaluated["step"] == best["step"]
     assert evaluated["R@1"] == pytest.approx(top, abs=0.006)
     assert (run / "eval_geo_best.json").is_file()
-    with pytest.raises(Exception, match="kept no best weights"):
+    with pytest.raises(UserError, match="kept no best weights"):
         evaluate_geo_run(_plain_run(roots, tmp_path), best=True)
 
 
@@ -172,7 +173,7 @@ def test_university1652_batches_hold_one_pair_per_building(roots, tmp_path):
         assert all(len({labels[i] for i in b}) == 4 for b in batches)
         first = class_batches(list(labels), 4, random.Random(epoch))
         assert batches[: len(first)] == first[: t.steps_per_epoch]  # the sampler's pass, topped up if short
-    with pytest.raises(Exception, match="exceeds the 8 training classes of University-1652"):
+    with pytest.raises(ConfigError, match="exceeds the 8 training classes of University-1652"):
         GeoTrainer(config("university1652", roots, tmp_path / "b", "optim.batch_size=9"), resume=False)
     random_batches = GeoTrainer(config("university1652", roots, tmp_path / "c", "data.batches=random"), resume=False)
     assert random_batches.epoch_batches(0) == neighbour_batches(list(range(len(labels))), 4, None, rng=random.Random(0))
