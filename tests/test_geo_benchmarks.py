@@ -259,3 +259,13 @@ def test_vigor_metric_finds_each_label_among_the_references():
     got = METRICS["vigor"](query, reference, sats[rows], sats, {"one_percent": "sample4geo"}, 7)
     assert got == vigor_recall(query, reference, rows[:, 0], rows[:, 1:])
     assert got != METRICS["vigor"](query, reference, sats[rows.roll(1, dims=1)], sats, {"one_percent": "sample4geo"}, 7)
+
+
+def test_a_quarter_turn_needs_a_ground_width_divisible_by_four():
+    from vissl_neg.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"augment.rotate_p=0.5 rolls the drone images by quarter turns: their width \(30\)"
+    ):
+        load_config("configs/university1652_fixture.yaml", ["data.drone_size=30", "augment.rotate_p=0.5"])
+    assert load_config("configs/university1652_fixture.yaml", ["data.drone_size=30"]).data.drone_size == 30

@@ -167,6 +167,15 @@ class GeoConfig:
 
     def check(self) -> None:
         """The rules that span sections (each section has checked its own keys)."""
+        try:
+            width = self.data.ground_size[1]
+        except NotImplementedError:  # a section that does not say its sizes
+            width = 0
+        if self.augment.rotate_p > 0 and width % 4:
+            raise ConfigError(
+                f"augment.rotate_p={self.augment.rotate_p} rolls the {self.data.ground_view}s by quarter turns: "
+                f"their width ({width}) must be divisible by 4, or set augment.rotate_p: 0"
+            )
         if self.mixup.enabled and self.mixup.start_epoch >= self.train.epochs:
             raise ConfigError(
                 f"config key 'mixup.start_epoch' ({self.mixup.start_epoch}) must be below train.epochs "
