@@ -115,14 +115,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
             print(f"{args.benchmark} seed {seed} {name}: " + ", ".join(f"{k} {result['recall'][k]:.1f}" for k in keys))
             if v == 0:
                 sizes = {"train": len(trainer.train_set), "epochs": cfg.train.epochs, "batch": cfg.optim.batch_size}
-                sizes["queries"] = {r.name or "test": r.num_queries for r in trainer.monitor}
-                sizes["references"] = {r.name or "test": r.num_references for r in trainer.monitor}
+                split = cfg.data.monitor_split
+                sizes["split"] = split
+                sizes["queries"] = {r.name or split: r.num_queries for r in trainer.monitor}
+                sizes["references"] = {r.name or split: r.num_references for r in trainer.monitor}
                 base = evaluate_geo_run(out, random_init=True)
                 for k in keys:
                     rows["untrained encoder"][k].append(base[k])
     lines = [
-        f"Planted-structure {args.benchmark} fixture: {sizes['train']} training pairs, queries {sizes['queries']} "
-        f"against references {sizes['references']}; {config}"
+        f"Planted-structure {args.benchmark} fixture: {sizes['train']} training pairs; evaluated on its "
+        f"{sizes['split']} split, queries {sizes['queries']} against references {sizes['references']}; {config}"
         + (f" with {' '.join(args.set)}" if args.set else "")
         + f" (resnet10t, batch {sizes['batch']}, {sizes['epochs']} epochs), seeds {', '.join(map(str, args.seeds))}; torch {torch.__version__}, {torch.get_num_threads()} CPU "
         "threads. Per seed: "
