@@ -80,6 +80,9 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--readme", default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of every run's config")
+    parser.add_argument(
+        "--fixture", nargs="*", default=[], metavar="KEY=INT", help="integer arguments of the fixture writer"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"{args.benchmark}_fixture_") as work:
         return run(args, Path(work))
@@ -87,7 +90,8 @@ def main() -> int:
 
 def run(args: argparse.Namespace, work: Path) -> int:
     config, write, variants, keys = BENCHMARKS[args.benchmark]
-    write(work / "data")
+    fixture = {k: int(v) for k, v in (item.split("=", 1) for item in args.fixture)}
+    write(work / "data", **fixture)
     rows: dict[str, dict] = {"untrained encoder": {k: [] for k in keys} | {"seconds": []}}
     for name in variants:
         rows[name] = {k: [] for k in keys} | {"seconds": []}
@@ -126,6 +130,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         f"Planted-structure {args.benchmark} fixture: {sizes['train']} training pairs; evaluated on its "
         f"{sizes['split']} split, queries {sizes['queries']} against references {sizes['references']}; {config}"
         + (f" with {' '.join(args.set)}" if args.set else "")
+        + (f" (fixture {', '.join(args.fixture)})" if args.fixture else "")
         + f" (resnet10t, batch {sizes['batch']}, {sizes['epochs']} epochs), seeds {', '.join(map(str, args.seeds))}; torch {torch.__version__}, {torch.get_num_threads()} CPU "
         "threads. Per seed: "
         + "; ".join(
