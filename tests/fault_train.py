@@ -1,10 +1,14 @@
-"""Run by torchrun from test_cluster.py: tools/train.py with one fault injected into torchrun's
-first launch (TORCHELASTIC_RESTART_COUNT=0) only, so a restarted group trains undisturbed.
+"""tools/train.py with one fault injected at a chosen step, for the interrupted-run tests: run by
+torchrun from test_cluster.py (the fault only in torchrun's first launch,
+TORCHELASTIC_RESTART_COUNT=0, so a restarted group trains undisturbed), or by plain python (one
+process, rank 0) from test_resume.py and tests/cuda/test_cuda_runs.py.
 
     VISSL_NEG_KILL_AT=RANK:STEP    that rank SIGKILLs itself as it starts the batch after STEP steps
     VISSL_NEG_PAUSE_AT=RANK:STEP:FILE  that rank writes FILE there and waits (60 s at most) for a stop signal
+    VISSL_NEG_NAN_AT=STEP          the loss of step STEP (1-based) is reported NaN (the weights as trained)
 
     torchrun --nproc_per_node=2 tests/fault_train.py [tools/train.py arguments...]
+    python tests/fault_train.py [tools/train.py arguments...]
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]
@@ -32,7 +38,7 @@ def _fault(name: str) -> list[str] | None:
     return spec.split(":", 2)
 
 
-KILL, PAUSE = _fault("VISSL_NEG_KILL_AT"), _fault("VISSL_NEG_PAUSE_AT")
+KILL, PAUSE, NAN = _fault("VISSL_NEG_KILL_AT"), _fault("VISSL_NEG_PAUSE_AT"), _fault("VISSL_NEG_NAN_AT")
 train_batch = Trainer.train_batch
 
 
@@ -44,7 +50,10 @@ def faulty_train_batch(self, batch, diagnose):
         deadline = time.monotonic() + 60
         while self.stop_signal is None and time.monotonic() < deadline:
             time.sleep(0.05)
-    return train_batch(self, batch, diagnose)
+    out = train_batch(self, batch, diagnose)
+    if NAN and self.step == int(NAN[0]):
+        out["loss"] = torch.full_like(out["loss"], float("nan"))
+    return out
 
 
 Trainer.train_batch = faulty_train_batch
