@@ -149,6 +149,8 @@ def test_feature_transform_halves_switched_off_draw_nothing(monkeypatch):
     assert pos == [] and len(neg) == 1
     pos, neg, _ = _captured_lambdas(monkeypatch, FeatureTransform(pos_alpha=2.0, neg_alpha=0.0), [_mixing_set(5)])
     assert len(pos) == 1 and neg == []
+    pos, neg, _ = _captured_lambdas(monkeypatch, FeatureTransform(pos_alpha=0.5, neg_alpha=0.5), [_mixing_set(5)])
+    assert len(pos) == len(neg) == 1
 
 
 def test_simans_gumbel_noise():
