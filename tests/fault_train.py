@@ -5,7 +5,6 @@ process, rank 0) from test_resume.py and tests/cuda/test_cuda_runs.py.
 
     VISSL_NEG_KILL_AT=RANK:STEP    that rank SIGKILLs itself as it starts the batch after STEP steps
     VISSL_NEG_PAUSE_AT=RANK:STEP:FILE  that rank writes FILE there and waits (60 s at most) for a stop signal
-    VISSL_NEG_NAN_AT=STEP          the loss of step STEP (1-based) is reported NaN (the weights as trained)
 
     torchrun --nproc_per_node=2 tests/fault_train.py [tools/train.py arguments...]
     python tests/fault_train.py [tools/train.py arguments...]
@@ -19,8 +18,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]
@@ -38,7 +35,7 @@ def _fault(name: str) -> list[str] | None:
     return spec.split(":", 2)
 
 
-KILL, PAUSE, NAN = _fault("VISSL_NEG_KILL_AT"), _fault("VISSL_NEG_PAUSE_AT"), _fault("VISSL_NEG_NAN_AT")
+KILL, PAUSE = _fault("VISSL_NEG_KILL_AT"), _fault("VISSL_NEG_PAUSE_AT")
 train_batch = Trainer.train_batch
 
 
@@ -50,10 +47,7 @@ def faulty_train_batch(self, batch, diagnose):
         deadline = time.monotonic() + 60
         while self.stop_signal is None and time.monotonic() < deadline:
             time.sleep(0.05)
-    out = train_batch(self, batch, diagnose)
-    if NAN and self.step == int(NAN[0]):
-        out["loss"] = torch.full_like(out["loss"], float("nan"))
-    return out
+    return train_batch(self, batch, diagnose)
 
 
 Trainer.train_batch = faulty_train_batch
