@@ -17,6 +17,7 @@ from vissl_neg.errors import ConfigError
 from vissl_neg.losses import (
     debiased_info_nce,
     false_negative_info_nce,
+    info_nce,
     info_nce_from_similarities,
     symmetric_info_nce,
 )
@@ -403,6 +404,22 @@ def test_geodesic_mixes_of_equal_and_opposite_rows(dtype):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(6, dtype=out.dtype), **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_geodesic_query_mixes_with_the_query_itself_stay_finite(dtype):
+    """A query that is one of its own negatives (cosine 1 up to rounding) mixes to itself."""
+    q = _unit(64, 7, seed=46, dtype=dtype) * 1.7
+    c = MixCoefficients(
+        i=torch.zeros(64, 0, dtype=torch.long),
+        j=torch.zeros(64, 0, dtype=torch.long),
+        w=torch.zeros(64, 0),
+        jq=torch.arange(64).unsqueeze(1),
+        wq=torch.full((64, 1), 0.3),
+    )
+    out = geodesic_mix(q, q, c)[:, 0]
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, F.normalize(q, dim=1), rtol=0, atol=1e-5)
+
+
 def test_slerp_on_three_dimensional_batches_equals_it_row_by_row():
     a = _unit(2, 3, 5, seed=19)
     b = _unit(2, 3, 5, seed=20)
@@ -465,6 +482,13 @@ def test_debiased_loss_logs_its_clamped_share_and_notes_it_once_most_are():
 
 
 # ---------------------------------------------------------------- the functional doors
+def test_similarities_refuse_negatives_of_another_rank():
+    q = _unit(2, 3, seed=47)
+    with pytest.raises(ValueError) as info:
+        info_nce(q, q, torch.zeros(3), 0.2)
+    assert str(info.value) == "negatives must be (K, D) or (B, K, D), got shape (3,)"
+
+
 def test_negative_set_carries_labels_and_per_query_negatives():
     q, k = _unit(2, 4, seed=26), _unit(2, 4, seed=27)
     shared, labels = _unit(5, 4, seed=28), torch.tensor([3, -1, 0, 2, 3])
