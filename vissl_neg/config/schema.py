@@ -121,6 +121,10 @@ class TrainConfig:
     progress: bool = True
     report: bool = True  # draw RUN_DIR/report.png from the TensorBoard logs when the run ends
     max_steps: int = 0  # stop after this many steps in total (0 = all epochs); for tests
+    # gradient caching (Gao et al. 2021): > 0 runs the trained encoder this many samples per process at a
+    # time while the loss sees the whole batch (in-batch negatives: negatives.source=batch and the
+    # cross-view task); must divide the per-process batch; 0 = off
+    grad_cache_chunk: int = 0
 
 
 @dataclass
