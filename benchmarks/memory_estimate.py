@@ -47,7 +47,7 @@ def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype:
 
 def estimate_rows(config: str, bank_items: int = 1_281_167, probe_batch: int = 4, overrides=()):
     """-> (config, [(item, what, bytes)]) for ``config`` (with dotted ``overrides``)."""
-    cfg = load_config(config, ["data.name=fashion_mnist", *overrides])  # the model part only; no data is read
+    cfg = load_config(config, list(overrides))  # the model part only; no data is read
     batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
     torch.manual_seed(0)
     encoder = build_encoder(cfg.model, 3, size).train()

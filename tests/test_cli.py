@@ -63,6 +63,10 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "wrong_type": (train("d", "optim.lr=abc"), ["optim.lr", "abc"]),
         "unknown_timm_model": (train("e", "model.backbone=resnt18"), ["resnt18", "'resnet18'"]),
         "negatives_zero": (train("f", "negatives.size=0"), ["negatives.size"]),
+        "image_folder_key_on_fashion_mnist": (
+            train("l", "data.crops=image"),
+            ["config key 'data.crops' belongs to data.name=imagenet or imagenet100 or image_folder"],
+        ),
         "strategy_count_too_large": (
             train("i", "negatives.strategies=[{name: mochi, n_hard: 128, s: 4}]"),
             ["negatives.strategies[0].n_hard=128 is larger than the 100 negatives"],
@@ -81,6 +85,14 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "resume_dir_changed_config": (
             ["tools/train.py", "--resume", str(run_dir), "optim.lr=0.5"],
             ["optim.lr", "0.5", "different config"],
+        ),
+        "grad_cache_with_a_queue": (
+            train("l", "train.grad_cache_chunk=8"),
+            ["train.grad_cache_chunk=8 caches in-batch negatives; negatives.source=queue"],
+        ),
+        "grad_cache_chunk_not_dividing": (
+            train("m", "negatives.source=batch", "train.grad_cache_chunk=10"),
+            ["train.grad_cache_chunk=10 must divide the batch of each process (optim.batch_size=64)"],
         ),
         "export_non_run_dir": (["tools/export.py", str(empty)], [str(empty), "no checkpoint"]),
         "config_file_missing": (["tools/train.py", "--config", str(tmp / "nope.yaml")], ["nope.yaml"]),
@@ -137,6 +149,7 @@ CASES = [
     "wrong_type",
     "unknown_timm_model",
     "negatives_zero",
+    "image_folder_key_on_fashion_mnist",
     "strategy_count_too_large",
     "batch_larger_than_dataset",
     "resume_dir_without_run",
@@ -144,6 +157,8 @@ CASES = [
     "resume_flag_without_checkpoint",
     "resume_changed_config",
     "resume_dir_changed_config",
+    "grad_cache_with_a_queue",
+    "grad_cache_chunk_not_dividing",
     "export_non_run_dir",
     "config_file_missing",
     "out_dir_in_proc",

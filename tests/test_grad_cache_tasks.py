@@ -237,10 +237,27 @@ def test_a_batch_norm_backbone_is_told_its_step_is_not_the_full_batch_step(cvusa
     [
         (["negatives.source=queue"], "train.grad_cache_chunk=4 caches in-batch negatives; negatives.source=queue"),
         (["negatives.source=memory_bank"], "negatives.source=memory_bank"),
-        (["train.grad_cache_chunk=5"], "train.grad_cache_chunk=5 must divide"),
+        (["train.grad_cache_chunk=5"], r"train.grad_cache_chunk=5 must divide the batch of each process \(optim"),
+        (["train.grad_cache_chunk=-1"], "config key 'train.grad_cache_chunk' must be >= 0"),
     ],
 )
-def test_bad_combinations_are_one_line_errors(fmnist, tmp_path, extra, message):
+def test_bad_combinations_are_one_line_errors(extra, message):
     with pytest.raises(ConfigError, match=message) as err:
-        moco(fmnist, tmp_path, "train.grad_cache_chunk=4", *extra)
+        load_config(None, MOCOV3 + ["train.grad_cache_chunk=4", *extra])
     assert "\n" not in str(err.value)
+
+
+def test_cross_view_chunk_must_divide_the_batch():
+    with pytest.raises(ConfigError, match=r"train.grad_cache_chunk=3 must divide .*optim.batch_size=16"):
+        load_config("configs/cvusa_fixture.yaml", ["train.grad_cache_chunk=3"])
+    assert load_config("configs/cvusa_fixture.yaml", ["train.grad_cache_chunk=4"]).train.grad_cache_chunk == 4
+
+
+def test_per_process_division_and_split_shuffle_bn_groups(fmnist, tmp_path):
+    from vissl_neg.config.schema import check_grad_cache_chunk
+
+    check_grad_cache_chunk(4, 16, 2)  # 8 per process
+    with pytest.raises(ConfigError, match=r"grad_cache_chunk=8 must divide .*optim.batch_size=24 over 2 processes"):
+        check_grad_cache_chunk(8, 24, 2)  # 24 divides by 8, but 12 per process does not
+    with pytest.raises(ConfigError, match="must be divisible by model.bn_splits=8: split shuffle-BN"):
+        moco(fmnist, tmp_path, "model.backbone=resnet10t", "model.patch_size=0", "train.grad_cache_chunk=4")

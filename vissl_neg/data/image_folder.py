@@ -24,7 +24,9 @@ import math
 import multiprocessing
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,7 +37,9 @@ from torchvision.io import decode_image as decode_any
 from torchvision.transforms.v2 import functional as TF
 
 from vissl_neg.augment import ops
+from vissl_neg.data.section import DataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
@@ -270,3 +274,67 @@ class ImageFolderDataset(Dataset):
         if self.crops is not None and self.encoded:
             return (*batch, torch.stack([item[2] for item in loaded]))
         return batch
+
+
+@dataclass
+class ImageFolderData(DataConfig):
+    """``data.name: image_folder``: any ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>`` tree."""
+
+    name: str = "image_folder"
+    root: str = "data/images"
+    classes: str = ""  # a class-list file: only these class folders, in this order ("" = every folder)
+    decode_size: PositiveInt = 256  # workers decode to this shorter side, centre crop
+    draft: bool = True  # reduced-size JPEG decoding (PIL draft)
+    decode_on: Literal["workers", "device"] = "workers"  # device: torchvision decode_jpeg (nvJPEG on CUDA)
+    # training views (pretraining and the sgd probe): square = cut on the device from the decode_size centre
+    # square | image = each view's RandomResizedCrop box drawn over the whole image in the loader worker (the
+    # reference's), decoded and resized there; evaluation views stay resize + centre crop
+    crops: Literal["square", "image"] = "square"
+
+    title = "an image folder"
+    eval_split = "val"
+    default_classes: ClassVar[Path | None] = None  # the class list used when ``classes`` is empty
+
+    @property
+    def whole_image_crops(self) -> bool:
+        return self.crops == "image"
+
+    @property
+    def decodes_on_device(self) -> bool:
+        return self.decode_on == "device"
+
+    def build(self, split: str) -> ImageFolderDataset:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise DataError(
+                f"dataset root '{root}' does not exist (data.root); expected {root}/train/<class>/<image> "
+                f"and {root}/val/<class>/<image>"
+            )
+        class_file = self.classes or self.default_classes
+        classes = read_class_list(class_file) if class_file else None
+        files, labels, names = scan_class_folders(root / SPLIT_DIRS[split], classes)
+        if split == "train" and self.subset:
+            files, labels = files[: self.subset], labels[: self.subset]
+        return ImageFolderDataset(files, labels, names, self.decode_size, self.draft)
+
+
+@dataclass
+class ImageNetData(ImageFolderData):
+    """``data.name: imagenet``: ILSVRC-2012, ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*.JPEG``."""
+
+    name: str = "imagenet"
+    root: str = "data/imagenet"
+
+    title = "ImageNet-1k"
+    hub_id = "ILSVRC/imagenet-1k"
+    eval_split = "validation"
+
+
+@dataclass
+class ImageNet100Data(ImageNetData):
+    """``data.name: imagenet100``: CMC's 100 classes over the ImageNet tree (``data/imagenet100.txt``)."""
+
+    name: str = "imagenet100"
+
+    title = "ImageNet-100 (CMC's 100 ImageNet-1k classes)"
+    default_classes = IMAGENET100_CLASSES

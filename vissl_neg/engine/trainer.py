@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
+from vissl_neg.config.schema import check_grad_cache_chunk
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.run_dir import open_run_dir
@@ -66,17 +67,8 @@ class Trainer(TrainerBase):
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
         self.chunk = cfg.train.grad_cache_chunk
         per_rank = global_batch // dist.world_size()
-        if self.chunk and cfg.negatives.source != "batch":
-            raise ConfigError(
-                f"train.grad_cache_chunk={self.chunk} caches in-batch negatives; negatives.source={cfg.negatives.source} "
-                "takes its negatives from outside the batch (use train.grad_cache_chunk=0, or negatives.source=batch)"
-            )
-        if self.chunk and per_rank % self.chunk:
-            raise ConfigError(
-                f"train.grad_cache_chunk={self.chunk} must divide the batch of each process "
-                f"(optim.batch_size={global_batch} over {dist.world_size()} processes = {per_rank})"
-            )
-        self.whole_image_crops = cfg.data.crops == "image" and hasattr(self.train_set, "cropped_view")
+        check_grad_cache_chunk(self.chunk, global_batch, dist.world_size())
+        self.whole_image_crops = cfg.data.whole_image_crops and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
             len(self.train_set),
             global_batch // dist.world_size(),
@@ -109,6 +101,11 @@ class Trainer(TrainerBase):
             self.notes.append(
                 f"'{cfg.model.backbone}' has no BatchNorm, so there are no batch statistics to leak; "
                 f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped"
+            )
+        if self.chunk and shuffle_bn == "split" and self.chunk % cfg.model.bn_splits:
+            raise ConfigError(
+                f"train.grad_cache_chunk={self.chunk} must be divisible by model.bn_splits={cfg.model.bn_splits}: "
+                f"split shuffle-BN divides each chunk of '{cfg.model.backbone}' into groups (or use model.shuffle_bn=none)"
             )
         neg = cfg.negatives
         source_cls = SOURCES[neg.source]
@@ -151,7 +148,7 @@ class Trainer(TrainerBase):
             self.loader_set = self.train_set.cropped_view(
                 [(a.crop_scale, a.crop_ratio) for a in views], cfg.augment.size
             )
-        if cfg.data.decode_on == "device":
+        if cfg.data.decodes_on_device:
             from vissl_neg.data.device_decode import DeviceJpegDecoder
 
             self.loader_set = self.loader_set.encoded_view()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vissl_neg.models.encoder import Encoder, QueryPath
 from vissl_neg.models.momentum import momentum_update
 from vissl_neg.models.shuffle_bn import (
+    SplitBNImpl,
     batch_shuffle_ddp,
     batch_shuffle_single,
     batch_unshuffle_ddp,
@@ -38,7 +39,7 @@ class MoCo(nn.Module):
         shuffle_bn: str = "split",
         bn_splits: int = 8,
         predictor: nn.Module | None = None,
-        split_bn_impl: str = "auto",
+        split_bn_impl: SplitBNImpl = "auto",
     ):
         super().__init__()
         self.shuffle_bn = shuffle_bn
