@@ -1,9 +1,14 @@
-"""Run by torchrun from test_grad_cache.py (2 ranks, gloo): a cached step of a DDP-wrapped ViT on
-this rank's half of a global batch, embeddings gathered before the loss; saves the averaged
-gradient, the loss, how many all-reduce rounds the cached and a plain DDP step make, and the
-error a rank gets when the ranks would run different numbers of chunks.
+"""Run by torchrun from test_grad_cache.py (2 ranks, gloo).
 
-    torchrun --nproc_per_node=2 tests/grad_cache_ddp_worker.py OUT_DIR
+1. The building block: a cached step of a DDP-wrapped ViT on this rank's half of a global batch,
+   embeddings gathered before the loss; saves the averaged gradient, the loss, how many all-reduce
+   rounds the cached and a plain DDP step make, and the error a rank gets when the ranks would run
+   different numbers of chunks.
+2. The MoCo v3 trainer (negatives.source=batch, BN heads, symmetric loss) for two steps, plain and
+   with train.grad_cache_chunk (backbone and heads in DDP wrappers of their own); saves both
+   final states.
+
+    torchrun --nproc_per_node=2 tests/grad_cache_ddp_worker.py OUT_DIR DATA_ROOT
 """
 
 from __future__ import annotations
@@ -22,13 +27,31 @@ import torch.nn.functional as F  # noqa: E402
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
+from vissl_neg.config import load_config  # noqa: E402
+from vissl_neg.engine.trainer import Trainer  # noqa: E402
 from vissl_neg.losses import symmetric_info_nce  # noqa: E402
 from vissl_neg.runtime.distributed import all_gather_with_grad  # noqa: E402
 from vissl_neg.runtime.grad_cache import GradCache, GradCacheError  # noqa: E402
 
 import helpers  # noqa: E402,F401  (one thread per process)
+from helpers import tiny_overrides  # noqa: E402
 
 ROWS, CHUNK = 4, 2  # per rank
+MOCOV3 = [
+    "negatives.source=batch",
+    "optim.batch_size=16",
+    "model.backbone=test_vit3",
+    "model.patch_size=7",
+    "model.head_layers=3",
+    "model.head_bn=true",
+    "model.predictor_hidden=32",
+    "model.predictor_last_bn=true",
+    "model.dim=16",
+    "loss.symmetric=true",
+    "train.epochs=1",
+    "train.max_steps=2",
+    "eval.knn_every=-1",
+]
 
 
 class Normalised(nn.Module):
@@ -91,6 +114,12 @@ def main() -> None:
     except GradCacheError as exc:
         record["unequal"] = str(exc)
     torch.save(record, out / f"rank{rank}.pt")
+    for chunk in (0, 4):  # 8 rows per rank: 2 chunks of the backbone per view
+        overrides = tiny_overrides(sys.argv[2], out / f"moco{chunk}") + [*MOCOV3, f"train.grad_cache_chunk={chunk}"]
+        trainer = Trainer(load_config(None, overrides), resume=False)
+        trainer.fit()
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        torch.save(state, out / f"moco{chunk}_rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
 

@@ -28,7 +28,9 @@ from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.runtime.grad_cache import GradCache, GradCacheError, forward_in_chunks, split_rows
 
 import helpers  # noqa: F401  (pins torch to one CPU thread)
-from helpers import subprocess_env
+from helpers import subprocess_env, write_fmnist_fixture
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 FP32_TOL = 3e-5
 FP64_TOL = 1e-11
@@ -334,26 +336,25 @@ def test_split_rows_and_forward_in_chunks():
     assert not forward_in_chunks(model, x, 3).requires_grad
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
-    """torchrun, 2 ranks x 4 rows, chunks of 2, embeddings gathered before the loss: the averaged
-    gradient is the one-process gradient of the 8-row batch; one all-reduce round per step (as
-    many comm-hook calls as a plain DDP step); unequal chunk counts are an error on every rank."""
-    worker = Path(__file__).resolve().parent / "grad_cache_ddp_worker.py"
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One torchrun of tests/grad_cache_ddp_worker.py (2 gloo ranks) -> its output folder."""
     from test_distributed import free_port
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        str(worker),
-        str(tmp_path),
-    ]
+    out, data = tmp_path_factory.mktemp("ddp"), tmp_path_factory.mktemp("fmnist")
+    write_fmnist_fixture(data, n_train=64, n_test=16)
+    worker = Path(__file__).resolve().parent / "grad_cache_ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+    cmd += [f"--master_port={free_port()}", str(worker), str(out), str(data)]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sys.path.insert(0, str(worker.parent))
+    return out
+
+
+def test_two_gloo_processes_equal_one_process(two_ranks):
+    """2 ranks x 4 rows, chunks of 2, embeddings gathered before the loss: the averaged gradient is
+    the one-process gradient of the 8-row batch; one all-reduce round per step (as many comm-hook
+    calls as a plain DDP step); unequal chunk counts are an error on every rank, not a hang."""
     from grad_cache_ddp_worker import build, global_batch, pair_loss
 
     model = build()
@@ -361,9 +362,23 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     loss = pair_loss(model(a), model(b))
     loss.backward()
     want = grads(model)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for got in ranks:
+    for r in range(2):
+        got = torch.load(two_ranks / f"rank{r}.pt", weights_only=True)
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-6, atol=0)
         assert worst(want, got["grads"]) <= FP32_TOL
         assert got["reductions_cached"] == got["reductions_plain"] >= 1
         assert "different numbers of chunks ([2, 3])" in got["unequal"]
+
+
+def test_two_gloo_processes_train_mocov3_with_caching_as_without(two_ranks):
+    """The MoCo v3 trainer under DDP (backbone and BN heads in DDP wrappers of their own): two
+    cached steps leave the weights of two plain steps, to float rounding, on both ranks."""
+    for r in range(2):
+        plain = torch.load(two_ranks / f"moco0_rank{r}.pt", weights_only=True)
+        cached = torch.load(two_ranks / f"moco4_rank{r}.pt", weights_only=True)
+        assert plain.keys() == cached.keys()
+        weights = [k for k in plain if k.startswith(("encoder_q", "predictor")) and "running" not in k]
+        largest = max(plain[k].float().norm().item() for k in weights)
+        for key in weights:
+            diff, norm = (cached[key] - plain[key]).float().norm().item(), plain[key].float().norm().item()
+            assert diff <= FP32_TOL * norm + 1e-6 * largest, (key, diff, norm)
