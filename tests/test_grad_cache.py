@@ -5,11 +5,12 @@ running statistics move once per chunk, not twice; a GradScaler's scale reaches 
 parameter exactly once; autocast is replayed; two gloo processes equal one.
 
 Tolerances. fp32 gradients are compared per parameter as ‖g_cached − g_full‖ / ‖g_full‖.
-Measured on this CPU (B = 8, chunks 1, 3, 4): ViT ≤ 4.5e-7, ConvNeXt ≤ 3.5e-6 — the float
-reordering of summing per chunk; the same full-batch step on a permuted batch differs from
-itself by 1.5e-6 (ViT) and 3.5e-6 (ConvNeXt). FP32_TOL = 3e-5 is about ten times that. In
-float64 the same comparison is ≤ 5e-15 (FP64_TOL = 1e-11): a logic error shows up as 1e-3
-or more there, never as rounding.
+Measured on this CPU (B = 8, chunks 1, 3, 4): ViT ≤ 4.5e-7, ConvNeXt ≤ 3.5e-6 (with the AVX2
+emulation variables: ≤ 4.6e-7 and ≤ 3.6e-6) — the float reordering of summing per chunk; the
+same full-batch step on a permuted batch differs from itself by 1.5e-6 (ViT) and 3.5e-6
+(ConvNeXt) (AVX2: 1.3e-6, 3.8e-6). FP32_TOL = 3e-5 is about ten times that. In float64 the
+same comparison is ≤ 5e-15 (FP64_TOL = 1e-11): a logic error shows up as 1e-3 or more there,
+never as rounding.
 """
 
 from __future__ import annotations
