@@ -16,7 +16,8 @@ Step times are the process's CPU seconds per step (one thread by default: a shar
 jobs then do not enter), medians of steps interleaved across settings in one process.
 
     nice -n 19 python benchmarks/grad_cache.py [--vit-batch 16] [--vit-chunks 2 4 8] [--geo-batch 4]
-        [--geo-chunks 1 2] [--rounds 3] [--threads 1] [--budget-gib 24] [--readme README.md]
+        [--geo-chunks 1 2] [--rounds 3] [--threads 1] [--budget-gib 24] [--budget-chunks 8 32]
+        [--readme README.md]
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU time is measured)")
     parser.add_argument("--budget-gib", type=float, default=24.0)
-    parser.add_argument("--budget-chunks", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--budget-chunks", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--out", default="benchmarks/results/grad_cache.md")
     parser.add_argument("--readme", default=None)
     args = parser.parse_args()
@@ -346,7 +347,8 @@ def main() -> int:
         cached = [largest_batch(lambda b, r=r, c=c: r["total"](b, c) <= budget, c) for c in args.budget_chunks]
         d["largest_batch"] = {"plain": plain, **{str(c): n for c, n in zip(args.budget_chunks, cached)}}
         name = r["title"].split(" (")[0].split(",")[0]
-        lines.append(f"| {name} | {r['recipe_batch']} | {plain:,} | " + " | ".join(f"{n:,}" for n in cached) + " |")
+        fits = [f"{n:,}" if n else "one chunk does not fit" for n in cached]
+        lines.append(f"| {name} | {r['recipe_batch']} | {plain:,} | " + " | ".join(fits) + " |")
     publish(lines, data, args.out, args.readme, "grad_cache")
     return 0
 
