@@ -224,6 +224,22 @@ def test_cross_view_with_drop_path_and_chunk_equal_to_the_batch_is_the_plain_ste
     assert not torch.equal(geo_step(geo(cvusa, tmp_path / "without"))["loss"], want["loss"])  # drop-path is on
 
 
+def test_cross_view_caching_adds_no_host_reads_to_the_step(cvusa, tmp_path):
+    """The CPU AdamW reads its step count back (CUDA uses the fused one): the cached step reads
+    back exactly what the plain step does."""
+    from host_sync import host_reads
+
+    reads = {}
+    for chunk in (0, 2):
+        t = geo(cvusa, tmp_path / str(chunk), f"train.grad_cache_chunk={chunk}")
+        pano, sat, _, _ = t.train_set.__getitems__(list(range(8)))
+        t.train_step(pano, sat)  # the first step allocates optimizer state
+        with host_reads() as r:
+            t.train_step(pano, sat)
+        reads[chunk] = dict(r.ops)
+    assert reads[2] == reads[0], reads
+
+
 def test_a_batch_norm_backbone_is_told_its_step_is_not_the_full_batch_step(cvusa, tmp_path):
     t = GeoTrainer(
         load_config("configs/cvusa_fixture.yaml", geo_overrides(cvusa, tmp_path, "train.grad_cache_chunk=4"))
