@@ -209,3 +209,11 @@ def test_a_new_cross_view_data_set_is_a_section_and_a_registry_line(monkeypatch)
     with pytest.raises(ConfigError, match="config key 'data.tile' belongs to data.name=tiles, not data.name=cvusa"):
         load_config(None, ["task=geo", "data.tile=64"])
     assert isinstance(load_config(None, ["task=geo"]).data, CVUSAData)
+
+
+def test_a_key_that_may_be_null():
+    assert load_config().model.zero_init_last is None
+    assert load_config(None, ["model.zero_init_last=false"]).model.zero_init_last is False
+    assert load_config(None, ["model.zero_init_last=null"]).model.zero_init_last is None
+    with pytest.raises(ConfigError, match="^config key 'model.zero_init_last' must be of type bool, got 'maybe'$"):
+        load_config(None, ["model.zero_init_last=maybe"])

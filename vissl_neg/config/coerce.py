@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
@@ -52,6 +53,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if problem:
                 raise ConfigError(f"config key '{key}' {problem}")
         return value
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):  # X | None
+        (inner,) = [t for t in typing.get_args(tp) if t is not type(None)]
+        return None if value is None else _coerce(key, value, inner)
     if origin is Literal:
         value = _coerce(key, value, str)
         choose(key, value, typing.get_args(tp))

@@ -74,6 +74,9 @@ class ModelConfig:
     pos_embed: Literal["learn", "sincos"] = "learn"
     # ViTs: timm | mocov3 (xavier-uniform, Q/K/V apart, zero biases; moco-v3 vits.py)
     vit_init: Literal["timm", "mocov3"] = "timm"
+    # residual networks: the last BN scale of each block starts at 0 (true) or 1 (false: torchvision's resnet50(),
+    # MoCo v2); null: the architecture's own timm default (0 for ResNet, 1 for ResNetV2)
+    zero_init_last: bool | None = None
     head_hidden: NonNegativeInt = 512  # 0 = the backbone's feature width
     # Linear layers of the projection head (MoCo v3: 3 for ViTs, 2 for ResNets)
     head_layers: Annotated[int, Bound(2)] = 2

@@ -79,8 +79,12 @@ class CVUSADataset(Dataset):
 
     def __getitems__(self, indices: list[int]):
         items = [self[i] for i in indices]
-        return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
-                torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]))
+        return (
+            torch.stack([it[0] for it in items]),
+            torch.stack([it[1] for it in items]),
+            torch.tensor([it[2] for it in items]),
+            torch.tensor([it[3] for it in items]),
+        )
 
 
 @dataclass

@@ -44,8 +44,9 @@ from vissl_neg.rules import PositiveInt
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
 SPLIT_DIRS = {"train": "train", "test": "val"}
-VAL_HINT = ("sort it into val/<wnid>/ class folders first (e.g. with the widely used valprep.sh, "
-            "or from LOC_val_solution.csv)")
+VAL_HINT = (
+    "sort it into val/<wnid>/ class folders first (e.g. with the widely used valprep.sh, or from LOC_val_solution.csv)"
+)
 
 
 def _is_image(name: str) -> bool:
@@ -84,8 +85,10 @@ def scan_class_folders(split_dir: Path, classes: list[str] | None = None) -> tup
         missing = [c for c in classes if c not in set(folders)]
         if missing:
             more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-            raise DataError(f"'{split_dir}' lacks {len(missing)} of the {len(classes)} listed classes: "
-                            f"{', '.join(missing[:3])}{more}")
+            raise DataError(
+                f"'{split_dir}' lacks {len(missing)} of the {len(classes)} listed classes: "
+                f"{', '.join(missing[:3])}{more}"
+            )
     files, labels = [], []
     for label, name in enumerate(classes):
         images = sorted(e.path for e in os.scandir(split_dir / name) if e.is_file() and _is_image(e.name))
@@ -127,8 +130,9 @@ def draw_boxes(width: int, height: int, crops: list[tuple], generator: torch.Gen
     """One RandomResizedCrop box per ``(scale, ratio)`` of ``crops`` over a ``width`` x ``height``
     image -> (V, 4) float (x0, y0, w, h) in whole pixels: torchvision's ``get_params``
     (:func:`vissl_neg.augment.ops.sample_boxes`), drawn with ``generator``."""
-    return torch.cat([ops.sample_boxes(1, height, width, tuple(scale), tuple(ratio), "cpu", generator)[0]
-                      for scale, ratio in crops])
+    return torch.cat(
+        [ops.sample_boxes(1, height, width, tuple(scale), tuple(ratio), "cpu", generator)[0] for scale, ratio in crops]
+    )
 
 
 def _reduced_scale(boxes: torch.Tensor, out: int) -> float:
@@ -149,8 +153,9 @@ def crop_views(image: torch.Tensor, boxes: torch.Tensor, full: tuple[int, int], 
     return torch.stack(views)
 
 
-def decode_views(path: str, crops: list[tuple], out: int, generator: torch.Generator,
-                 draft: bool = True) -> torch.Tensor:
+def decode_views(
+    path: str, crops: list[tuple], out: int, generator: torch.Generator, draft: bool = True
+) -> torch.Tensor:
     """An image file -> uint8 (V, 3, out, out): a RandomResizedCrop box per entry of ``crops``
     drawn over the whole image (:func:`draw_boxes`), each resized to ``out``. With ``draft`` a
     JPEG is decoded at the smallest 1/2^k scale that keeps every box ``out`` pixels wide (PIL's
@@ -207,13 +212,13 @@ class ImageFolderDataset(Dataset):
         self.crops: list[tuple] | None = None  # cropped_view: (scale, ratio) of each view
         self.out = size
 
-    def encoded_view(self) -> "ImageFolderDataset":
+    def encoded_view(self) -> ImageFolderDataset:
         """The same dataset yielding encoded bytes (uint8 1-D tensors) for ``DeviceJpegDecoder``."""
         view = copy.copy(self)
         view.encoded = True
         return view
 
-    def cropped_view(self, crops: list[tuple], out: int) -> "ImageFolderDataset":
+    def cropped_view(self, crops: list[tuple], out: int) -> ImageFolderDataset:
         """The same dataset yielding training views: for each ``(scale, ratio)`` of ``crops`` a
         RandomResizedCrop box drawn over the whole image and resized to ``out`` -> images uint8
         (B, V, 3, out, out). It takes the keyed items of a ``ResumableBatchSampler(keyed=True)``:
@@ -248,8 +253,9 @@ class ImageFolderDataset(Dataset):
                     return decode_views(self.files[j], self.crops, self.out, gen, self.draft), j
                 return decode_image(self.files[j], self.size, self.draft), j
             except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
-                warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})", stacklevel=2
+                )
                 with self.skipped.get_lock():
                     self.skipped.value += 1
         raise DataError(f"no readable image in the {len(self.files)} files of the dataset")
@@ -263,8 +269,9 @@ class ImageFolderDataset(Dataset):
         (images, labels, used indices) [+ boxes (B, V, 4) for an encoded cropped view]."""
         if self.crops is not None:
             if not indices or not isinstance(indices[0], (tuple, list)):
-                raise DataError("a cropped image-folder view takes (index, key) items: "
-                                "use ResumableBatchSampler(keyed=True)")
+                raise DataError(
+                    "a cropped image-folder view takes (index, key) items: use ResumableBatchSampler(keyed=True)"
+                )
             loaded = [self._load(int(i), int(k)) for i, k in indices]
         else:  # keyed items of a ResumableBatchSampler(keyed=True): the key is for cropped views only
             loaded = [self._load(i[0] if isinstance(i, (tuple, list)) else i) for i in indices]
