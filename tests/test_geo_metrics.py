@@ -417,6 +417,15 @@ def test_vigor_hit_rate_by_hand():
     )
 
 
+def test_index_dtypes_and_a_bad_rule():
+    query, reference, positive, semi = _vigor_case(q_count=30, r_count=120, seed=6, grid=True)
+    want = vigor_recall(query, reference, positive, semi)
+    assert vigor_recall(query, reference, positive.int(), semi.int()) == want
+    assert recall_at_k(query, reference, positive.int()) == recall_at_k(query, reference, positive)
+    with pytest.raises(ValueError, match="one_percent must be one of"):
+        vigor_recall(query, reference, positive, semi, one_percent="VIGOR")  # type: ignore[arg-type]
+
+
 def test_vigor_without_semi_positives_hit_rate_is_r_at_1():
     query, reference, positive, _ = _vigor_case(seed=5)
     ours = vigor_recall(query, reference, positive, torch.empty(len(positive), 0, dtype=torch.long))
