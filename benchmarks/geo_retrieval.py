@@ -262,9 +262,9 @@ def table(rows: list[dict], budget: int, dense_limit: int, load: tuple[float, fl
     r0 = rows[0]
     lines = [
         f"Random unit embeddings, D = {r0['dim']}, float32, {r0['threads']} CPU threads, torch {torch.__version__}; "
-        f"chunk budget {budget / MB:.0f} MiB; the machine was shared (load average {load[0]:.1f} at the start, "
-        f"{load[1]:.1f} at the end), so compare times within a row. Peak = the increase of resident memory "
-        "during the call.",
+        f"chunk budget {budget / MB:.0f} MiB. The machine was shared (load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end), so times of separate runs moved with the load: compare the two ways on the "
+        'same queries ("there"). Peak = the increase of resident memory during the call.',
         "",
         "| benchmark | queries × references | chunked: s | chunked: peak MiB | bound MiB | reference: Q×R fp32 | "
         "reference: peak | reference run on | there: peak MiB | there: reference s / chunked s | reference s, "
@@ -304,10 +304,16 @@ def main() -> int:
     parser.add_argument("--dense-limit", type=int, default=2 * GB, help="bytes the reference's matrix may take")
     parser.add_argument("--out", default="benchmarks/results/geo_retrieval.md")
     parser.add_argument("--readme", default=None)
+    parser.add_argument("--render", default=None, help="write the table from a results JSON of an earlier run")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_case(args.child, args.dim, args.budget, args.dense_limit)))
+        return 0
+    if args.render:  # {"rows": [...], "load": [start, end]} as written below
+        saved = json.loads(Path(args.render).read_text())
+        lines = table(saved["rows"], args.budget, args.dense_limit, tuple(saved["load"]))
+        publish(lines, saved, args.out, args.readme, "geo_retrieval")
         return 0
     rows, load_start = [], os.getloadavg()[0]
     for name in args.cases:  # one process per case: each peak is measured from a fresh heap
@@ -317,7 +323,8 @@ def main() -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "result"}), file=sys.stderr, flush=True)
     load = (load_start, os.getloadavg()[0])
-    publish(table(rows, args.budget, args.dense_limit, load), rows, args.out, args.readme, "geo_retrieval")
+    lines = table(rows, args.budget, args.dense_limit, load)
+    publish(lines, {"rows": rows, "load": load}, args.out, args.readme, "geo_retrieval")
     return 0
 
 
