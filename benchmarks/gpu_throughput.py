@@ -265,7 +265,12 @@ def memory_estimate_gib(args) -> float:
 
     _, rows = estimate_rows(
         args.config,
-        overrides=(f"optim.batch_size={args.batch}", f"negatives.size={args.queue}", f"augment.size={args.size}"),
+        overrides=(
+            f"optim.batch_size={args.batch}",
+            f"negatives.size={args.queue}",
+            f"augment.size={args.size}",
+            "train.amp=bf16",  # the precision this benchmark trains in
+        ),
     )
     return total_with_queue(rows) / 2**30
 

@@ -91,7 +91,7 @@ def main() -> int:
         with Image.open(p) as img:
             peer_tf(img.convert("RGB"))
 
-    cfg = load_config("configs/imagenet_mocov2.yaml", ["data.name=fashion_mnist", "data.crops=square"])
+    cfg = load_config("configs/imagenet_mocov2.yaml", ["data.crops=square"])
     augment = ViewAugment(cfg.augment, 3)
     crops = [(cfg.augment.crop_scale, cfg.augment.crop_ratio)] * 2
     sizes = {"500x375": (500, 375), "1600x1200": (1600, 1200)}

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Paper-scale memory per GPU, computed: queue, memory bank, weights / optimizer state, and
-the activations autograd keeps for ResNet-50 at batch 256 in bf16.
+the activations autograd keeps for ResNet-50 at batch 256 in the config's precision
+(``train.amp``: off = fp32, as the MoCo v2 reference; bf16 / fp16 autocast; auto = bf16).
 
 Activations are measured, not guessed: one forward of the query encoder (backbone + MoCo
 head) on a small batch runs under ``saved_tensors_hooks``, which sees every tensor
-autograd stores for the backward pass; bytes per image are scaled to the batch and to
-bf16 (tensors autograd saves in fp32 under autocast, e.g. BN statistics, stay fp32).
+autograd stores for the backward pass; bytes per image are scaled to the batch (under
+autocast, tensors autograd saves in fp32, e.g. BN statistics, stay fp32).
 
     python benchmarks/memory_estimate.py [--readme README.md]
 """
@@ -29,8 +30,11 @@ from vissl_neg.models import build_encoder  # noqa: E402
 GB = 1024**3
 
 
-def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype) -> int:
-    """Bytes autograd saves for backward in one forward of ``batch`` images under autocast."""
+AUTOCAST = {"off": None, "auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype: torch.dtype | None) -> int:
+    """Bytes autograd saves for backward in one forward of ``batch`` images (under autocast to ``dtype``)."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor):
@@ -40,19 +44,20 @@ def saved_activation_bytes(model: torch.nn.Module, batch: int, size: int, dtype:
 
     x = torch.randn(batch, 3, size, size)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast("cpu", dtype=dtype):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             model(x)
     return sum(seen.values())
 
 
 def estimate_rows(config: str, bank_items: int = 1_281_167, probe_batch: int = 4, overrides=()):
     """-> (config, [(item, what, bytes)]) for ``config`` (with dotted ``overrides``)."""
-    cfg = load_config(config, ["data.name=fashion_mnist", *overrides])  # the model part only; no data is read
+    cfg = load_config(config, list(overrides))  # the model part only; no data is read
     batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
     torch.manual_seed(0)
     encoder = build_encoder(cfg.model, 3, size).train()
     params = sum(p.numel() for p in encoder.parameters())
-    per_image = saved_activation_bytes(encoder, probe_batch, size, torch.bfloat16) / probe_batch
+    dtype = AUTOCAST[cfg.train.amp]
+    per_image = saved_activation_bytes(encoder, probe_batch, size, dtype) / probe_batch
     rows = [
         ("queue", f"{cfg.negatives.size} x {dim} fp32 keys (+ labels)", cfg.negatives.size * (dim * 4 + 8)),
         ("memory bank, fp32", f"{bank_items:,} x {dim} (+ labels)", bank_items * (dim * 4 + 8)),
@@ -61,11 +66,20 @@ def estimate_rows(config: str, bank_items: int = 1_281_167, probe_batch: int = 4
         ("key encoder (EMA) weights", "fp32", params * 4),
         (
             "activations kept for backward",
-            f"{per_image / 2**20:.1f} MiB/image x {batch} images, bf16 autocast",
+            f"{per_image / 2**20:.1f} MiB/image x {batch} images, {precision(cfg)}",
             per_image * batch,
         ),
     ]
     return cfg, rows
+
+
+def precision(cfg) -> str:
+    dtype = AUTOCAST[cfg.train.amp]
+    return (
+        "fp32"
+        if dtype is None
+        else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+    )
 
 
 def total_with_queue(rows) -> int:
@@ -84,7 +98,8 @@ def main() -> int:
     batch, size, dim = cfg.optim.batch_size, cfg.augment.size, cfg.model.dim
     queue_total = total_with_queue(rows)
     lines = [
-        f"{cfg.model.backbone} at {size}x{size}, batch {batch} per GPU, D {dim}, bf16 autocast; "
+        f"{cfg.model.backbone} at {size}x{size}, batch {batch} per GPU, D {dim}, {precision(cfg)} "
+        f"(train.amp={cfg.train.amp}, {args.config}); "
         f"activations measured with saved_tensors_hooks on {args.probe_batch} images, torch {torch.__version__}",
         "",
         "| item | what | GiB |",
@@ -95,8 +110,8 @@ def main() -> int:
         "",
         "Not counted: the key encoder's forward (no autograd, freed layer by layer), the (B, K) logits "
         f"({batch} x {cfg.negatives.size} fp32 = {batch * cfg.negatives.size * 4 / GB:.3f} GiB), "
-        "cuDNN workspaces and the allocator's slack. Measured under CPU autocast, whose bf16 op list is close to "
-        "CUDA's.",
+        "cuDNN workspaces and the allocator's slack."
+        + (" Measured under CPU autocast, whose op lists are close to CUDA's." if AUTOCAST[cfg.train.amp] else ""),
     ]
     publish(lines, {name: b for name, _, b in rows}, args.out, args.readme, "memory_estimate")
     return 0

@@ -63,6 +63,10 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "wrong_type": (train("d", "optim.lr=abc"), ["optim.lr", "abc"]),
         "unknown_timm_model": (train("e", "model.backbone=resnt18"), ["resnt18", "'resnet18'"]),
         "negatives_zero": (train("f", "negatives.size=0"), ["negatives.size"]),
+        "image_folder_key_on_fashion_mnist": (
+            train("l", "data.crops=image"),
+            ["config key 'data.crops' belongs to data.name=imagenet or imagenet100 or image_folder"],
+        ),
         "strategy_count_too_large": (
             train("i", "negatives.strategies=[{name: mochi, n_hard: 128, s: 4}]"),
             ["negatives.strategies[0].n_hard=128 is larger than the 100 negatives"],
@@ -137,6 +141,7 @@ CASES = [
     "wrong_type",
     "unknown_timm_model",
     "negatives_zero",
+    "image_folder_key_on_fashion_mnist",
     "strategy_count_too_large",
     "batch_larger_than_dataset",
     "resume_dir_without_run",

@@ -129,3 +129,24 @@ def test_imagenet_paper_recipes():
         # DTennant/CL-Visualizing-Feature-Transformation README command: --pos_alpha 2.0 --neg_alpha 1.6,
         # no --dim_mask (train_options.py:35 default 'none': one λ each per step)
         assert (built.pos_alpha, built.neg_alpha, built.draw) == (2.0, 1.6, "step")
+
+
+def test_recipe_precision_and_feature_transformations_imagenet100_base():
+    """Each recipe trains in its reference's precision: MoCo v2 (facebookresearch/moco @ 7397dfe
+    main_moco.py, no autocast) and everything on it in fp32; MoCo v3 fp16 autocast with a
+    GradScaler (moco-v3 @ c349e6e main_moco.py:232, 352-363); Sample4Geo fp16 (tested above).
+    Feature transformation's ImageNet-100 command (CL-Visualizing-Feature-Transformation @ c53d1be
+    README: --alpha 0.99, default nce_k 65536 in options/base_options.py:85, 91; cosine to
+    lr x 0.1^3 in learning/base_trainer.py:70-73, ImageNet-1k and -100; linear evaluation 60 epochs at lr 30 with decay
+    epochs 60, 80 never reached, options/test_options.py:23-25)."""
+    by_name = {p.stem: p for p in CONFIGS}
+    for name in by_name:
+        if name.startswith("imagenet") and name != "imagenet_mocov3_vits":
+            assert _load(by_name[name])[0].train.amp == "off", name
+    assert _load(by_name["imagenet_mocov3_vits"])[0].train.amp == "fp16"
+    for name in ("imagenet_feature_transform", "imagenet100_feature_transform"):
+        ft, _ = _load(by_name[name])
+        assert ft.optim.lr == 0.03 and ft.optim.min_lr == pytest.approx(ft.optim.lr * 0.1**3, rel=1e-12)
+    assert (ft.model.momentum, ft.negatives.size) == (0.99, 65536)
+    assert ft.eval.linear_epochs == 60 and min(ft.eval.linear_milestones) >= 60 and ft.eval.linear_lr == 30.0
+    assert ft.eval.linear_schedule == "steps" and ft.eval.linear_weight_decay == 0.0

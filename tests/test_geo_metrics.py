@@ -4,7 +4,7 @@ hand-built cases with known answers.
 The ``ref_*`` functions below transcribe the reference functions line by line (plain torch /
 numpy loops over queries, full score matrices), citing repository @ commit file:line:
 Sample4Geo = Skyy93/Sample4Geo @ 498c6511478053ddb4a43f24a9f4942fab238f09, VIGOR =
-Jeff-Zilence/VIGOR @ 5d0807f0e76cd66e0fdca64a1a4a18c3acae59e9. Random embeddings are scored in
+Jeff-Zilence/VIGOR @ 33a743622c9c9785a28b475361c19ce1a3c12ab8. Random embeddings are scored in
 float64, with a check that no two scores of a row are nearly equal, so the chunked and the
 full products order them alike; "grid" embeddings (multiples of 1/4) give exact, tied scores
 in any summation order, so results there are compared exactly.
@@ -112,7 +112,7 @@ def ref_sample4geo_vigor_calculate_scores(
 
 
 def ref_vigor_validate_top(grd_descriptor, sat_descriptor, test_label):
-    """VIGOR train_SAFA.py ``validate_top`` (lines 27-57), numpy; ``dataloader.test_label``
+    """VIGOR train_SAFA.py:26-59 (``validate_top``), numpy; ``dataloader.test_label``
     passed as ``test_label``. Returns fractions (top 1 %, top 1, top 5, hit rate)."""
     accuracy = 0.0
     accuracy_top1 = 0.0

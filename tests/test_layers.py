@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vissl_neg"
 
 # bottom -> top; a top-level module or subpackage of vissl_neg per name
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "runtime"),  # errors; process group, device, checkpoint files
+    ("errors", "rules", "runtime"),  # errors; config value rules; process group, device, checkpoint files
     ("augment", "data", "losses"),  # components that need no other component
     ("negatives",),  # sources and strategies (score with the losses)
     ("models",),  # encoders, heads, MoCo (holds its negative source)

@@ -174,7 +174,7 @@ def test_mlp_is_the_references(layers, last_bn):
 
 
 def test_imagenet_v3_config_builds_the_references_vit_s():
-    cfg = load_config("configs/imagenet_mocov3_vits.yaml", ["data.name=fashion_mnist"])
+    cfg = load_config("configs/imagenet_mocov3_vits.yaml")
     m = cfg.model
     assert (m.num_heads, m.pos_embed, m.vit_init, m.head_layers, m.predictor_last_bn, m.sync_bn) == (
         12,
@@ -280,7 +280,7 @@ def test_solarize_is_pils():
 
 
 def test_view2_gives_the_second_view_its_own_values():
-    cfg = load_config("configs/imagenet_mocov3_vits.yaml", ["data.name=fashion_mnist"])
+    cfg = load_config("configs/imagenet_mocov3_vits.yaml")
     a, b = cfg.augment, second_view(cfg.augment)
     # moco-v3 c349e6e main_moco.py:262-285 (crop-min 0.08 at :117-118)
     assert (a.crop_scale, a.saturation, a.blur_p, a.solarize_p) == ([0.08, 1.0], 0.2, 1.0, 0.0)
@@ -337,7 +337,7 @@ def test_configs_without_view2_use_one_pipeline(data_root, tmp_path):
 
 # ---------------------------------------------------------------- linear probe
 def test_cosine_probe_schedule_is_the_references():
-    cfg = load_config("configs/imagenet_mocov3_vits.yaml", ["data.name=fashion_mnist"]).eval
+    cfg = load_config("configs/imagenet_mocov3_vits.yaml").eval
     init_lr = 3.0 * 1024 / 256  # main_lincls.py:196 with CONFIG.md's --lr=3 and the default batch 1024
     assert probe_lr(cfg) == init_lr and cfg.linear_epochs == 90 and cfg.linear_weight_decay == 0
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=probe_lr(cfg))
@@ -349,7 +349,7 @@ def test_cosine_probe_schedule_is_the_references():
 
 
 def test_stepped_probe_schedule_is_unchanged():
-    cfg = load_config("configs/imagenet_mocov2.yaml", ["data.name=fashion_mnist"]).eval
+    cfg = load_config("configs/imagenet_mocov2.yaml").eval
     assert probe_lr(cfg) == 30.0
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=probe_lr(cfg))
     sched = probe_schedule(opt, cfg)

@@ -1,6 +1,7 @@
 """Checkpoints hold only tensors and plain values, so they load with torch.load(weights_only=True);
 a file that would run code when unpickled is refused in one line by the real tools and runs
-nothing; checkpoints are written with the user's umask."""
+nothing; a file that is no checkpoint at all (text, empty, cut short) is refused as such;
+checkpoints are written with the user's umask."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +170,53 @@ def test_a_checkpoint_with_code_is_refused_by_the_tools(data_root, tmp_path, too
     assert not marker.exists()
 
 
-def test_a_damaged_checkpoint_is_still_reported_as_unreadable(tmp_path):
-    path = tmp_path / "last.ckpt"
+def _zip_checkpoint(path: Path) -> bytes:
     ckpt.save_atomic({"x": torch.zeros(4)}, path)
-    path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(UserError, match="cannot be read"):
+    return path.read_bytes()
+
+
+NOT_CHECKPOINTS = {  # name -> (the file's bytes, given a real checkpoint's; how the reason begins)
+    "text": (lambda real: b"step: 3\nthis is not a checkpoint\n", "text, not a zip archive"),
+    "empty": (lambda real: b"", "the file is empty"),
+    "truncated": (lambda real: real[:100], "a zip archive cut short"),
+    "binary": (lambda real: bytes(range(256)) * 4, "not a zip archive"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_CHECKPOINTS))
+def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path, kind):
+    path = tmp_path / "last.ckpt"
+    make, says = NOT_CHECKPOINTS[kind]
+    path.write_bytes(make(_zip_checkpoint(path)))
+    with pytest.raises(UserError) as info:
         ckpt.load(path)
+    assert str(info.value).startswith(f"'{path}' is not a checkpoint ({says}")
+    assert "objects other than tensors" not in str(info.value)
+
+
+def test_a_zip_archive_that_torch_did_not_write_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/weights.txt", "1 2 3")
+    with pytest.raises(UserError, match="is not a checkpoint \\(a zip archive without data.pkl\\)"):
+        ckpt.load(path)
+
+
+def test_legacy_checkpoints_load_and_a_cut_one_says_so(tmp_path):
+    path = tmp_path / "old.ckpt"
+    torch.save({"x": torch.arange(4)}, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes().startswith(ckpt.LEGACY_MAGIC)
+    assert torch.equal(ckpt.load(path)["x"], torch.arange(4))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match="is not a complete checkpoint"):
+        ckpt.load(path)
+
+
+def test_the_tools_refuse_a_text_file_as_not_a_checkpoint(data_root, tmp_path):
+    """One line, exit code 2, and not the message for a checkpoint holding other objects."""
+    path = crafted_run_dir(data_root, tmp_path / "run", tmp_path / "ran")
+    path.write_text("not a checkpoint\n")
+    line = assert_one_error_line(
+        run_tool("tools/knn.py", path.parent), f"'{path}' is not a checkpoint (text, not a zip archive)"
+    )
+    assert "objects other than tensors" not in line

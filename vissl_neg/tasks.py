@@ -79,7 +79,8 @@ class MocoTask(Task):
 
     def preprocessing(self, cfg, in_chans):
         size = cfg.augment.size
-        decoded = 28 if cfg.data.name == "fashion_mnist" else cfg.data.decode_size  # what EvalTransform crops from
+        decoded = getattr(cfg.data, "decode_size", 28)  # what EvalTransform crops from: image folders decode
+        # to data.decode_size; Fashion-MNIST's images are 28x28
         return {
             "input_size": [in_chans, size, size],
             "interpolation": "bilinear",

@@ -8,24 +8,21 @@ both as the reference does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Literal
 
 from vissl_neg.config.schema import RUN_KEYS, TrainConfig
-
-
-@dataclass
-class GeoDataConfig:
-    name: str = "cvusa"
-    root: str = "data/CVUSA"
-    sat_size: int = 384
-    pano_size: list[int] = field(default_factory=lambda: [140, 768])  # height, width
-    # GPS neighbours: auto (ROOT/split_locations/all.csv when present) | none (random batches) | a path to
-    # CVUSA's all.csv, a CSV of id,lat,lon or a {id: [neighbour ids]} pickle
-    neighbours: str = "auto"
-    num_workers: int = 0
-    prefetch_factor: int = 2
-    persistent_workers: bool = True
-    pin_memory: bool = True
+from vissl_neg.data import CVUSAData, GeoDataConfig
+from vissl_neg.errors import ConfigError
+from vissl_neg.rules import (
+    Bound,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    UnitFraction,
+)
 
 
 @dataclass
@@ -35,19 +32,34 @@ class GeoAugmentConfig:
     Blur and sharpen are one of (P(blur) = blur_p, P(sharpen) = sharpen_p, never both: the
     reference's OneOf at 0.3), and so are grid and coarse dropout."""
 
-    flip_p: float = 0.5
-    rotate_p: float = 0.75
-    jpeg_p: float = 0.5
+    flip_p: Probability = 0.5
+    rotate_p: Probability = 0.75
+    jpeg_p: Probability = 0.5
     jpeg_quality: list[int] = field(default_factory=lambda: [90, 100])  # uniform integers, both included
     jitter: float = 0.15  # brightness, contrast, saturation
-    hue: float = 0.15
-    jitter_p: float = 0.5
-    blur_p: float = 0.15
-    sharpen_p: float = 0.15
-    grid_dropout_p: float = 0.15
-    coarse_dropout_p: float = 0.15
+    hue: Probability = 0.15  # at most 0.5, half the colour circle
+    jitter_p: Probability = 0.5
+    blur_p: Probability = 0.15
+    sharpen_p: Probability = 0.15
+    grid_dropout_p: Probability = 0.15
+    coarse_dropout_p: Probability = 0.15
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def check(self) -> None:
+        for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):
+            if sum(getattr(self, k) for k in one_of) > 1.0:
+                raise ConfigError(
+                    f"config keys 'augment.{one_of[0]}' + 'augment.{one_of[1]}' are one of two, so their sum "
+                    f"must be at most 1, got {sum(getattr(self, k) for k in one_of)}"
+                )
+        q = self.jpeg_quality
+        if len(q) != 2 or not 1 <= q[0] <= q[1] <= 100:
+            raise ValueError(f"jpeg_quality must be [low, high] with 1 <= low <= high <= 100, got {q}")
+        if self.hue > 0.5:
+            raise ValueError(f"hue must be at most 0.5 (half the colour circle), got {self.hue}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ConfigError("config keys 'augment.mean' and 'augment.std' must have 3 entries (RGB), std > 0")
 
 
 @dataclass
@@ -57,14 +69,18 @@ class GeoModelConfig:
     backbone: str = "convnext_base"
     pretrained: bool = False  # timm's ImageNet weights (downloaded from the Hugging Face hub)
     pretrained_file: str = ""  # or a local weights file for the same timm model
-    patch_size: int = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = the model's own
-    init_temperature: float = 0.07  # the learnable logit scale starts at log(1 / init_temperature)
+    patch_size: NonNegativeInt = 0  # patch-embedding models (ViT, Swin, ConvNeXt, ...): timm's patch_size; 0 = own
+    init_temperature: PositiveFloat = 0.07  # the learnable logit scale starts at log(1 / init_temperature)
     channels_last: bool = False
+
+    def check(self) -> None:
+        if self.pretrained and self.pretrained_file:
+            raise ConfigError("set model.pretrained or model.pretrained_file, not both")
 
 
 @dataclass
 class GeoLossConfig:
-    label_smoothing: float = 0.1
+    label_smoothing: UnitFraction = 0.1
 
 
 @dataclass
@@ -74,23 +90,23 @@ class GeoMixupConfig:
     loss term. Defaults are the reference code's (scripts/m2mix.sh)."""
 
     enabled: bool = False
-    alpha: float = 0.5  # λ ~ Beta(alpha, alpha), one draw per step
-    weight: float = 0.01  # the mix term's weight
-    temperature: float = 0.07  # fixed temperature of the mix term; 0 = the learnable logit scale
+    alpha: PositiveFloat = 0.5  # λ ~ Beta(alpha, alpha), one draw per step
+    weight: PositiveFloat = 0.01  # the mix term's weight
+    temperature: NonNegativeFloat = 0.07  # fixed temperature of the mix term; 0 = the learnable logit scale
     epoch_decay: bool = True  # weight / (epoch - start_epoch + 1)
-    start_epoch: int = 0
-    label_smoothing: float = 0.0  # of the mix term only (the reference's targets there are hard)
+    start_epoch: NonNegativeInt = 0
+    label_smoothing: UnitFraction = 0.0  # of the mix term only (the reference's targets there are hard)
 
 
 @dataclass
 class GeoOptimConfig:
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 128
-    warmup_epochs: float = 1.0
-    min_lr: float = 0.0
-    clip_grad: float = 100.0  # clip gradients by value (0 = off)
+    name: Literal["adamw"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    batch_size: PositiveInt = 128
+    warmup_epochs: NonNegativeFloat = 1.0
+    min_lr: NonNegativeFloat = 0.0
+    clip_grad: NonNegativeFloat = 100.0  # clip gradients by value (0 = off)
 
 
 @dataclass
@@ -98,11 +114,18 @@ class GeoSamplingConfig:
     """Hard-negative batches: GPS neighbours for ``gps_epochs`` epochs, then neighbours mined
     from embedding similarity, refreshed every ``mine_every`` epochs."""
 
-    neighbour_select: int = 64
-    neighbour_range: int = 128
-    gps_epochs: int = 4
-    mine_every: int = 4  # 0 = never mine (GPS neighbours, or random batches, throughout)
-    chunk_size: int = 1024  # panoramas scored at once while mining
+    neighbour_select: PositiveInt = 64
+    neighbour_range: PositiveInt = 128
+    gps_epochs: NonNegativeInt = 4
+    mine_every: NonNegativeInt = 4  # 0 = never mine (GPS neighbours, or random batches, throughout)
+    chunk_size: PositiveInt = 1024  # panoramas scored at once while mining
+
+    def check(self) -> None:
+        if self.neighbour_select > self.neighbour_range:
+            raise ConfigError(
+                f"sampling.neighbour_select={self.neighbour_select} must not exceed "
+                f"sampling.neighbour_range={self.neighbour_range}"
+            )
 
 
 @dataclass
@@ -115,15 +138,15 @@ class GeoTrainConfig(TrainConfig):
 
 @dataclass
 class GeoEvalConfig:
-    every: int = 4  # epochs; 0 = only at the end; -1 = never
-    batch_size: int = 128
-    chunk_size: int = 0  # queries scored at once (0 = as many as a 256 MiB budget holds)
+    every: Annotated[int, Bound(-1, note=" (-1 = never)")] = 4  # epochs; 0 = only at the end; -1 = never
+    batch_size: PositiveInt = 128
+    chunk_size: NonNegativeInt = 0  # queries scored at once (0 = as many as a 256 MiB budget holds)
 
 
 @dataclass
 class GeoConfig:
     task: str = "geo"
-    data: GeoDataConfig = field(default_factory=GeoDataConfig)
+    data: GeoDataConfig = field(default_factory=CVUSAData)  # data.name picks the class (GEO_DATASETS)
     augment: GeoAugmentConfig = field(default_factory=GeoAugmentConfig)
     model: GeoModelConfig = field(default_factory=GeoModelConfig)
     loss: GeoLossConfig = field(default_factory=GeoLossConfig)
@@ -133,16 +156,15 @@ class GeoConfig:
     train: GeoTrainConfig = field(default_factory=GeoTrainConfig)
     eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
 
+    def check(self) -> None:
+        """The rules that span sections (each section has checked its own keys)."""
+        if self.mixup.enabled and self.mixup.start_epoch >= self.train.epochs:
+            raise ConfigError(
+                f"config key 'mixup.start_epoch' ({self.mixup.start_epoch}) must be below train.epochs "
+                f"({self.train.epochs}), or mixup never starts"
+            )
 
-# the cross-view views' probabilities (augment.<key>): each in [0, 1], 0 switches a step off
-AUGMENT_PROBABILITIES = (
-    "flip_p",
-    "rotate_p",
-    "jpeg_p",
-    "jitter_p",
-    "blur_p",
-    "sharpen_p",
-    "grid_dropout_p",
-    "coarse_dropout_p",
-)
+
+# the cross-view views' probabilities (augment.<key>_p): 0 switches a step off
+AUGMENT_PROBABILITIES = tuple(f.name for f in fields(GeoAugmentConfig) if f.name.endswith("_p"))
 GEO_RESUMABLE_KEYS = RUN_KEYS + ("eval.every", "eval.batch_size", "eval.chunk_size", "sampling.chunk_size")

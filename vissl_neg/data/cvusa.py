@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +18,9 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
+from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
 
@@ -76,10 +79,40 @@ class CVUSADataset(Dataset):
 
     def __getitems__(self, indices: list[int]):
         items = [self[i] for i in indices]
-        return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
-                torch.tensor([it[2] for it in items]), torch.tensor([it[3] for it in items]))
+        return (
+            torch.stack([it[0] for it in items]),
+            torch.stack([it[1] for it in items]),
+            torch.tensor([it[2] for it in items]),
+            torch.tensor([it[3] for it in items]),
+        )
 
 
-def cvusa_split(data_cfg, split: str, root: str | Path | None = None) -> CVUSADataset:
+@dataclass
+class CVUSAData(GeoDataConfig):
+    """``data.name: cvusa``: the pairs of ``splits/train-19zl.csv`` / ``val-19zl.csv`` at fixed sizes."""
+
+    sat_size: PositiveInt = 384
+    pano_size: list[int] = field(default_factory=lambda: [140, 768])  # height, width
+    # GPS neighbours: auto (ROOT/split_locations/all.csv when present) | none (random batches) | a path to
+    # CVUSA's all.csv, a CSV of id,lat,lon or a {id: [neighbour ids]} pickle
+    neighbours: str = "auto"
+
+    title = "CVUSA"
+
+    def check(self) -> None:
+        if len(self.pano_size) != 2 or min(self.pano_size) <= 0:
+            raise ValueError(f"pano_size must be [height, width] > 0, got {self.pano_size}")
+        if self.pano_size[1] % 4:
+            raise ValueError(
+                f"pano_size width {self.pano_size[1]} must be divisible by 4 "
+                "(rotations roll the panorama by quarter turns)"
+            )
+
+    def build(self, split: str, root: str | Path | None = None) -> CVUSADataset:
+        """The pairs of ``split`` at this section's sizes (``root`` overrides data.root)."""
+        return CVUSADataset(root or self.root, split, self.sat_size, tuple(self.pano_size))
+
+
+def cvusa_split(data_cfg: CVUSAData, split: str, root: str | Path | None = None) -> CVUSADataset:
     """A split at the sizes of a geo config's ``data`` section (``root`` overrides data.root)."""
-    return CVUSADataset(root or data_cfg.root, split, data_cfg.sat_size, tuple(data_cfg.pano_size))
+    return data_cfg.build(split, root)

@@ -37,8 +37,9 @@ class DeviceJpegDecoder:
                 out.append(None)
         return out
 
-    def __call__(self, encoded: list[torch.Tensor], indices: torch.Tensor, boxes: torch.Tensor | None = None,
-                 out: int = 0) -> torch.Tensor:
+    def __call__(
+        self, encoded: list[torch.Tensor], indices: torch.Tensor, boxes: torch.Tensor | None = None, out: int = 0
+    ) -> torch.Tensor:
         """Encoded bytes (list of B uint8 1-D tensors) -> uint8 (B, 3, size, size) on the device;
         with ``boxes`` (B, V, 4) in full-image pixels, (B, V, 3, out, out): each box resized to ``out``."""
         try:
@@ -48,8 +49,10 @@ class DeviceJpegDecoder:
         if boxes is None:
             squares = [None if im is None else square(im, self.size) for im in images]
         else:
-            squares = [None if im is None else crop_views(im, b, (im.shape[-1], im.shape[-2]), out)
-                       for im, b in zip(images, boxes.cpu())]
+            squares = [
+                None if im is None else crop_views(im, b, (im.shape[-1], im.shape[-2]), out)
+                for im, b in zip(images, boxes.cpu())
+            ]
         good = next((sq for sq in squares if sq is not None), None)
         if good is None:
             raise DataError(f"no readable image in a batch of {len(squares)}")

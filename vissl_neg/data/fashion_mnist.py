@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vissl_neg.data.datasets import TensorImageDataset
+from vissl_neg.data.section import DataConfig
 from vissl_neg.errors import DataError
 
 FILES = {
@@ -56,3 +59,17 @@ def load_fashion_mnist(root: str | Path, split: str) -> tuple[torch.Tensor, torc
             f"'{root}': {image_file} has shape {images.shape} and {label_file} {labels.shape}; expected (N, H, W) and (N,)"
         )
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+@dataclass
+class FashionMNISTData(DataConfig):
+    """``data.name: fashion_mnist``: the four idx .gz files in ``root``, decoded into memory."""
+
+    title = "Fashion-MNIST"
+    hub_id = "zalando-datasets/fashion_mnist"
+
+    def build(self, split: str) -> TensorImageDataset:
+        images, labels = load_fashion_mnist(self.root, split)
+        if split == "train" and self.subset:
+            images, labels = images[: self.subset], labels[: self.subset]
+        return TensorImageDataset(images, labels)

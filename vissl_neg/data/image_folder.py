@@ -24,7 +24,9 @@ import math
 import multiprocessing
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,13 +37,16 @@ from torchvision.io import decode_image as decode_any
 from torchvision.transforms.v2 import functional as TF
 
 from vissl_neg.augment import ops
+from vissl_neg.data.section import DataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
 SPLIT_DIRS = {"train": "train", "test": "val"}
-VAL_HINT = ("sort it into val/<wnid>/ class folders first (e.g. with the widely used valprep.sh, "
-            "or from LOC_val_solution.csv)")
+VAL_HINT = (
+    "sort it into val/<wnid>/ class folders first (e.g. with the widely used valprep.sh, or from LOC_val_solution.csv)"
+)
 
 
 def _is_image(name: str) -> bool:
@@ -80,8 +85,10 @@ def scan_class_folders(split_dir: Path, classes: list[str] | None = None) -> tup
         missing = [c for c in classes if c not in set(folders)]
         if missing:
             more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-            raise DataError(f"'{split_dir}' lacks {len(missing)} of the {len(classes)} listed classes: "
-                            f"{', '.join(missing[:3])}{more}")
+            raise DataError(
+                f"'{split_dir}' lacks {len(missing)} of the {len(classes)} listed classes: "
+                f"{', '.join(missing[:3])}{more}"
+            )
     files, labels = [], []
     for label, name in enumerate(classes):
         images = sorted(e.path for e in os.scandir(split_dir / name) if e.is_file() and _is_image(e.name))
@@ -123,8 +130,9 @@ def draw_boxes(width: int, height: int, crops: list[tuple], generator: torch.Gen
     """One RandomResizedCrop box per ``(scale, ratio)`` of ``crops`` over a ``width`` x ``height``
     image -> (V, 4) float (x0, y0, w, h) in whole pixels: torchvision's ``get_params``
     (:func:`vissl_neg.augment.ops.sample_boxes`), drawn with ``generator``."""
-    return torch.cat([ops.sample_boxes(1, height, width, tuple(scale), tuple(ratio), "cpu", generator)[0]
-                      for scale, ratio in crops])
+    return torch.cat(
+        [ops.sample_boxes(1, height, width, tuple(scale), tuple(ratio), "cpu", generator)[0] for scale, ratio in crops]
+    )
 
 
 def _reduced_scale(boxes: torch.Tensor, out: int) -> float:
@@ -145,8 +153,9 @@ def crop_views(image: torch.Tensor, boxes: torch.Tensor, full: tuple[int, int], 
     return torch.stack(views)
 
 
-def decode_views(path: str, crops: list[tuple], out: int, generator: torch.Generator,
-                 draft: bool = True) -> torch.Tensor:
+def decode_views(
+    path: str, crops: list[tuple], out: int, generator: torch.Generator, draft: bool = True
+) -> torch.Tensor:
     """An image file -> uint8 (V, 3, out, out): a RandomResizedCrop box per entry of ``crops``
     drawn over the whole image (:func:`draw_boxes`), each resized to ``out``. With ``draft`` a
     JPEG is decoded at the smallest 1/2^k scale that keeps every box ``out`` pixels wide (PIL's
@@ -203,13 +212,13 @@ class ImageFolderDataset(Dataset):
         self.crops: list[tuple] | None = None  # cropped_view: (scale, ratio) of each view
         self.out = size
 
-    def encoded_view(self) -> "ImageFolderDataset":
+    def encoded_view(self) -> ImageFolderDataset:
         """The same dataset yielding encoded bytes (uint8 1-D tensors) for ``DeviceJpegDecoder``."""
         view = copy.copy(self)
         view.encoded = True
         return view
 
-    def cropped_view(self, crops: list[tuple], out: int) -> "ImageFolderDataset":
+    def cropped_view(self, crops: list[tuple], out: int) -> ImageFolderDataset:
         """The same dataset yielding training views: for each ``(scale, ratio)`` of ``crops`` a
         RandomResizedCrop box drawn over the whole image and resized to ``out`` -> images uint8
         (B, V, 3, out, out). It takes the keyed items of a ``ResumableBatchSampler(keyed=True)``:
@@ -244,8 +253,9 @@ class ImageFolderDataset(Dataset):
                     return decode_views(self.files[j], self.crops, self.out, gen, self.draft), j
                 return decode_image(self.files[j], self.size, self.draft), j
             except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
-                warnings.warn(f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})",
-                              stacklevel=2)
+                warnings.warn(
+                    f"skipping unreadable image '{self.files[j]}' ({exc.__class__.__name__}: {exc})", stacklevel=2
+                )
                 with self.skipped.get_lock():
                     self.skipped.value += 1
         raise DataError(f"no readable image in the {len(self.files)} files of the dataset")
@@ -259,8 +269,9 @@ class ImageFolderDataset(Dataset):
         (images, labels, used indices) [+ boxes (B, V, 4) for an encoded cropped view]."""
         if self.crops is not None:
             if not indices or not isinstance(indices[0], (tuple, list)):
-                raise DataError("a cropped image-folder view takes (index, key) items: "
-                                "use ResumableBatchSampler(keyed=True)")
+                raise DataError(
+                    "a cropped image-folder view takes (index, key) items: use ResumableBatchSampler(keyed=True)"
+                )
             loaded = [self._load(int(i), int(k)) for i, k in indices]
         else:  # keyed items of a ResumableBatchSampler(keyed=True): the key is for cropped views only
             loaded = [self._load(i[0] if isinstance(i, (tuple, list)) else i) for i in indices]
@@ -270,3 +281,67 @@ class ImageFolderDataset(Dataset):
         if self.crops is not None and self.encoded:
             return (*batch, torch.stack([item[2] for item in loaded]))
         return batch
+
+
+@dataclass
+class ImageFolderData(DataConfig):
+    """``data.name: image_folder``: any ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>`` tree."""
+
+    name: str = "image_folder"
+    root: str = "data/images"
+    classes: str = ""  # a class-list file: only these class folders, in this order ("" = every folder)
+    decode_size: PositiveInt = 256  # workers decode to this shorter side, centre crop
+    draft: bool = True  # reduced-size JPEG decoding (PIL draft)
+    decode_on: Literal["workers", "device"] = "workers"  # device: torchvision decode_jpeg (nvJPEG on CUDA)
+    # training views (pretraining and the sgd probe): square = cut on the device from the decode_size centre
+    # square | image = each view's RandomResizedCrop box drawn over the whole image in the loader worker (the
+    # reference's), decoded and resized there; evaluation views stay resize + centre crop
+    crops: Literal["square", "image"] = "square"
+
+    title = "an image folder"
+    eval_split = "val"
+    default_classes: ClassVar[Path | None] = None  # the class list used when ``classes`` is empty
+
+    @property
+    def whole_image_crops(self) -> bool:
+        return self.crops == "image"
+
+    @property
+    def decodes_on_device(self) -> bool:
+        return self.decode_on == "device"
+
+    def build(self, split: str) -> ImageFolderDataset:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise DataError(
+                f"dataset root '{root}' does not exist (data.root); expected {root}/train/<class>/<image> "
+                f"and {root}/val/<class>/<image>"
+            )
+        class_file = self.classes or self.default_classes
+        classes = read_class_list(class_file) if class_file else None
+        files, labels, names = scan_class_folders(root / SPLIT_DIRS[split], classes)
+        if split == "train" and self.subset:
+            files, labels = files[: self.subset], labels[: self.subset]
+        return ImageFolderDataset(files, labels, names, self.decode_size, self.draft)
+
+
+@dataclass
+class ImageNetData(ImageFolderData):
+    """``data.name: imagenet``: ILSVRC-2012, ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*.JPEG``."""
+
+    name: str = "imagenet"
+    root: str = "data/imagenet"
+
+    title = "ImageNet-1k"
+    hub_id = "ILSVRC/imagenet-1k"
+    eval_split = "validation"
+
+
+@dataclass
+class ImageNet100Data(ImageNetData):
+    """``data.name: imagenet100``: CMC's 100 classes over the ImageNet tree (``data/imagenet100.txt``)."""
+
+    name: str = "imagenet100"
+
+    title = "ImageNet-100 (CMC's 100 ImageNet-1k classes)"
+    default_classes = IMAGENET100_CLASSES

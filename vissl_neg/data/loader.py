@@ -16,8 +16,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
     the views a loader worker draws (``ImageFolderDataset.cropped_view``).
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 keyed: bool = False):
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, keyed: bool = False
+    ):
         self.keyed = keyed  # items (index, key): key seeds the item's random views in the worker
         self.num_items = num_items
         self.batch_size = batch_size  # per rank
@@ -82,8 +83,15 @@ def _default_collate_items(batch):
     return torch.utils.data.default_collate(batch)
 
 
-def make_loader(dataset, batch_sampler: Sampler, num_workers: int, pin_memory: bool, seed: int = 0,
-                prefetch_factor: int = 2, persistent_workers: bool = False) -> DataLoader:
+def make_loader(
+    dataset,
+    batch_sampler: Sampler,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int = 0,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = False,
+) -> DataLoader:
     """A DataLoader whose workers only fetch/decode uint8; augmentation happens on the device.
     Pinned memory only where CUDA exists (then ``to_device`` copies asynchronously).
 

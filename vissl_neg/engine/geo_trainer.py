@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from vissl_neg.augment.cross_view import CrossViewAugment, EvalPairTransform
+from vissl_neg.config import to_dict
 from vissl_neg.config.geo_schema import GeoConfig
-from vissl_neg.config.load import to_dict
 from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, to_device
 from vissl_neg.engine.base import TrainerBase

@@ -63,7 +63,7 @@ class Trainer(TrainerBase):
             )
         if global_batch % dist.world_size():
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
-        self.whole_image_crops = cfg.data.crops == "image" and hasattr(self.train_set, "cropped_view")
+        self.whole_image_crops = cfg.data.whole_image_crops and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
             len(self.train_set),
             global_batch // dist.world_size(),
@@ -131,7 +131,7 @@ class Trainer(TrainerBase):
             self.loader_set = self.train_set.cropped_view(
                 [(a.crop_scale, a.crop_ratio) for a in views], cfg.augment.size
             )
-        if cfg.data.decode_on == "device":
+        if cfg.data.decodes_on_device:
             from vissl_neg.data.device_decode import DeviceJpegDecoder
 
             self.loader_set = self.loader_set.encoded_view()

@@ -103,7 +103,7 @@ def linear_sgd(
         ckpt.set_rng_state(state["rng"])
         epoch = state["epoch"]
     # image folders with data.crops=image: the crop boxes are drawn over each whole image in the workers
-    whole_image = cfg.data.crops == "image" and hasattr(train_set, "cropped_view")
+    whole_image = cfg.data.whole_image_crops and hasattr(train_set, "cropped_view")
     loader_set = (
         train_set.cropped_view([(augment.cfg.crop_scale, augment.cfg.crop_ratio)], augment.cfg.size)
         if whole_image

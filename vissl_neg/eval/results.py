@@ -8,15 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# data.name -> (display name, Hugging Face dataset id or None, the split evaluations use)
-DATASETS = {
-    "fashion_mnist": ("Fashion-MNIST", "zalando-datasets/fashion_mnist", "test"),
-    "imagenet": ("ImageNet-1k", "ILSVRC/imagenet-1k", "validation"),
-    "imagenet100": ("ImageNet-100 (CMC's 100 ImageNet-1k classes)", "ILSVRC/imagenet-1k", "validation"),
-    "image_folder": ("an image folder", None, "val"),
-    "cvusa": ("CVUSA", None, "test"),
-}
-
 
 def _read(run_dir: Path, name: str) -> dict | None:
     path = run_dir / f"{name}.json"
@@ -48,7 +39,7 @@ def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]
     linear_probe.json (tools/knn.py, tools/linear_probe.py), the random-init baselines beside
     them; the training's last kNN monitor when knn.json is absent."""
     step, skipped, results = state["step"], [], []
-    split = DATASETS.get(cfg.data.name, (None, None, "test"))[2]
+    split = cfg.data.eval_split
     base = {n: r["top1"] for n in ("knn", "linear_probe") if (r := _read(run_dir, f"{n}_random_init"))}
     knn = _current(_read(run_dir, "knn"), step, "knn", skipped)
     monitor = state.get("metrics") or []

@@ -8,8 +8,6 @@ import json
 
 import yaml
 
-from vissl_neg.eval.results import DATASETS
-
 METHODS = {
     "moco_v2": "MoCo v2",
     "moco_v3": "MoCo v3",
@@ -35,7 +33,7 @@ def tags(cfg, geo: bool) -> list[str]:
 
 def front_matter(card: dict, cfg, geo: bool, repo_id: str, license: str) -> dict:
     """The Hugging Face metadata block of README.md."""
-    name, hub_id, _ = DATASETS.get(cfg.data.name, (cfg.data.name, None, "test"))
+    name, hub_id = cfg.data.title, cfg.data.hub_id
     meta = {
         "library_name": "timm",
         "license": license,
@@ -130,7 +128,7 @@ def recipe(cfg, geo: bool, card: dict) -> list[tuple[str, str]]:
 def render_readme(card: dict, cfg, geo: bool, repo_id: str, license: str) -> str:
     """README.md: YAML front matter, then recipe, results, loading, files and the full config."""
     meta = yaml.safe_dump(front_matter(card, cfg, geo, repo_id, license), sort_keys=False, allow_unicode=True)
-    dataset = DATASETS.get(cfg.data.name, (cfg.data.name,))[0]
+    dataset = cfg.data.title
     method = METHODS[card["method"]]
     c, h, w = card["input"]["input_size"]
     lines = [

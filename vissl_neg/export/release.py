@@ -16,7 +16,7 @@ from timm.models._hub import save_config_for_hf
 
 from vissl_neg.engine.run_dir import make_output_dir
 from vissl_neg.errors import UserError
-from vissl_neg.export.card import DATASETS, render_readme
+from vissl_neg.export.card import render_readme
 from vissl_neg.models.encoder import build_backbone, timm_kwargs
 from vissl_neg.models.shuffle_bn import count_batch_norms
 from vissl_neg.tasks import TASKS, load_run, task_of
@@ -140,7 +140,7 @@ def export_run(
     )
     results, skipped = task.card_results(run_dir, cfg, state)
     fields = task.card_fields(cfg, state, results)
-    dataset = DATASETS.get(cfg.data.name, (cfg.data.name, None))
+    dataset = (cfg.data.title, cfg.data.hub_id)
     card = {
         "backbone": cfg.model.backbone,
         "method": task.method(cfg),

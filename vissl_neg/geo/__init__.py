@@ -11,12 +11,24 @@ from vissl_neg.geo.metrics import (
     university1652_metrics,
     vigor_recall,
 )
-from vissl_neg.geo.sampling import gps_neighbours, haversine_km, mined_neighbours, neighbour_batches, read_neighbours
+from vissl_neg.geo.sampling import (
+    gps_neighbours,
+    haversine_km,
+    load_vigor_neighbours,
+    mined_neighbours,
+    neighbour_batches,
+    read_neighbours,
+    save_vigor_neighbours,
+    vigor_gps_neighbours,
+    vigor_mined_neighbours,
+    vigor_pair_batches,
+)
 
 __all__ = [
     "average_precision",
     "gps_neighbours",
     "haversine_km",
+    "load_vigor_neighbours",
     "m2mix_info_nce",
     "m2mix_symmetric_info_nce",
     "mined_neighbours",
@@ -25,6 +37,10 @@ __all__ = [
     "read_neighbours",
     "recall_at_k",
     "recall_at_k_labels",
+    "save_vigor_neighbours",
     "university1652_metrics",
+    "vigor_gps_neighbours",
+    "vigor_mined_neighbours",
+    "vigor_pair_batches",
     "vigor_recall",
 ]

@@ -4,18 +4,35 @@ its nearest, then as many drawn at random from the rest of its top ``neighbour_r
 no id twice in an epoch, the partial last batch dropped. Neighbour lists come from GPS
 (haversine on coordinates in radians) for the first epochs and from mined embedding
 similarity afterwards.
+
+VIGOR (one or two panoramas per satellite; tables over satellite indices of a
+:class:`~vissl_neg.data.vigor.VigorSplit`):
+
+- ``vigor_pair_batches(pair_sats, batch_size, neighbours, neighbour_select, neighbour_range,
+  rng, max_rejections=None)`` -> full batches of pair indices, one pair per satellite a batch;
+- ``vigor_gps_neighbours(split, k)`` -> {positive satellite: k nearest positive satellites};
+- ``vigor_members(pano_sats (P,), reference_sats (R,), merge)`` -> long (R, m) panorama rows;
+- ``vigor_mined_neighbour_indices(pano (P, D), sat (R, D), members (R, m), k)`` -> long (R, k)
+  reference rows; ``vigor_mined_neighbours(pano, sat, pano_sats, reference_sats, k, merge)``
+  -> {satellite: k satellites};
+- ``save_vigor_neighbours(path, table, split)`` / ``load_vigor_neighbours(path, split)``: a JSON
+  table bound to its mode, cities and satellite list, refused for another.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import pickle
 import random
+from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from vissl_neg.data.vigor import VigorSplit
 from vissl_neg.errors import DataError
 
 EARTH_RADIUS_KM = 6371.0
@@ -181,3 +198,231 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
     if missing:
         raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")
     return gps_neighbours(ids, torch.tensor([coords[i] for i in ids]), k)
+
+
+# ------------------------------------------------------------------------------ VIGOR
+# VIGOR trains on pairs (panorama, positive satellite) where a satellite can be the positive
+# of one or two panoramas. Batches hold at most one pair per satellite, and neighbour lists
+# are over satellites: {satellite index: [satellite indices, nearest first]}.
+
+
+def vigor_pair_batches(
+    pair_sats: Sequence[int],
+    batch_size: int,
+    neighbours: Mapping[int, Sequence[int]] | None = None,
+    neighbour_select: int = 64,
+    neighbour_range: int = 128,
+    rng: random.Random | None = None,
+    max_rejections: int | None = None,
+) -> list[list[int]]:
+    """pair_sats[i] = the positive satellite of pair i -> full batches of pair indices for one
+    epoch (Sample4Geo's ``VigorDatasetTrain.shuffle``, dataset/vigor.py:144-267).
+
+    The pairs are shuffled and popped in order. A pair whose satellite is not yet in the batch
+    opens or extends it; then, for the first ``neighbour_select // 2`` satellites of its
+    neighbour list and as many drawn at random from the rest of the first ``neighbour_range``,
+    each satellite not yet in the batch adds one random unused pair of its own (none if all of
+    its pairs are used). A neighbour taken this way is removed from the anchor satellite's
+    list for the rest of the epoch (it matters when the satellite's second pair anchors
+    later). A pair popped while its satellite is in the batch goes back to the end of the
+    pool; a pair already used is dropped. No satellite twice in a batch, no pair twice in an
+    epoch; the partial last batch is dropped.
+
+    The pass ends when no pair in the pool fits the current batch (every remaining pair's
+    satellite is already in it). ``max_rejections=1024`` is the reference's stop instead: after
+    1024 consecutive rejected pops, which can also end the epoch while usable pairs remain.
+    With the same ``rng`` state the draws are the reference's ``random`` calls one for one."""
+    rng = rng or random.Random(0)
+    order = list(range(len(pair_sats)))
+    rng.shuffle(order)
+    pool = deque(order)
+    unused: dict[int, list[int]] = {}
+    for pair, sat in enumerate(pair_sats):
+        unused.setdefault(sat, []).append(pair)
+    lists: dict[int, list[int]] = {}  # the anchors' neighbour lists this epoch, copied when first touched
+    used: set[int] = set()
+    in_batch: set[int] = set()
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    half = neighbour_select // 2
+    rejected = 0
+    limit = len(pool)  # the pool's length when the batch last changed: all of it rejected = stuck
+    while pool:
+        pair = pool.popleft()
+        sat = pair_sats[pair]
+        if sat not in in_batch and pair not in used:
+            in_batch.add(sat)
+            batch.append(pair)
+            used.add(pair)
+            unused[sat].remove(pair)
+            if neighbours is not None and len(batch) < batch_size:
+                if sat not in lists:
+                    lists[sat] = list(neighbours.get(sat, ()))
+                near = lists[sat][:neighbour_range]
+                far = near[half:]
+                rng.shuffle(far)
+                for other in near[:half] + far[:half]:
+                    if len(batch) >= batch_size:
+                        break
+                    if other in in_batch:
+                        continue
+                    candidates = list(unused.get(other, ()))
+                    rng.shuffle(candidates)
+                    if candidates:
+                        pick = candidates[0]
+                        in_batch.add(other)
+                        batch.append(pick)
+                        used.add(pick)
+                        unused[other].remove(pick)
+                        lists[sat].remove(other)
+            rejected = 0
+            limit = len(pool)
+        else:
+            if pair not in used:
+                pool.append(pair)
+            rejected += 1
+            if rejected >= (limit if max_rejections is None else max_rejections):
+                break
+        if len(batch) >= batch_size:
+            batches.append(batch)
+            batch, in_batch = [], set()
+            limit = len(pool)
+    return batches  # a partial last batch is dropped
+
+
+def vigor_gps_neighbours(split: VigorSplit, k: int) -> dict[int, list[int]]:
+    """GPS neighbours of a VIGOR training split, computed from the split itself: over its
+    sorted unique positive satellites (``split.positive_sats()``), coordinates from their file
+    names -> {satellite: the k nearest other positive satellites by haversine, nearest first}.
+
+    Being computed from the run's own split, the table always matches its mode and satellite
+    numbering (Sample4Geo loads a pickle chosen apart from its same/cross switch,
+    train_vigor.py:46,69). Sample4Geo's ``calc_distance_vigor.py`` builds it over the same
+    satellites but feeds degrees to sklearn's haversine, which expects radians: longitude
+    differences are then weighted by |cos(lat read as radians)| instead of cos(lat), which
+    stretches or squeezes east-west distances (for VIGOR's cities by a factor 0.68 to 1.31) and
+    reorders neighbours. :func:`gps_neighbours` converts to radians."""
+    ids = split.positive_sats()
+    return gps_neighbours(ids, split.sat_latlon(ids), k)
+
+
+NEIGHBOUR_TABLE_FORMAT = "vissl_neg/vigor-neighbours/1"
+
+
+def save_vigor_neighbours(path: str | Path, table: Mapping[int, Sequence[int]], split: VigorSplit) -> None:
+    """Write a satellite neighbour table of ``split`` as JSON (atomically), keyed by satellite
+    file name and carrying the split's mode, cities and :meth:`VigorSplit.fingerprint`."""
+    path = Path(path)
+    names = split.sat_names
+    doc = {
+        "format": NEIGHBOUR_TABLE_FORMAT,
+        "mode": split.mode,
+        "cities": list(split.cities),
+        "fingerprint": split.fingerprint(),
+        "neighbours": {names[s]: [names[n] for n in near] for s, near in table.items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def load_vigor_neighbours(path: str | Path, split: VigorSplit) -> dict[int, list[int]]:
+    """Read a table written by :func:`save_vigor_neighbours` for ``split`` -> {satellite:
+    [satellites]}; refused in one line if it was made for another mode, other cities or
+    another satellite list / training set."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"VIGOR neighbour table '{path}' does not exist")
+    try:
+        doc = json.loads(path.read_text())
+        mode, cities, fingerprint, table = doc["mode"], doc["cities"], doc["fingerprint"], doc["neighbours"]
+        if doc.get("format") != NEIGHBOUR_TABLE_FORMAT or not isinstance(table, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"VIGOR neighbour table '{path}' is not a {NEIGHBOUR_TABLE_FORMAT} JSON file") from None
+    if mode != split.mode or tuple(cities) != split.cities:
+        raise DataError(
+            f"VIGOR neighbour table '{path}' was made for mode '{mode}' ({', '.join(cities)}); this run is mode "
+            f"'{split.mode}' ({', '.join(split.cities)})"
+        )
+    if fingerprint != split.fingerprint():
+        raise DataError(
+            f"VIGOR neighbour table '{path}' was made for another satellite list or training set of mode '{mode}'"
+        )
+    index = {name: i for i, name in enumerate(split.sat_names)}
+    return {index[s]: [index[n] for n in near] for s, near in table.items()}
+
+
+def vigor_members(pano_sats: torch.Tensor, reference_sats: Sequence[int], merge: str = "max") -> torch.Tensor:
+    """pano_sats long (P,) each panorama's positive satellite, reference_sats (R,) the
+    satellites mining ranks -> long (R, m) panorama rows per reference satellite, padded by
+    repeating its first; ``merge="last"`` keeps only its last panorama (m = 1), the one whose
+    list survives in the reference's dict (evaluate/vigor.py:267-271)."""
+    groups: dict[int, list[int]] = {}
+    for pano, sat in enumerate(pano_sats.tolist()):
+        groups.setdefault(sat, []).append(pano)
+    missing = [s for s in reference_sats if s not in groups]
+    if missing:
+        raise ValueError(f"reference satellite {missing[0]} is nobody's positive")
+    if merge == "last":
+        return torch.tensor([[groups[s][-1]] for s in reference_sats], dtype=torch.long).reshape(-1, 1)
+    if merge != "max":
+        raise ValueError(f"merge must be 'max' or 'last', got {merge!r}")
+    m = max(len(groups[s]) for s in reference_sats)
+    return torch.tensor([(groups[s] * m)[:m] for s in reference_sats], dtype=torch.long).reshape(-1, m)
+
+
+@torch.no_grad()
+def vigor_mined_neighbour_indices(
+    pano: torch.Tensor,
+    sat: torch.Tensor,
+    members: torch.Tensor,
+    k: int,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """pano (P, D) training panoramas, sat (R, D) the reference satellites (row r = reference
+    satellite r), members long (R, m) from :func:`vigor_members` -> long (R, min(k, R − 1)) on
+    the CPU: for each reference satellite the rows of the k other satellites its panoramas
+    score highest (the highest score over its panoramas), most similar first, never itself.
+
+    With one member per satellite this is the reference's list for that panorama
+    (``calculate_nearest``: ``topk(range + 2)`` with the positive masked, first ``range``
+    kept). Semi-positives are not masked, as in the reference. Memory O(chunk_size × R)."""
+    r = sat.shape[0]
+    k = min(k, r - 1)
+    out = torch.empty(r, k, dtype=torch.long)
+    sat_t = sat.float().t()
+    members = members.to(pano.device)
+    for start in range(0, r, chunk_size):
+        rows = members[start : start + chunk_size]  # (c, m)
+        sims = pano[rows[:, 0]].float() @ sat_t
+        for j in range(1, rows.shape[1]):  # only the satellites with another panorama are scored again
+            extra = (rows[:, j] != rows[:, 0]).nonzero().flatten()
+            if extra.numel():
+                sims[extra] = torch.maximum(sims[extra], pano[rows[extra, j]].float() @ sat_t)
+        own = torch.arange(rows.shape[0], device=sims.device)
+        sims[own, own + start] = -math.inf
+        out[start : start + rows.shape[0]] = sims.topk(k, dim=1).indices.cpu()
+    return out
+
+
+def vigor_mined_neighbours(
+    pano: torch.Tensor,
+    sat: torch.Tensor,
+    pano_sats: torch.Tensor,
+    reference_sats: Sequence[int],
+    k: int,
+    merge: str = "max",
+    chunk_size: int = 1024,
+) -> dict[int, list[int]]:
+    """Mined satellite neighbours for :func:`vigor_pair_batches`: pano (P, D) embeddings of
+    the training panoramas, sat (R, D) of ``reference_sats`` (``VigorSplit.positive_sats()``),
+    pano_sats long (P,) each panorama's positive -> {satellite: k satellites, most similar first}.
+
+    ``merge="max"`` (default): a satellite with two panoramas ranks the others by the higher of
+    its two panoramas' scores, so both panoramas' hard negatives compete. ``merge="last"``: the
+    reference's table, where the second panorama's list overwrites the first's."""
+    members = vigor_members(pano_sats, reference_sats, merge)
+    rows = vigor_mined_neighbour_indices(pano, sat, members, k, chunk_size).tolist()
+    ids = list(reference_sats)
+    return {ids[i]: [ids[j] for j in row] for i, row in enumerate(rows)}

@@ -21,6 +21,7 @@ and a config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,13 +43,16 @@ class ContrastiveLoss:
     scale: float = 1.0
 
     cancels_false_negatives = True  # takes a false_negatives strategy's marks
+    # keys the single loss section of earlier versions had for every loss: a saved config of
+    # another loss carries them at these values, which meant "unused"
+    retired: ClassVar[dict[str, Any]] = {"tau_plus": 0, "beta": 0}
 
     @classmethod
-    def variant(cls, name: str) -> type[ContrastiveLoss] | None:
-        """The registered loss class of ``name`` (None if there is none)."""
+    def variants(cls) -> dict[str, type[ContrastiveLoss]]:
+        """{loss.name: loss class}: the registered losses."""
         from vissl_neg.losses import LOSSES
 
-        return LOSSES.get(name)
+        return LOSSES
 
     @property
     def both_views(self) -> bool:

@@ -120,6 +120,23 @@ def mocov3_vit_init(model: nn.Module) -> None:
                 nn.init.zeros_(proj.bias)
 
 
+def create_timm_model(name: str, pretrained: bool, kwargs: dict, zero_init_last: bool | None = None) -> nn.Module:
+    """``timm.create_model(name, pretrained, **kwargs)`` with ``zero_init_last`` for the
+    architectures whose timm class takes it (ResNet, ResNetV2, RegNet, ByobNet, CspNet): True
+    starts the last BN scale of every residual block at 0 (Goyal et al. 2017; timm's default for
+    its ResNets), False keeps every BN scale at 1, the init of torchvision's ``resnet50()``, None
+    the architecture's own default. A model without that argument (ViT, ConvNeXt, ...), or whose
+    timm entry point fixes it (``regnetz_*``), is built as timm builds it."""
+    if zero_init_last is None:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:  # zero_init_last last: an unexpected patch_size or num_heads is reported first
+        return timm.create_model(name, pretrained=pretrained, **kwargs, zero_init_last=zero_init_last)
+    except TypeError as exc:  # raised when the class is called, before any weight is made or loaded
+        if "zero_init_last" not in str(exc):
+            raise
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -157,12 +174,14 @@ def build_backbone(
     num_heads: int = 0,
     pos_embed: str = "learn",
     init: str = "timm",
+    zero_init_last: bool | None = None,
 ) -> nn.Module:
     """A timm model by name with its classifier removed: (B, C, H, W) -> (B, F) pooled features,
     built with :func:`timm_kwargs`. ``pretrained`` loads timm's weights (a download),
     ``pretrained_file`` a local weights file. ViTs: ``num_heads`` (0 = the model's own),
     ``pos_embed`` 'learn' (timm's) or 'sincos' (MoCo v3's fixed embedding), ``init`` 'timm' or
-    'mocov3' (:func:`mocov3_vit_init`, applied after timm builds the model)."""
+    'mocov3' (:func:`mocov3_vit_init`, applied after timm builds the model). Residual networks:
+    ``zero_init_last`` (:func:`create_timm_model`)."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -175,7 +194,7 @@ def build_backbone(
         extra["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
     size = f"{in_chans}x{image_size}x{image_size} inputs" if "img_size" in kwargs else f"{in_chans}-channel inputs"
     try:
-        model = timm.create_model(name, pretrained=bool(pretrained or pretrained_file), **kwargs, **extra)
+        model = create_timm_model(name, bool(pretrained or pretrained_file), {**kwargs, **extra}, zero_init_last)
     except TypeError as exc:  # an argument this architecture does not take
         if "patch_size" in str(exc):
             raise ConfigError(
@@ -219,6 +238,7 @@ def backbone_from_config(cfg, in_chans: int, image_size: int | None) -> nn.Modul
         num_heads=getattr(cfg, "num_heads", 0),
         pos_embed=getattr(cfg, "pos_embed", "learn"),
         init=getattr(cfg, "vit_init", "timm"),
+        zero_init_last=getattr(cfg, "zero_init_last", None),
     )
 
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 from vissl_neg.models.encoder import Encoder, QueryPath
 from vissl_neg.models.momentum import momentum_update
 from vissl_neg.models.shuffle_bn import (
+    SplitBNImpl,
     batch_shuffle_ddp,
     batch_shuffle_single,
     batch_unshuffle_ddp,
@@ -36,7 +37,7 @@ class MoCo(nn.Module):
         shuffle_bn: str = "split",
         bn_splits: int = 8,
         predictor: nn.Module | None = None,
-        split_bn_impl: str = "auto",
+        split_bn_impl: SplitBNImpl = "auto",
     ):
         super().__init__()
         self.shuffle_bn = shuffle_bn

@@ -11,6 +11,8 @@ come from the same samples as their queries, so BN cannot leak the positive.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -66,7 +68,8 @@ def split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int) -> to
     return out
 
 
-SPLIT_BN_IMPLS = ("auto", "fused", "per_group")
+# how split BN computes its statistics (model.split_bn_impl): see split_bn_forward
+SplitBNImpl = Literal["auto", "fused", "per_group"]
 
 
 def _grouped_blocks(x: torch.Tensor) -> bool:
@@ -103,7 +106,7 @@ def fused_split_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int)
     return y.reshape(n, c, h, w).to(x.dtype)
 
 
-def split_bn_forward(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int, impl: str) -> torch.Tensor:
+def split_bn_forward(bn: nn.BatchNorm2d, x: torch.Tensor, num_splits: int, impl: SplitBNImpl) -> torch.Tensor:
     """Training-mode split BN by ``impl``: fused (:func:`fused_split_batch_norm`), per_group
     (:func:`split_batch_norm`) or auto: fused for CUDA channels_last inputs, where the per-group
     path makes G BatchNorm calls, per_group elsewhere (one reshaped BN call; the CPU's results
@@ -120,7 +123,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     updates. Needs B divisible by G.
     """
 
-    def __init__(self, num_features: int, num_splits: int, impl: str = "auto", **kwargs):
+    def __init__(self, num_features: int, num_splits: int, impl: SplitBNImpl = "auto", **kwargs):
         super().__init__(num_features, **kwargs)
         self.num_splits = num_splits
         self.impl = impl
@@ -135,7 +138,7 @@ class SplitBatchNormAct2d(BatchNormAct2d):
     """timm's BatchNormAct2d (BN, then dropout and activation; EfficientNet, RegNet, ...) with
     the statistics of :class:`SplitBatchNorm2d`; the same state dict as BatchNormAct2d."""
 
-    def __init__(self, num_features: int, num_splits: int, impl: str = "auto", **kwargs):
+    def __init__(self, num_features: int, num_splits: int, impl: SplitBNImpl = "auto", **kwargs):
         super().__init__(num_features, **kwargs)
         self.num_splits = num_splits
         self.impl = impl
@@ -151,7 +154,7 @@ def count_batch_norms(module: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def convert_split_bn(module: nn.Module, num_splits: int, impl: str = "auto") -> int:
+def convert_split_bn(module: nn.Module, num_splits: int, impl: SplitBNImpl = "auto") -> int:
     """Replace every plain ``nn.BatchNorm2d`` and timm ``BatchNormAct2d`` in place by its split
     version (``impl``: :func:`split_bn_forward`) with the same state; returns how many were replaced."""
     count = 0

@@ -10,6 +10,7 @@ import pickle
 import random
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +57,68 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# torch.save's format before torch 1.6: a pickle (protocol 2) of this magic number, then the data
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """Why the file at ``path`` is not in a format ``torch.save`` writes (a zip archive holding
+    a ``data.pkl``, or the legacy pickle stream), or None if it is."""
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if not head:
+        return "the file is empty"
+    if head.startswith(LEGACY_MAGIC):
+        return None
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "a damaged zip archive"
+        return (
+            None if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names) else "a zip archive without data.pkl"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive cut short: truncated, or still being written"
+    return "text, not a zip archive" if _looks_like_text(path) else "not a zip archive"
+
+
+def _looks_like_text(path: Path) -> bool:
+    with open(path, "rb") as f:
+        sample = f.read(4096)
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > len(sample) - 4 and b"\0" not in sample  # a character cut at the sample's end
+    return b"\0" not in sample
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint's state; one that holds anything but tensors and plain values is refused
-    unread (nothing in it runs)."""
+    """A checkpoint's state. A file ``torch.save`` did not write (text, another archive, a
+    truncated download) is refused as not a checkpoint; one that holds anything but tensors and
+    plain values is refused unread (nothing in it runs)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        why = not_a_checkpoint(path)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at '{path}'") from None
+    except OSError as exc:
+        raise UserError(f"checkpoint '{path}' cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    if why:
+        raise UserError(f"'{path}' is not a checkpoint ({why})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None and "Unsupported operand" in str(exc):  # not a pickle stream torch.save writes
+            raise UserError(f"'{path}' is not a checkpoint (its data.pkl is no pickle torch.save writes)") from None
         what = f" ({found.group(1)})" if found else ""
         raise UserError(
             f"checkpoint '{path}' contains objects other than tensors and plain values{what}, so it was not loaded"
         ) from None
+    except EOFError:
+        raise UserError(f"'{path}' is not a complete checkpoint (it ends early: truncated?)") from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise UserError(f"checkpoint '{path}' cannot be read ({exc.__class__.__name__})") from None
 
