@@ -437,7 +437,7 @@ def test_vigor_without_semi_positives_hit_rate_is_r_at_1():
 
 
 @pytest.mark.parametrize("direction", ["d2s", "s2d"])
-@pytest.mark.parametrize("distractors", ["official", "reference"])
+@pytest.mark.parametrize("distractors", ["official", "sample4geo"])
 def test_university1652_equals_sample4geo_evaluate(direction, distractors):
     query, gallery, ql, gl = _u1652_case(direction, seed=21)
     assert _separated(query, gallery)
@@ -453,7 +453,7 @@ def test_university1652_equals_sample4geo_evaluate(direction, distractors):
 def test_university1652_distractors_change_the_result():
     query, gallery, ql, gl = _u1652_case("d2s", seed=22)
     official = university1652_metrics(query, gallery, ql, gl)
-    reference = university1652_metrics(query, gallery, ql, gl, distractors="reference")
+    reference = university1652_metrics(query, gallery, ql, gl, distractors="sample4geo")
     # removing the distractor classes can only lift a true item: every metric rises here
     assert all(reference[k] > official[k] for k in ("R@1", "R@5", "mAP"))
     with pytest.raises(ValueError, match="distractors must be one of"):
@@ -485,7 +485,7 @@ def test_university1652_by_hand():
     ap_1, ap_2, ap_3 = (1 / 4 + (1 / 4 + 2 / 5) / 2) / 2, (1 / 4 + (1 / 3 + 2 / 4) / 2) / 2, 1 / 12
     want = {"R@1": 0.0, "R@2": 50.0, "R@3": 50.0, "R@1%": 0.0, "mAP": 25 * (ap_1 + ap_2 + ap_3)}
     assert official == pytest.approx(want)
-    reference = university1652_metrics(query, gallery, ql, gl, ks=(1, 4, 5), distractors="reference")
+    reference = university1652_metrics(query, gallery, ql, gl, ks=(1, 4, 5), distractors="sample4geo")
     # without class 5: class 1 at ranks 0 and 3, class 2 at 0 and 2, class 3 at 4
     ap_1, ap_2, ap_3 = (1 + (1 / 3 + 2 / 4) / 2) / 2, (1 + (1 / 2 + 2 / 3) / 2) / 2, 1 / 10
     want = {"R@1": 50.0, "R@4": 50.0, "R@5": 75.0, "R@1%": 50.0, "mAP": 25 * (ap_1 + ap_2 + ap_3)}
@@ -512,7 +512,7 @@ def _all_metrics(chunk_size):
         recall_at_k_labels(query, reference, labels, torch.arange(230) % 40, chunk_size=chunk_size),
         vigor_recall(query, reference, positive, semi, chunk_size=chunk_size),
         university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size),
-        university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size, distractors="reference"),
+        university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size, distractors="sample4geo"),
         average_precision(uq, ug, uql, ugl, chunk_size=chunk_size).tolist(),
     ]
 

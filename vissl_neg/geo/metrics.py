@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 DEFAULT_BUDGET = 256 * 2**20  # bytes of per-score working memory held at once
 
 OnePercent = Literal["sample4geo", "vigor", "university"]
-Distractors = Literal["official", "reference"]
+Distractors = Literal["official", "sample4geo"]
 
 _MISS = torch.iinfo(torch.int64).max  # the rank of a query without any true reference
 
@@ -228,9 +228,9 @@ def vigor_recall(
 def _junk(gallery_labels: torch.Tensor, query_labels: torch.Tensor, distractors: Distractors) -> torch.Tensor | None:
     if distractors == "official":
         return None
-    if distractors == "reference":
+    if distractors == "sample4geo":
         return ~torch.isin(gallery_labels, query_labels.unique())
-    raise ValueError(f"distractors must be one of official, reference; got {distractors!r}")
+    raise ValueError(f"distractors must be one of official, sample4geo; got {distractors!r}")
 
 
 @torch.no_grad()
@@ -325,7 +325,7 @@ def university1652_metrics(
     :func:`average_precision` in %}. A query without a true item counts as a miss and AP 0.
 
     ``distractors="official"``: every gallery image competes, the distractor classes absent
-    from the queries included (the benchmark's protocol). ``"reference"``: gallery images
+    from the queries included (the benchmark's protocol). ``"sample4geo"``: gallery images
     whose class is not among the query classes are removed from the ranking, as Sample4Geo
     does (its gallery labels -1 as junk); G in R@1% still counts them, as there.
 
