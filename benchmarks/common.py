@@ -12,6 +12,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb(peak: bool = False) -> float:
+    """This process's resident memory now (VmRSS), or its high-water mark (VmHWM), in MiB."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset the high-water mark of resident memory to the current value (Linux >= 4.0), so
+    that ``rss_mb(peak=True)`` measures what comes after."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def write_results(out: str | Path, text: str, data) -> None:
     """``text`` to ``out`` (markdown) and ``data`` beside it as JSON."""
     out = Path(out)

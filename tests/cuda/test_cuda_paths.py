@@ -164,3 +164,28 @@ def test_checkpoint_moves_between_cuda_and_cpu(data_root, tmp_path, first, then)
     for k, v in b.model.state_dict().items():
         assert v.device.type == then and torch.equal(v.cpu(), saved[k]), k
     assert b.fit()["step"] == 5
+
+
+def test_retrieval_metrics_on_cuda_equal_the_cpu():
+    from vissl_neg.geo import average_precision, recall_at_k_labels, university1652_metrics, vigor_recall
+
+    g = torch.Generator().manual_seed(0)
+    grid = lambda n: torch.randint(-2, 3, (n, 8), generator=g).float() / 4  # noqa: E731  (exact products: ties agree)
+    query, ref = grid(300), grid(2000)
+    positive = torch.randint(2000, (300,), generator=g)
+    semi = torch.randint(-1, 2000, (300, 3), generator=g)
+    q_labels, r_labels = torch.randint(50, (300,), generator=g), torch.randint(70, (2000,), generator=g)
+
+    def run(device):
+        to = lambda *ts: [t.to(device) for t in ts]  # noqa: E731
+        return [
+            vigor_recall(*to(query, ref, positive, semi), chunk_size=64),
+            recall_at_k_labels(*to(query, ref, q_labels, r_labels), chunk_size=64),
+            university1652_metrics(*to(query, ref, q_labels, r_labels), chunk_size=64, distractors="sample4geo"),
+            average_precision(*to(query, ref, q_labels, r_labels), chunk_size=64).cpu().tolist(),
+        ]
+
+    got, want = run(DEVICE), run("cpu")
+    assert got[:2] == want[:2]  # counts of exact comparisons: equal
+    assert got[2] == pytest.approx(want[2], abs=1e-9)  # AP sums: atomic adds on the GPU, another order
+    assert got[3] == pytest.approx(want[3], abs=1e-12)
