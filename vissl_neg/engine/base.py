@@ -94,9 +94,10 @@ class TrainerBase:
         )
 
     def _start_watch(self) -> None:
-        """Before a fit loop: no NaN/inf step seen yet; the checkpoint on disk (if any) is of this step."""
+        """Before a fit loop: no NaN/inf step seen yet; the last good checkpoint is the one this
+        run resumed from (of this step), or none yet for a new run."""
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._last_good = self.step
+        self._last_good: int | None = self.step if self.resumed_from is not None else None
 
     def _watch_loss(self, loss: torch.Tensor) -> None:
         """After a step (``self.step`` advanced): remembers the first step whose loss is NaN/inf, on the device."""
