@@ -1,10 +1,13 @@
-"""Run by torchrun from test_cluster.py: tools/train.py with one fault injected into torchrun's
-first launch (TORCHELASTIC_RESTART_COUNT=0) only, so a restarted group trains undisturbed.
+"""tools/train.py with one fault injected at a chosen step, for the interrupted-run tests: run by
+torchrun from test_cluster.py (the fault only in torchrun's first launch,
+TORCHELASTIC_RESTART_COUNT=0, so a restarted group trains undisturbed), or by plain python (one
+process, rank 0) from test_resume.py and tests/cuda/test_cuda_runs.py.
 
     VISSL_NEG_KILL_AT=RANK:STEP    that rank SIGKILLs itself as it starts the batch after STEP steps
     VISSL_NEG_PAUSE_AT=RANK:STEP:FILE  that rank writes FILE there and waits (60 s at most) for a stop signal
 
     torchrun --nproc_per_node=2 tests/fault_train.py [tools/train.py arguments...]
+    python tests/fault_train.py [tools/train.py arguments...]
 """
 
 from __future__ import annotations

@@ -86,6 +86,14 @@ def _case_table(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             ["tools/train.py", "--resume", str(run_dir), "optim.lr=0.5"],
             ["optim.lr", "0.5", "different config"],
         ),
+        "grad_cache_with_a_queue": (
+            train("l", "train.grad_cache_chunk=8"),
+            ["train.grad_cache_chunk=8 caches in-batch negatives; negatives.source=queue"],
+        ),
+        "grad_cache_chunk_not_dividing": (
+            train("m", "negatives.source=batch", "train.grad_cache_chunk=10"),
+            ["train.grad_cache_chunk=10 must divide the batch of each process (optim.batch_size=64)"],
+        ),
         "export_non_run_dir": (["tools/export.py", str(empty)], [str(empty), "no checkpoint"]),
         "config_file_missing": (["tools/train.py", "--config", str(tmp / "nope.yaml")], ["nope.yaml"]),
         "out_dir_in_proc": (
@@ -149,6 +157,8 @@ CASES = [
     "resume_flag_without_checkpoint",
     "resume_changed_config",
     "resume_dir_changed_config",
+    "grad_cache_with_a_queue",
+    "grad_cache_chunk_not_dividing",
     "export_non_run_dir",
     "config_file_missing",
     "out_dir_in_proc",

@@ -3,7 +3,9 @@
 ``--max-restarts 1`` restarts the group from the last checkpoint to the same weights; SIGTERM
 (what SLURM sends before preemption) saves and stops, and the requeued job resumes to the same
 weights. References are uninterrupted two-process runs of the same global batch and data order.
-The torchrun tests are marked slow: ``pytest -m slow tests/test_cluster.py``."""
+Faults land at a chosen step through tests/fault_train.py's hooks, never a timed signal. The
+torchrun tests are not marked slow: they run in the default suite, each launch bounded by
+``TIMEOUT``; ``pytest tests/test_cluster.py`` runs them alone."""
 
 from __future__ import annotations
 

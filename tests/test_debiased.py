@@ -82,13 +82,19 @@ def test_small_temperature_stays_finite_and_exact():
     assert float(got) == pytest.approx(_hand_debiased(q, k, negs, t, 0.1, 1.0), rel=1e-4)
 
 
-def test_gradient_matches_finite_differences_and_skips_detached_negatives():
+def test_gradient_matches_finite_differences_and_reaches_q_only_through_the_negative_set():
+    """On tensors the loss differentiates q, k and the negatives (finite differences for all
+    three); through the negative set (contrastive_loss, the trainer) only q gets gradient."""
+    from vissl_neg.negatives.functional import contrastive_loss, negative_set
+
     q = _unit(2, 4, seed=12).requires_grad_(True)
-    k, negs = _unit(2, 4, seed=13), _unit(5, 4, seed=14)
-    negs_param = negs.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: debiased_info_nce(x, k, negs, 0.5, 0.1, 1.0), (q,))
-    debiased_info_nce(q, k, negs_param.detach(), 0.5, 0.1, 1.0).backward()
-    assert q.grad is not None and negs_param.grad is None
+    k, negs = _unit(2, 4, seed=13).requires_grad_(True), _unit(5, 4, seed=14).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda *x: debiased_info_nce(*x, 0.5, 0.1, 1.0), (q, k, negs))
+    loss = contrastive_loss(negative_set(q, k, negs), "debiased", temperature=0.5, tau_plus=0.1, beta=1.0)
+    torch.testing.assert_close(loss, debiased_info_nce(q, k.detach(), negs.detach(), 0.5, 0.1, 1.0))
+    loss.backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert k.grad is None and negs.grad is None
 
 
 def test_prior_out_of_range():

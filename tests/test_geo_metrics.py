@@ -4,7 +4,7 @@ hand-built cases with known answers.
 The ``ref_*`` functions below transcribe the reference functions line by line (plain torch /
 numpy loops over queries, full score matrices), citing repository @ commit file:line:
 Sample4Geo = Skyy93/Sample4Geo @ 498c6511478053ddb4a43f24a9f4942fab238f09, VIGOR =
-Jeff-Zilence/VIGOR @ 5d0807f0e76cd66e0fdca64a1a4a18c3acae59e9. Random embeddings are scored in
+Jeff-Zilence/VIGOR @ 33a743622c9c9785a28b475361c19ce1a3c12ab8. Random embeddings are scored in
 float64, with a check that no two scores of a row are nearly equal, so the chunked and the
 full products order them alike; "grid" embeddings (multiples of 1/4) give exact, tied scores
 in any summation order, so results there are compared exactly.
@@ -112,7 +112,7 @@ def ref_sample4geo_vigor_calculate_scores(
 
 
 def ref_vigor_validate_top(grd_descriptor, sat_descriptor, test_label):
-    """VIGOR train_SAFA.py ``validate_top`` (lines 27-57), numpy; ``dataloader.test_label``
+    """VIGOR train_SAFA.py:26-59 (``validate_top``), numpy; ``dataloader.test_label``
     passed as ``test_label``. Returns fractions (top 1 %, top 1, top 5, hit rate)."""
     accuracy = 0.0
     accuracy_top1 = 0.0
@@ -417,6 +417,15 @@ def test_vigor_hit_rate_by_hand():
     )
 
 
+def test_index_dtypes_and_a_bad_rule():
+    query, reference, positive, semi = _vigor_case(q_count=30, r_count=120, seed=6, grid=True)
+    want = vigor_recall(query, reference, positive, semi)
+    assert vigor_recall(query, reference, positive.int(), semi.int()) == want
+    assert recall_at_k(query, reference, positive.int()) == recall_at_k(query, reference, positive)
+    with pytest.raises(ValueError, match="one_percent must be one of"):
+        vigor_recall(query, reference, positive, semi, one_percent="VIGOR")  # type: ignore[arg-type]
+
+
 def test_vigor_without_semi_positives_hit_rate_is_r_at_1():
     query, reference, positive, _ = _vigor_case(seed=5)
     ours = vigor_recall(query, reference, positive, torch.empty(len(positive), 0, dtype=torch.long))
@@ -428,7 +437,7 @@ def test_vigor_without_semi_positives_hit_rate_is_r_at_1():
 
 
 @pytest.mark.parametrize("direction", ["d2s", "s2d"])
-@pytest.mark.parametrize("distractors", ["official", "reference"])
+@pytest.mark.parametrize("distractors", ["official", "sample4geo"])
 def test_university1652_equals_sample4geo_evaluate(direction, distractors):
     query, gallery, ql, gl = _u1652_case(direction, seed=21)
     assert _separated(query, gallery)
@@ -444,7 +453,7 @@ def test_university1652_equals_sample4geo_evaluate(direction, distractors):
 def test_university1652_distractors_change_the_result():
     query, gallery, ql, gl = _u1652_case("d2s", seed=22)
     official = university1652_metrics(query, gallery, ql, gl)
-    reference = university1652_metrics(query, gallery, ql, gl, distractors="reference")
+    reference = university1652_metrics(query, gallery, ql, gl, distractors="sample4geo")
     # removing the distractor classes can only lift a true item: every metric rises here
     assert all(reference[k] > official[k] for k in ("R@1", "R@5", "mAP"))
     with pytest.raises(ValueError, match="distractors must be one of"):
@@ -476,7 +485,7 @@ def test_university1652_by_hand():
     ap_1, ap_2, ap_3 = (1 / 4 + (1 / 4 + 2 / 5) / 2) / 2, (1 / 4 + (1 / 3 + 2 / 4) / 2) / 2, 1 / 12
     want = {"R@1": 0.0, "R@2": 50.0, "R@3": 50.0, "R@1%": 0.0, "mAP": 25 * (ap_1 + ap_2 + ap_3)}
     assert official == pytest.approx(want)
-    reference = university1652_metrics(query, gallery, ql, gl, ks=(1, 4, 5), distractors="reference")
+    reference = university1652_metrics(query, gallery, ql, gl, ks=(1, 4, 5), distractors="sample4geo")
     # without class 5: class 1 at ranks 0 and 3, class 2 at 0 and 2, class 3 at 4
     ap_1, ap_2, ap_3 = (1 + (1 / 3 + 2 / 4) / 2) / 2, (1 + (1 / 2 + 2 / 3) / 2) / 2, 1 / 10
     want = {"R@1": 50.0, "R@4": 50.0, "R@5": 75.0, "R@1%": 50.0, "mAP": 25 * (ap_1 + ap_2 + ap_3)}
@@ -503,7 +512,7 @@ def _all_metrics(chunk_size):
         recall_at_k_labels(query, reference, labels, torch.arange(230) % 40, chunk_size=chunk_size),
         vigor_recall(query, reference, positive, semi, chunk_size=chunk_size),
         university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size),
-        university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size, distractors="reference"),
+        university1652_metrics(uq, ug, uql, ugl, chunk_size=chunk_size, distractors="sample4geo"),
         average_precision(uq, ug, uql, ugl, chunk_size=chunk_size).tolist(),
     ]
 

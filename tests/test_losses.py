@@ -104,20 +104,35 @@ def test_bad_negatives_shape():
 
 
 def test_gradients_reach_q_only():
-    t = 0.2
-    q_leaf = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
-    k_src = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
-    queue = NegativeQueue(size=16, dim=8).double()
-    queue.enqueue(F.normalize(k_src, dim=1))  # a buffer: detached keys
-    negs_src = torch.randn(16, 8, dtype=torch.float64, requires_grad=True)
+    """Leaves that require grad go in everywhere. On tensors the loss differentiates whatever it
+    is given: q, k and the negatives each get their analytic gradient. Through the negative set
+    (what contrastive_loss and the trainer score) only q does: k, the negatives and the queue's
+    enqueued source get none."""
+    from vissl_neg.negatives.functional import contrastive_loss, negative_set
 
-    q = F.normalize(q_leaf, dim=1)
-    k = F.normalize(k_src, dim=1).detach()
-    loss = info_nce(q, k, queue.keys, t) + info_nce(q, k, F.normalize(negs_src, dim=1).detach(), t)
-    loss.backward()
+    t, b = 0.2, 4
+    q_leaf, k_leaf = _unit(b, 8, seed=30).requires_grad_(True), _unit(b, 8, seed=31).requires_grad_(True)
+    negs_leaf = _unit(16, 8, seed=32).requires_grad_(True)
+    info_nce(q_leaf, k_leaf, negs_leaf, t).backward()
+    with torch.no_grad():  # p_ij = softmax([q_i·k_i, q_i·n_1..n_K] / T)
+        p = torch.softmax(torch.cat([(q_leaf * k_leaf).sum(1, keepdim=True), q_leaf @ negs_leaf.t()], 1) / t, 1)
+        want_k = -(1 - p[:, :1]) * q_leaf / (b * t)  # dL/dk_i = −(1 − p_i0) q_i / (B T)
+        want_n = p[:, 1:].t() @ q_leaf / (b * t)  # dL/dn_j = Σ_i p_ij q_i / (B T)
+    torch.testing.assert_close(k_leaf.grad, want_k)
+    torch.testing.assert_close(negs_leaf.grad, want_n)
     assert q_leaf.grad is not None and q_leaf.grad.abs().sum() > 0
-    assert k_src.grad is None and negs_src.grad is None
-    assert queue.keys.grad is None and not queue.keys.requires_grad
+
+    q_leaf.grad = k_leaf.grad = negs_leaf.grad = None
+    queue = NegativeQueue(size=16, dim=8).double()
+    queue.enqueue(negs_leaf)
+    for negatives in (negs_leaf, queue.keys, negs_leaf.expand(b, -1, -1)):  # shared, queued, per query
+        loss = contrastive_loss(negative_set(q_leaf, k_leaf, negatives), temperature=t)
+        torch.testing.assert_close(loss, info_nce(q_leaf, k_leaf.detach(), negatives.detach(), t))
+        loss.backward()
+        assert q_leaf.grad is not None and q_leaf.grad.abs().sum() > 0
+        assert k_leaf.grad is None and negs_leaf.grad is None
+        assert not queue.keys.requires_grad
+        q_leaf.grad = None
 
 
 def test_gradient_wrt_q_matches_analytic_form():

@@ -47,6 +47,32 @@ def test_draws_never_hit_the_own_index_and_cover_the_rest_uniformly():
         assert (others - 0.25).abs().max() < 0.02  # 4 items at 1/4 each (±8 sd of a binomial)
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_update_keeps_an_independent_detached_copy(momentum):
+    """Feature leaves that require grad go in: the bank's rows carry no graph, live in their own
+    storage with their own version counter, and a loss on drawn rows sends gradient to the
+    query only."""
+    torch.manual_seed(0)
+    bank = MemoryBank(8, 4, momentum=momentum)
+    old = bank.bank.clone()
+    feats = F.normalize(torch.randn(3, 4), dim=1).requires_grad_(True)
+    idx = torch.tensor([6, 0, 3])
+    bank.update(idx, feats)
+    want = F.normalize(momentum * old[idx] + (1 - momentum) * feats.detach(), dim=1)
+    torch.testing.assert_close(bank.bank[idx], want)
+    assert not bank.bank.requires_grad and bank.bank.grad_fn is None
+    assert bank.bank.untyped_storage().data_ptr() != feats.untyped_storage().data_ptr()
+    version, before = bank.bank._version, bank.bank.clone()
+    with torch.no_grad():
+        feats.mul_(-1.0)  # an in-place change of the features after the update
+    assert feats._version > 0 and bank.bank._version == version and torch.equal(bank.bank, before)
+    query = torch.randn(3, 4, requires_grad=True)
+    negs = bank.negatives(query, query, None, idx, 5)
+    rows = negs.source[negs.index]  # (3, 5, 4) the drawn rows
+    torch.einsum("bd,bkd->bk", query, rows).logsumexp(1).sum().backward()
+    assert query.grad is not None and query.grad.abs().sum() > 0 and feats.grad is None
+
+
 def test_half_precision_storage_and_size():
     bank = MemoryBank(1000, 128, dtype="bfloat16")
     assert bank.bank.dtype == torch.bfloat16 and bank.gather(torch.tensor([0])).dtype == torch.float32

@@ -123,21 +123,37 @@ def test_state_dict_round_trip_continues_identically():
         assert torch.equal(a.keys, b.keys) and torch.equal(a.labels, b.labels) and int(a.ptr) == int(b.ptr)
 
 
-def test_enqueue_detaches():
-    q = NegativeQueue(size=6, dim=3)
-    src = torch.randn(4, 3, requires_grad=True)
-    q.enqueue(src * 2.0)
-    assert not q.keys.requires_grad and q.keys.grad_fn is None
-    (src * 3.0).sum().backward()
-    assert torch.equal(src.grad, torch.full_like(src, 3.0))  # no contribution through the queue
-    stored = q.keys[:4].clone()
+def _copy_is_independent(stored: torch.Tensor, src: torch.Tensor, before: torch.Tensor) -> None:
+    """``stored`` holds ``before`` (the values ``src`` had) in storage of its own, with its own
+    version counter and no autograd graph: changing ``src`` in place leaves it as it was."""
+    assert not stored.requires_grad and stored.grad_fn is None
+    assert stored.untyped_storage().data_ptr() != src.untyped_storage().data_ptr()
+    version = stored._version
     with torch.no_grad():
-        src.mul_(0)  # changing the source afterwards does not change the queue
-    assert torch.equal(q.keys[:4], stored)
-    # a loss on the queue's keys does not reach the source
-    src.grad = None
-    loss = (q.keys * 1.0).sum()
-    assert not loss.requires_grad
+        src.add_(1.0)  # an in-place change of what was enqueued
+    assert src._version > 0 and stored._version == version  # no shared version counter (not a view or .detach())
+    assert torch.equal(stored, before)
+
+
+@pytest.mark.parametrize("batch", [4, 6, 9])  # within the queue, filling it, wider (the newest 6 kept)
+def test_enqueue_keeps_an_independent_detached_copy(batch):
+    """A key leaf that requires grad goes in: the queue's keys carry no graph, live in their own
+    storage with their own version counter, and a loss on them sends nothing back to the keys,
+    while the query's gradient arrives."""
+    q = NegativeQueue(size=6, dim=3)
+    src = torch.randn(batch, 3, requires_grad=True)
+    q.enqueue(src)
+    kept = src.detach()[-6:].clone()
+    rows = (torch.arange(batch) % 6)[-6:]
+    assert torch.equal(q.keys[rows], kept)
+    _copy_is_independent(q.keys, src, q.keys.clone())
+    assert torch.equal(q.keys[rows], kept)
+    query = torch.randn(2, 3, requires_grad=True)
+    loss = (query @ q.negatives(query, query, None, None, 6).source.t()).logsumexp(1).sum()
+    loss.backward()
+    assert query.grad is not None and query.grad.abs().sum() > 0
+    assert src.grad is None  # nothing reached the enqueued keys
+    assert not (q.keys * 1.0).sum().requires_grad  # a loss on the keys alone has no graph to follow
 
 
 @pytest.mark.parametrize("size", [0, -1])

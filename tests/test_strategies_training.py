@@ -132,6 +132,50 @@ def test_geodesic_step_loss_equals_the_public_functions(data_root, tmp_path):
     torch.testing.assert_close(loss, want)
 
 
+@pytest.mark.parametrize("draw", ["step", "sample", "dim"])
+def test_feature_transform_step_loss_equals_the_public_functions(data_root, tmp_path, monkeypatch, draw):
+    """The step's loss is InfoNCE of extrapolate_positives(q, k, λ⁺) against
+    interpolate_negatives(queue, perm, λ⁻), with the λ and permutation the strategy drew (captured
+    as it hands them over, and equal to fresh draws under the same seed); the key leaf, the queue
+    and the mixed negatives get no gradient."""
+    from vissl_neg.negatives import feature_transform as ft
+    from vissl_neg.negatives.beta import sample_beta
+
+    extra = [f"negatives.strategies=[{{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6, draw: {draw}}}]"]
+    trainer = make_trainer(data_root, tmp_path, extra)
+    q, k, idx = _contrast_inputs(trainer, seed=7)
+    k = k.clone().requires_grad_(True)
+    seen = {}
+    extrapolate, interpolate = ft.extrapolate_positives, ft.interpolate_negatives
+
+    def spy_pos(q_, k_, lam):
+        seen["pos"] = lam
+        return extrapolate(q_, k_, lam)
+
+    def spy_neg(negatives, perm, lam):
+        seen["neg"], seen["perm"] = lam, perm
+        return interpolate(negatives, perm, lam)
+
+    monkeypatch.setattr(ft, "extrapolate_positives", spy_pos)
+    monkeypatch.setattr(ft, "interpolate_negatives", spy_neg)
+    queue = trainer.model.queue.keys
+    before = queue.clone()
+    torch.manual_seed(10)
+    loss, negs, *_ = trainer.contrast(q, k, idx)
+    torch.manual_seed(10)  # the strategy's draws, in its order: λ⁺, λ⁻, then the permutation
+    pos_shape, neg_shape = ft.lambda_shapes(draw, 32, 100, trainer.cfg.model.dim)
+    assert torch.equal(seen["pos"], 1.0 + sample_beta(2.0, pos_shape))
+    assert torch.equal(seen["neg"], sample_beta(1.6, neg_shape))
+    assert torch.equal(seen["perm"], torch.randperm(100))
+    q_hat, k_hat = ft.extrapolate_positives(q, k, seen["pos"])
+    n_hat = ft.interpolate_negatives(queue, seen["perm"], seen["neg"])
+    torch.testing.assert_close(loss, info_nce(q_hat, k_hat, n_hat, 0.2))
+    assert not torch.allclose(loss, info_nce(q, k, queue, 0.2))
+    assert not negs.source.requires_grad and torch.equal(queue, before)
+    loss.backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0 and k.grad is None and not queue.requires_grad
+
+
 def test_filter_then_mochi_composes_in_config_order(data_root, tmp_path):
     extra = ["negatives.strategies=[{name: filter, keep: 40}, {name: mochi, n_hard: 10, s: 5, s_prime: 3}]"]
     trainer = make_trainer(data_root, tmp_path, extra)

@@ -92,7 +92,39 @@ def test_a_nan_after_an_evaluation_names_the_checkpoint_that_evaluation_saved(tm
     nan_loss_at(trainer, 6)  # epoch 1 ends at step 4 with a kNN evaluation, which saves
     with pytest.raises(TrainingDiverged, match="NaN/inf at step 6; kept the last good checkpoint .*step 4"):
         trainer.fit()
-    assert torch.load(trainer.ckpt_path, weights_only=True)["step"] == 4
+    state = torch.load(trainer.ckpt_path, weights_only=True)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_nan_before_any_checkpoint_says_none_was_written_and_a_resumed_run_names_its_own(tmp_path):
+    """A new run has no checkpoint before its first save: the message says so (and no file
+    appears). A resumed run's last good checkpoint is the one it resumed from."""
+    import pytest
+
+    from vissl_neg.errors import TrainingDiverged
+
+    write_fmnist_fixture(tmp_path / "data", n_train=256, n_test=64)
+    run = tmp_path / "run"
+    base = tiny_overrides(tmp_path / "data", run) + ["train.ckpt_every=3", "train.log_every=100", "eval.knn_every=-1"]
+    trainer = Trainer(load_config(None, base))
+    nan_loss_at(trainer, 2)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    assert str(info.value) == (
+        f"loss became NaN/inf at step 2 before the first checkpoint: no checkpoint was written in '{run}'; "
+        "try a lower optim.lr or train.amp=off"
+    )
+    assert not trainer.ckpt_path.exists()
+    Trainer(load_config(None, base + ["train.max_steps=3"]), resume=False).fit()
+    resumed = Trainer(load_config(None, base))
+    assert resumed.step == 3
+    nan_loss_at(resumed, 5)  # before the next save (step 6)
+    with pytest.raises(
+        TrainingDiverged, match=f"NaN/inf at step 5; kept the last good checkpoint '{run / 'last.ckpt'}' \\(step 3\\)"
+    ):
+        resumed.fit()
+    state = torch.load(resumed.ckpt_path, weights_only=True)
+    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_fused_sgd_starts_from_zero_momentum_buffers():

@@ -211,14 +211,28 @@ def test_training_and_exact_resume_with_whole_image_crops(tmp_path, decode_on):
         torch.testing.assert_close(a[key], b[key], msg=key)
 
 
-def test_linear_probe_crops_the_whole_image(tmp_path):
-    from vissl_neg.eval.linear_sgd import linear_sgd
+def test_linear_probe_crops_the_whole_image(tmp_path, monkeypatch):
+    """Every training view of the probe is a box drawn over the whole 40 x 30 file (not the
+    36 x 36 decode), at the probe's scale; the reported top-1 is the saved classifier's accuracy
+    on the centre-cropped test images, recomputed here image by image."""
+    from vissl_neg.augment import EvalTransform
+    from vissl_neg.data import image_folder
+    from vissl_neg.eval.linear_sgd import CHECKPOINT, linear_sgd
     from vissl_neg.models import build_backbone
 
+    drawn = []
+    real_draw = image_folder.draw_boxes
+
+    def spy(width, height, crops, generator):
+        drawn.append((width, height, crops))
+        return real_draw(width, height, crops, generator)
+
+    monkeypatch.setattr(image_folder, "draw_boxes", spy)
     write_imagenet_fixture(tmp_path / "data", corrupt=False)
     cfg = _cfg(
         tmp_path / "data",
         tmp_path / "run",
+        "data.num_workers=0",
         "eval.linear_protocol=sgd",
         "eval.linear_epochs=2",
         "eval.linear_batch_size=8",
@@ -226,9 +240,22 @@ def test_linear_probe_crops_the_whole_image(tmp_path):
         "eval.linear_lr_scaling=linear",
     )
     torch.manual_seed(0)
-    result = linear_sgd(cfg, build_backbone("resnet10t", 3), torch.device("cpu"), progress=False)
+    backbone = build_backbone("resnet10t", 3)
+    result = linear_sgd(cfg, backbone, torch.device("cpu"), run_dir=tmp_path, progress=False)
     assert "(whole image)" in result["classifier"] and "cosine" in result["classifier"]
-    assert 0 <= result["top1"] <= 100
+    assert len(drawn) == 2 * result["train_size"] == 2 * 24  # one box per image and epoch
+    assert {(w, h) for w, h, _ in drawn} == {(40, 30)}
+    assert all(len(c) == 1 and c[0][0] == SCALE and c[0][1] == pytest.approx(RATIO) for *_, c in drawn)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    classifier = torch.nn.Linear(*reversed(state["classifier"]["weight"].shape))
+    classifier.load_state_dict(state["classifier"])
+    test_set, centre = build_dataset(cfg.data, "test"), EvalTransform(cfg.augment, 3)
+    correct = 0
+    for i in range(len(test_set)):
+        image, label, _ = test_set[i]
+        with torch.no_grad():
+            correct += int(classifier(backbone(centre(image.unsqueeze(0)))).argmax(1).item() == int(label))
+    assert result["test_size"] == len(test_set) == 8 and result["top1"] == round(100 * correct / len(test_set), 2)
 
 
 def test_crops_key_is_checked_and_belongs_to_image_folders():

@@ -22,6 +22,8 @@ _EXPORTS = {
     "neighbour_batches": "vissl_neg.geo.sampling",
     "debiased_info_nce": "vissl_neg.losses",
     "info_nce": "vissl_neg.losses",
+    "GradCache": "vissl_neg.runtime.grad_cache",
+    "all_gather_with_grad": "vissl_neg.runtime.distributed",
     **{name: "vissl_neg.negatives" for name in ("MemoryBank", "NegativeQueue", "NegativeSet")},
     **{
         name: "vissl_neg.negatives.functional"
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
         mochi,
         negative_set,
     )
+    from vissl_neg.runtime.distributed import all_gather_with_grad
+    from vissl_neg.runtime.grad_cache import GradCache
 
 
 def __getattr__(name: str) -> Any:
@@ -83,9 +87,11 @@ def train(config: str | None = None, overrides: list[str] | None = None) -> dict
 __all__ = [
     "__version__",
     "train",
+    "GradCache",
     "MemoryBank",
     "NegativeQueue",
     "NegativeSet",
+    "all_gather_with_grad",
     "ambiguous",
     "batch_negatives",
     "contrastive_loss",

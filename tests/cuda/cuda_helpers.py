@@ -26,6 +26,7 @@ FAMILIES = {
     "dual_view": ["loss.dual_view=true"],
     "feature_transform": ["negatives.strategies=[{name: feature_transform, pos_alpha: 2.0, neg_alpha: 1.6}]"],
     "debiased": ["loss.name=debiased", "loss.tau_plus=0.1", "loss.beta=1.0"],
+    "batch_grad_cache": ["negatives.source=batch", "train.grad_cache_chunk=16"],
     "bank_filter_mochi": [
         "negatives.source=memory_bank",
         "negatives.size=120",

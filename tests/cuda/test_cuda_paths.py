@@ -181,7 +181,7 @@ def test_retrieval_metrics_on_cuda_equal_the_cpu():
         return [
             vigor_recall(*to(query, ref, positive, semi), chunk_size=64),
             recall_at_k_labels(*to(query, ref, q_labels, r_labels), chunk_size=64),
-            university1652_metrics(*to(query, ref, q_labels, r_labels), chunk_size=64, distractors="reference"),
+            university1652_metrics(*to(query, ref, q_labels, r_labels), chunk_size=64, distractors="sample4geo"),
             average_precision(*to(query, ref, q_labels, r_labels), chunk_size=64).cpu().tolist(),
         ]
 

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -55,26 +54,27 @@ def weights(run_dir):
 
 
 def test_killed_cuda_run_resumes_to_identical_weights(data_root, tmp_path):
+    """SIGKILL as the 11th of 32 steps starts (tests/fault_train.py's hook; checkpoints every 4
+    steps, so step 8's is on disk); the same command resumes there and ends bit-identical."""
     whole = tool("train.py", *cuda_run(data_root, tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
-    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), *cuda_run(data_root, run)]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    killed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "fault_train.py"), *cuda_run(data_root, run)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**subprocess_env(), "VISSL_NEG_KILL_AT": "0:10"},
     )
-    deadline = time.time() + 300
-    while not (run / "last.ckpt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert weights(run)["step"] == 8 and not (run / "metrics.json").exists()  # stopped mid-run
     resumed = tool("train.py", *cuda_run(data_root, run))
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout + resumed.stderr
+    assert f"resuming {run} at step 8/32" in resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == 32
     a, b = weights(tmp_path / "whole"), weights(run)
-    assert a["step"] == b["step"]
+    assert a["step"] == b["step"] == 32
     diffs = {
         k: (a["model"][k].float() - b["model"][k].float()).abs().max().item()
         for k in a["model"]

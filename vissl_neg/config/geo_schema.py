@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Literal
 
-from vissl_neg.config.schema import RUN_KEYS, TrainConfig
+from vissl_neg.config.schema import RUN_KEYS, TrainConfig, check_grad_cache_chunk
 from vissl_neg.data import CVUSAData, GeoDataConfig
 from vissl_neg.errors import ConfigError
 from vissl_neg.rules import (
@@ -181,6 +181,7 @@ class GeoConfig:
                 f"config key 'mixup.start_epoch' ({self.mixup.start_epoch}) must be below train.epochs "
                 f"({self.train.epochs}), or mixup never starts"
             )
+        check_grad_cache_chunk(self.train.grad_cache_chunk, self.optim.batch_size)
 
 
 # the cross-view views' probabilities (augment.<key>_p): 0 switches a step off

@@ -147,6 +147,10 @@ class TrainConfig:
     progress: bool = True
     report: bool = True  # draw RUN_DIR/report.png from the TensorBoard logs when the run ends
     max_steps: NonNegativeInt = 0  # stop after this many steps in total (0 = all epochs); for tests
+    # gradient caching (Gao et al. 2021): > 0 runs the trained encoder on chunks of this many samples per
+    # process while the loss sees the whole batch; for in-batch negatives (negatives.source=batch, the
+    # cross-view task); must divide the batch of each process; 0 = off
+    grad_cache_chunk: NonNegativeInt = 0
 
     def check(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -207,6 +211,20 @@ class Config:
                 f"optim.batch_size={self.optim.batch_size} must be divisible by model.bn_splits={model.bn_splits} "
                 "for split shuffle-BN"
             )
+        chunk = self.train.grad_cache_chunk
+        if chunk and negatives.source != "batch":
+            raise ConfigError(
+                f"train.grad_cache_chunk={chunk} caches in-batch negatives; negatives.source={negatives.source} "
+                "takes its negatives from outside the batch (use train.grad_cache_chunk=0, or negatives.source=batch)"
+            )
+        check_grad_cache_chunk(chunk, self.optim.batch_size)
+
+
+def check_grad_cache_chunk(chunk: int, batch_size: int, processes: int = 1) -> None:
+    """train.grad_cache_chunk must divide the batch of each process (every rank runs as many chunks)."""
+    if chunk and (batch_size % processes or (batch_size // processes) % chunk):
+        where = f"optim.batch_size={batch_size}" + (f" over {processes} processes" if processes > 1 else "")
+        raise ConfigError(f"train.grad_cache_chunk={chunk} must divide the batch of each process ({where})")
 
 
 # Keys that may change between a run and its resumption: they do not alter the result.

@@ -75,10 +75,29 @@ class TrainerBase:
             )
         return module
 
+    @staticmethod
+    def _grad_cache_note(backbone: torch.nn.Module, name: str, chunk: int, batch: int) -> str:
+        """train.grad_cache_chunk's note: whether the cached step is the full-batch step (no
+        batch statistics in the backbone) or per-chunk BatchNorm."""
+        from vissl_neg.models import count_batch_norms
+
+        head = f"train.grad_cache_chunk={chunk}: the backbone runs {chunk} samples at a time, the loss sees all {batch}"
+        n_bn = count_batch_norms(backbone)
+        if n_bn:
+            return (
+                f"{head}; '{name}' has {n_bn} BatchNorm layers, which normalise each chunk of {chunk} on its own, "
+                "so the step is not the full-batch step (it is one only for backbones without batch statistics)"
+            )
+        return (
+            f"{head}; '{name}' has no batch statistics, so the step equals the full-batch step up to float "
+            "rounding (it would not with BatchNorm in the backbone)"
+        )
+
     def _start_watch(self) -> None:
-        """Before a fit loop: no NaN/inf step seen yet; the checkpoint on disk (if any) is of this step."""
+        """Before a fit loop: no NaN/inf step seen yet; the last good checkpoint is the one this
+        run resumed from (of this step), or none yet for a new run."""
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._last_good = self.step
+        self._last_good: int | None = self.step if self.resumed_from is not None else None
 
     def _watch_loss(self, loss: torch.Tensor) -> None:
         """After a step (``self.step`` advanced): remembers the first step whose loss is NaN/inf, on the device."""

@@ -31,6 +31,7 @@ from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
 from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
+from vissl_neg.runtime.grad_cache import GradCache
 
 
 class GeoTrainer(TrainerBase):
@@ -103,6 +104,10 @@ class GeoTrainer(TrainerBase):
         if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.forward = self._cuda_options(self.model, "the encoder")
+        if cfg.train.grad_cache_chunk:
+            self.notes.append(
+                self._grad_cache_note(self.model.backbone, cfg.model.backbone, cfg.train.grad_cache_chunk, batch)
+            )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
@@ -220,8 +225,16 @@ class GeoTrainer(TrainerBase):
         if cfg.model.channels_last:
             pano = pano.contiguous(memory_format=torch.channels_last)
             sat = sat.contiguous(memory_format=torch.channels_last)
+        chunk = cfg.train.grad_cache_chunk
+        cache = GradCache() if chunk else None  # gradient caching: the encoder runs chunk pairs at a time
         with self._autocast():
-            f_pano, f_sat = self.forward(pano), self.forward(sat)
+            if cache is None:
+                f_pano, f_sat = self.forward(pano), self.forward(sat)
+            else:  # leaves without a graph; the loss below sees the whole batch
+                f_pano, f_sat = (
+                    cache.embed(self.forward, pano, chunk_size=chunk),
+                    cache.embed(self.forward, sat, chunk_size=chunk),
+                )
         epoch = self.step // self.steps_per_epoch
         weight = m2mix_weight(m.weight, epoch, m.start_epoch, m.epoch_decay) if m.enabled else 0.0
         if weight > 0:
@@ -239,7 +252,10 @@ class GeoTrainer(TrainerBase):
         else:
             loss = symmetric_info_nce(f_pano, f_sat, self.model.logit_scale, cfg.loss.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if cache is None:
+            self.scaler.scale(loss).backward()
+        else:  # logit_scale's gradient and the embeddings', then each chunk replayed with a graph
+            cache.backward(self.scaler.scale(loss))
         if cfg.optim.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.optim.clip_grad)

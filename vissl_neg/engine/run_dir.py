@@ -106,9 +106,12 @@ def restore_handlers(previous: dict) -> None:
         signal.signal(sig, handler)
 
 
-def diverged(bad_step: int, last_good: int, path: Path) -> TrainingDiverged:
-    """The error for a NaN/inf loss at 0-based ``bad_step``; the checkpoint of ``last_good`` is kept."""
-    return TrainingDiverged(
-        f"loss became NaN/inf at step {bad_step + 1}; kept the last good checkpoint "
-        f"'{path}' (step {last_good}); try a lower optim.lr or train.amp=off"
+def diverged(bad_step: int, last_good: int | None, path: Path) -> TrainingDiverged:
+    """The error for a NaN/inf loss at 0-based ``bad_step``: the checkpoint ``path`` of step
+    ``last_good`` is kept, or, with ``last_good`` None, the run had not written one yet."""
+    kept = (
+        f"; kept the last good checkpoint '{path}' (step {last_good})"
+        if last_good is not None
+        else f" before the first checkpoint: no checkpoint was written in '{path.parent}'"
     )
+    return TrainingDiverged(f"loss became NaN/inf at step {bad_step + 1}{kept}; try a lower optim.lr or train.amp=off")

@@ -12,19 +12,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vissl_neg.augment import EvalTransform, ViewAugment, second_view
 from vissl_neg.config import Config, build_strategies, config_from_dict, to_dict
+from vissl_neg.config.schema import check_grad_cache_chunk
 from vissl_neg.data import ResumableBatchSampler, build_dataset, to_device
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.eval import extract_features, knn_top1
-from vissl_neg.models import MoCo, build_encoder, build_predictor, count_batch_norms, momentum_at
+from vissl_neg.models import MoCo, QueryHead, build_encoder, build_predictor, count_batch_norms, momentum_at
 from vissl_neg.negatives import SOURCES, NegativeSet
 from vissl_neg.negatives.diagnostics import false_negative_rate, same_class_rate, synthetic_harder_fraction
 from vissl_neg.negatives.functional import contrast
 from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime import distributed as dist
 from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
+from vissl_neg.runtime.grad_cache import GradCache
 
 
 def sync_batch_norms(model: torch.nn.Module, world_size: int, device_type: str) -> tuple[torch.nn.Module, str | None]:
@@ -63,6 +65,9 @@ class Trainer(TrainerBase):
             )
         if global_batch % dist.world_size():
             raise ConfigError(f"optim.batch_size={global_batch} must be divisible by the {dist.world_size()} processes")
+        self.chunk = cfg.train.grad_cache_chunk
+        per_rank = global_batch // dist.world_size()
+        check_grad_cache_chunk(self.chunk, global_batch, dist.world_size())
         self.whole_image_crops = cfg.data.whole_image_crops and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
             len(self.train_set),
@@ -97,6 +102,11 @@ class Trainer(TrainerBase):
                 f"'{cfg.model.backbone}' has no BatchNorm, so there are no batch statistics to leak; "
                 f"model.shuffle_bn={cfg.model.shuffle_bn} is skipped"
             )
+        if self.chunk and shuffle_bn == "split" and self.chunk % cfg.model.bn_splits:
+            raise ConfigError(
+                f"train.grad_cache_chunk={self.chunk} must be divisible by model.bn_splits={cfg.model.bn_splits}: "
+                f"split shuffle-BN divides each chunk of '{cfg.model.backbone}' into groups (or use model.shuffle_bn=none)"
+            )
         neg = cfg.negatives
         source_cls = SOURCES[neg.source]
         source = source_cls.from_config(neg, cfg.model.dim, len(self.train_set), global_batch)
@@ -121,10 +131,17 @@ class Trainer(TrainerBase):
         if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.query_encoder = self.model.query_module()
-        if dist.is_dist():
-            self.query_encoder = DDP(
-                self.query_encoder, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.chunk:  # gradient caching at the backbone output; the heads run on the whole batch
+            self.notes.append(self._grad_cache_note(encoder.backbone, cfg.model.backbone, self.chunk, per_rank))
+            self.cached_backbone: torch.nn.Module = self.model.encoder_q.backbone
+            self.query_head: torch.nn.Module = QueryHead(self.model.encoder_q.head, self.model.predictor)
+            if dist.is_dist():  # apart: the backbone all-reduces in its last replay, the heads in the loss's backward
+                self.cached_backbone = DDP(self.cached_backbone, device_ids=device_ids)
+                self.query_head = DDP(self.query_head, device_ids=device_ids)
+            self.cached_backbone = self._cuda_options(self.cached_backbone, "the query backbone")
+        elif dist.is_dist():
+            self.query_encoder = DDP(self.query_encoder, device_ids=device_ids)
         self.loader_set, self.decoder, self.batch_sampler = self.train_set, None, self.sampler
         if self.whole_image_crops:  # each view's box over the whole image, cut in the loader workers
             views = (cfg.augment, second_view(cfg.augment))
@@ -141,7 +158,8 @@ class Trainer(TrainerBase):
                     "data.decode_on=device decodes JPEGs with libjpeg-turbo in the main process here "
                     "(nvJPEG needs CUDA); data.decode_on=workers spreads that over the loader workers"
                 )
-        self.query_encoder = self._cuda_options(self.query_encoder, "the query encoder")
+        if not self.chunk:
+            self.query_encoder = self._cuda_options(self.query_encoder, "the query encoder")
         o = cfg.optim
         self.base_lr = o.lr * (o.batch_size / o.base_batch if o.lr_scaling == "linear" else 1.0)
         params = [p for p in self.model.parameters() if p.requires_grad]  # encoder_q (+ predictor)
@@ -216,6 +234,13 @@ class Trainer(TrainerBase):
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
+    def _queries(self, views: torch.Tensor, cache: GradCache | None) -> torch.Tensor:
+        """Query embeddings (B, D): the query path at once, or with gradient caching the backbone's
+        features chunk by chunk without a graph (leaves ``cache`` replays) and the heads on the whole batch."""
+        if cache is None:
+            return self.query_encoder(views)
+        return self.query_head(cache.embed(self.cached_backbone, views, chunk_size=self.chunk))
+
     def negative_set(
         self, q: torch.Tensor, k: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor | None = None
     ) -> NegativeSet:
@@ -250,20 +275,24 @@ class Trainer(TrainerBase):
             indices = torch.arange(images.shape[0], device=images.device)
         both = self.loss.both_views
         v1, v2 = self._views(images)
+        cache = GradCache(check_ranks=False) if self.chunk else None  # every rank: per-rank batch / chunk chunks
         with self._autocast():
-            q = self.query_encoder(v1)
+            q = self._queries(v1, cache)
             self.model.update_key_encoder(m)
-            k = self.model.keys(v2)
+            k = self.model.keys(v2, self.chunk)
             if both:
-                q2 = self.query_encoder(v2)
-                k1 = self.model.keys(v1)
+                q2 = self._queries(v2, cache)
+                k1 = self.model.keys(v1, self.chunk)
         loss, negs, pos, real, syn = self.contrast(q, k, indices, labels)
         if both:  # each view's query against the other view's key, the mean of the two directions
             loss = 0.5 * (loss + self.contrast(q2, k1, indices, labels)[0])
         if self.loss.scale != 1.0:
             loss = loss * self.loss.scale
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if cache is None:
+            self.scaler.scale(loss).backward()
+        else:  # the heads' and the loss's backward, then each backbone chunk's
+            cache.backward(self.scaler.scale(loss))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         out = {

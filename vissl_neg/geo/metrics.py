@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 DEFAULT_BUDGET = 256 * 2**20  # bytes of per-score working memory held at once
 
 OnePercent = Literal["sample4geo", "vigor", "university"]
-Distractors = Literal["official", "reference"]
+Distractors = Literal["official", "sample4geo"]
 
 _MISS = torch.iinfo(torch.int64).max  # the rank of a query without any true reference
 
@@ -116,7 +116,8 @@ def recall_at_k(
     dtype = _score_dtype(query, reference)
     q_count, r_count = query.shape[0], reference.shape[0]
     rows = _chunk_rows(q_count, r_count, dtype, _RECALL_BYTES, chunk_size, budget)
-    gt = gt.to(query.device)
+    top_one_percent = one_percent_k(r_count, one_percent)
+    gt = gt.to(query.device, torch.long)
     ranks = torch.empty(q_count, dtype=torch.long, device=query.device)
     ref_t = reference.to(dtype).t()
     scores = torch.empty(rows, r_count, dtype=dtype, device=query.device)  # reused: no allocation per chunk
@@ -125,7 +126,7 @@ def recall_at_k(
         torch.mm(query[start:stop].to(dtype), ref_t, out=block)
         block.sub_(block.gather(1, gt[start:stop, None])).gt_(0)  # 1 where higher: s - g > 0 iff s > g
         ranks[start:stop] = _count(block)
-    return _recalls(ranks, ks, one_percent_k(r_count, one_percent))
+    return _recalls(ranks, ks, top_one_percent)
 
 
 @torch.no_grad()
@@ -153,6 +154,7 @@ def recall_at_k_labels(
     dtype = _score_dtype(query, reference)
     q_count, r_count = query.shape[0], reference.shape[0]
     rows = _chunk_rows(q_count, r_count, dtype, _LABEL_BYTES, chunk_size, budget)
+    top_one_percent = one_percent_k(r_count, one_percent)
     query_labels = query_labels.to(query.device)
     reference_labels = reference_labels.to(query.device)
     ranks = torch.empty(q_count, dtype=torch.long, device=query.device)
@@ -163,7 +165,7 @@ def recall_at_k_labels(
         best = block.masked_fill(~true, -torch.inf).amax(dim=1, keepdim=True)
         count = _count(block.gt_(best))
         ranks[start:stop] = torch.where(true.any(dim=1), count, _MISS)
-    return _recalls(ranks, ks, one_percent_k(r_count, one_percent))
+    return _recalls(ranks, ks, top_one_percent)
 
 
 @torch.no_grad()
@@ -199,8 +201,13 @@ def vigor_recall(
     dtype = _score_dtype(query, reference)
     q_count, r_count = query.shape[0], reference.shape[0]
     rows = _chunk_rows(q_count, r_count, dtype, _RECALL_BYTES, chunk_size, budget)
-    positive = positive.to(query.device)
-    semi = semi_positives.to(query.device).reshape(q_count, -1) if semi_positives.numel() else positive[:, None]
+    top_one_percent = one_percent_k(r_count, one_percent)
+    positive = positive.to(query.device, torch.long)
+    semi = (
+        semi_positives.to(query.device, torch.long).reshape(q_count, -1)
+        if semi_positives.numel()
+        else positive[:, None]
+    )
     semi = torch.where(semi < 0, positive[:, None], semi)  # a pad points at the positive, never higher than itself
     ranks = torch.empty(q_count, dtype=torch.long, device=query.device)
     beaten_by_negative = torch.empty(q_count, dtype=torch.long, device=query.device)
@@ -213,7 +220,7 @@ def vigor_recall(
         ranks[start:stop] = _count(block)
         block.scatter_(1, semi[start:stop], 0.0)  # the own semi-positives do not count
         beaten_by_negative[start:stop] = _count(block)
-    out = _recalls(ranks, ks, one_percent_k(r_count, one_percent))
+    out = _recalls(ranks, ks, top_one_percent)
     out["hit_rate"] = 100.0 * float((beaten_by_negative == 0).double().mean())
     return out
 
@@ -221,9 +228,9 @@ def vigor_recall(
 def _junk(gallery_labels: torch.Tensor, query_labels: torch.Tensor, distractors: Distractors) -> torch.Tensor | None:
     if distractors == "official":
         return None
-    if distractors == "reference":
+    if distractors == "sample4geo":
         return ~torch.isin(gallery_labels, query_labels.unique())
-    raise ValueError(f"distractors must be one of official, reference; got {distractors!r}")
+    raise ValueError(f"distractors must be one of official, sample4geo; got {distractors!r}")
 
 
 @torch.no_grad()
@@ -318,7 +325,7 @@ def university1652_metrics(
     :func:`average_precision` in %}. A query without a true item counts as a miss and AP 0.
 
     ``distractors="official"``: every gallery image competes, the distractor classes absent
-    from the queries included (the benchmark's protocol). ``"reference"``: gallery images
+    from the queries included (the benchmark's protocol). ``"sample4geo"``: gallery images
     whose class is not among the query classes are removed from the ranking, as Sample4Geo
     does (its gallery labels -1 as junk); G in R@1% still counts them, as there.
 

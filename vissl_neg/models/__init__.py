@@ -4,6 +4,7 @@ from vissl_neg.models.cross_view import CrossViewModel, build_cross_view_model
 from vissl_neg.models.encoder import (
     Encoder,
     ProjectionHead,
+    QueryHead,
     QueryPath,
     apply_small_stem,
     backbone_from_config,
@@ -24,6 +25,7 @@ __all__ = [
     "Encoder",
     "MoCo",
     "ProjectionHead",
+    "QueryHead",
     "QueryPath",
     "SplitBatchNorm2d",
     "SplitBatchNormAct2d",

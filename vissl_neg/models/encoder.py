@@ -324,6 +324,21 @@ class QueryPath(nn.Module):
         return F.normalize(self.predictor(self.encoder.project(x)).float(), dim=1)
 
 
+class QueryHead(nn.Module):
+    """The query path after the backbone, for gradient caching at the backbone output:
+    (B, F) features -> normalise(predictor(head(h))), or normalise(head(h)) without a predictor.
+    Holds references to the encoder's head and the predictor only (not the backbone: under DDP
+    it is wrapped apart from the backbone), like :class:`QueryPath`."""
+
+    def __init__(self, head: nn.Module, predictor: nn.Module | None = None):
+        super().__init__()
+        self.head, self.predictor = head, predictor
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.head(h)
+        return F.normalize((z if self.predictor is None else self.predictor(z)).float(), dim=1)
+
+
 def build_encoder(cfg, in_chans: int, image_size: int) -> Encoder:
     """``cfg`` is the ``model`` section; a dry run turns an input the backbone cannot take
     into a one-line :class:`ConfigError`."""

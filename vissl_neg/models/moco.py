@@ -7,6 +7,7 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vissl_neg.models.encoder import Encoder, QueryPath
 from vissl_neg.models.momentum import momentum_update
@@ -18,6 +19,7 @@ from vissl_neg.models.shuffle_bn import (
     convert_split_bn,
 )
 from vissl_neg.negatives.source import NegativeSource
+from vissl_neg.runtime.grad_cache import forward_in_chunks
 
 
 class MoCo(nn.Module):
@@ -64,12 +66,18 @@ class MoCo(nn.Module):
         momentum_update(self.encoder_q, self.encoder_k, m)
 
     @torch.no_grad()
-    def keys(self, x: torch.Tensor) -> torch.Tensor:
-        """Key embeddings (B, D) of a batch of views, detached, with shuffle-BN applied."""
+    def keys(self, x: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
+        """Key embeddings (B, D) of a batch of views, detached, with shuffle-BN applied. Without
+        shuffle-BN, ``chunk_size`` > 0 runs the backbone ``chunk_size`` views at a time (its
+        activations freed chunk by chunk, as the query side under gradient caching) and the head
+        on the whole batch (BatchNorm heads keep whole-batch statistics)."""
         if self.shuffle_bn == "ddp":
             x, unshuffle = batch_shuffle_ddp(x)
             return batch_unshuffle_ddp(self.encoder_k(x), unshuffle)
         if self.shuffle_bn == "split":
             x, unshuffle = batch_shuffle_single(x)
             return self.encoder_k(x)[unshuffle]
+        if chunk_size:
+            h = forward_in_chunks(self.encoder_k.backbone, x, chunk_size)
+            return F.normalize(self.encoder_k.head(h).float(), dim=1)
         return self.encoder_k(x)

@@ -72,3 +72,30 @@ def all_gather_object(obj) -> list:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the gradient over the ranks and returns this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(out, tensor.contiguous())
+        ctx.rows = tensor.shape[0]
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[rank() * ctx.rows : (rank() + 1) * ctx.rows]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on every rank -> (world·B, ...) in rank order, differentiable: each rank's rows get
+    the gradient summed over every rank's loss, so a loss every rank computes on the gathered batch
+    (the same on all) gives DDP's averaged parameter gradient of that loss, with no ×world factor.
+    Every rank must pass the same B. One process: ``tensor`` itself."""
+    if not is_dist():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
