@@ -77,7 +77,7 @@ def _vigor(query, reference, query_labels, reference_labels, options, chunk_size
 
 
 # University-1652 data section's distractors -> geo.metrics' name of the protocol
-DISTRACTOR_PROTOCOL = {"ranked": "official", "dropped": "reference"}
+DISTRACTOR_PROTOCOL = {"ranked": "official", "dropped": "sample4geo"}
 
 
 def _university(query, reference, query_labels, reference_labels, options, chunk_size):
