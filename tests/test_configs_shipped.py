@@ -150,3 +150,58 @@ def test_recipe_precision_and_feature_transformations_imagenet100_base():
     assert (ft.model.momentum, ft.negatives.size) == (0.99, 65536)
     assert ft.eval.linear_epochs == 60 and min(ft.eval.linear_milestones) >= 60 and ft.eval.linear_lr == 30.0
     assert ft.eval.linear_schedule == "steps" and ft.eval.linear_weight_decay == 0.0
+
+
+def _shared_sample4geo(cfg) -> None:
+    """What every Sample4Geo recipe shares (train_cvact.py / train_vigor.py / train_university.py Configuration):
+    ConvNeXt-B fine-tuned from its weights, batch 128, AdamW lr 1e-3, clip by value 100, label smoothing 0.1,
+    fp16 with a GradScaler, CVUSA's per-image views."""
+    assert cfg.model.backbone == "convnext_base.fb_in22k_ft_in1k_384" and cfg.model.pretrained
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.clip_grad) == ("adamw", 1e-3, 128, 100.0)
+    assert (cfg.loss.label_smoothing, cfg.model.init_temperature, cfg.train.amp) == (0.1, 0.07, "fp16")
+    a = cfg.augment
+    assert (a.jpeg_p, a.jpeg_quality, a.jitter, a.hue, a.jitter_p, a.flip_p) == (0.5, [90, 100], 0.15, 0.15, 0.5, 0.5)
+    assert (a.blur_p, a.sharpen_p, a.grid_dropout_p, a.coarse_dropout_p) == (0.15, 0.15, 0.15, 0.15)
+
+
+@pytest.mark.parametrize("stem", ["cvact_sample4geo", "vigor_same_sample4geo", "vigor_cross_sample4geo"])
+def test_sample4geo_cvact_and_vigor_recipes(stem):
+    """train_cvact.py:29-72 / train_vigor.py:29-74: 40 epochs, 1 warm-up epoch, GPS then mined every 4 epochs,
+    select 64 of 128, flip 0.5 and rotate 0.75 shared by the pair; satellite 384², panorama 140 x 768 (CVACT,
+    train_cvact.py:137-141) or 384 x 768 (VIGOR, train_vigor.py:140-144)."""
+    cfg, name = _load(CONFIGS[[p.stem for p in CONFIGS].index(stem)])
+    _shared_sample4geo(cfg)
+    assert (cfg.train.epochs, cfg.optim.warmup_epochs, cfg.augment.rotate_p, cfg.augment.sat_rotate90_p) == (
+        40,
+        1.0,
+        0.75,
+        0.0,
+    )
+    s = cfg.sampling
+    assert (s.neighbour_select, s.neighbour_range, s.gps_epochs, s.mine_every) == (64, 128, 4, 4)
+    assert cfg.data.sat_size == 384 and cfg.data.neighbours == "auto" and cfg.augment.pano_grid_ratio == 0.5
+    if name == "cvact":
+        assert cfg.data.pano_size == [140, 768] and (cfg.data.eval_split, cfg.eval.every) == ("val", 4)
+    else:
+        assert name == "vigor" and cfg.data.mode == stem.split("_")[1] and cfg.data.pano_size == [384, 768]
+        assert cfg.eval.every == 0 and not cfg.eval.keep_best  # no val split: the test split once, at the end
+        assert (cfg.data.mined_merge, cfg.data.one_percent) == ("max", "sample4geo")
+
+
+def test_sample4geo_university1652_recipe():
+    """train_university.py:24-63 and dataset/university.py:251-307: 1 epoch, 0.1 warm-up epoch, no GPS or mining,
+    one pair per building a batch, joint flip 0.5, no joint rotation, the satellite's RandomRotate90(p=1),
+    GridDropout 0.4 on the drone view; 384² both; evaluated once at the end, distractors ranked (official)."""
+    cfg, name = _load(CONFIGS[[p.stem for p in CONFIGS].index("university1652_sample4geo")])
+    _shared_sample4geo(cfg)
+    assert name == "university1652" and (cfg.train.epochs, cfg.optim.warmup_epochs) == (1, 0.1)
+    a, d = cfg.augment, cfg.data
+    assert (a.rotate_p, a.sat_rotate90_p, a.pano_grid_ratio) == (0.0, 1.0, 0.4)
+    assert (cfg.sampling.gps_epochs, cfg.sampling.mine_every, cfg.eval.every, cfg.eval.keep_best) == (0, 0, 0, False)
+    assert (d.sat_size, d.drone_size, d.batches, d.directions, d.distractors) == (
+        384,
+        384,
+        "one_per_class",
+        "both",
+        "ranked",
+    )

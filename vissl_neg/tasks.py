@@ -133,13 +133,15 @@ class GeoTask(Task):
         }
 
     def card_results(self, run_dir, cfg, state):
-        return geo_results(run_dir, state)
+        return geo_results(run_dir, cfg, state)
 
     def card_fields(self, cfg, state, results):
+        d = cfg.data
         return {
             "logit_scale": float(state["model"]["logit_scale"].exp()),
             "recall": {r["name"]: r["value"] for r in results} or None,
-            "input_extra": {"pano_size": list(cfg.data.pano_size)},
+            "benchmark": {"name": d.title, "protocol": results[0]["protocol"] if results else None},
+            "input_extra": {"ground_size": list(d.ground_size), "ground_view": d.ground_view},
         }
 
 

@@ -50,6 +50,23 @@ def sample_pair_geometry(
     return flip, torch.where(rotate, k, torch.zeros_like(k))
 
 
+def rotate90(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """images (B, C, S, S) each turned by k·90° counter-clockwise (``torch.rot90``), k (B,) in 0..3."""
+    k = k.view(-1, 1, 1, 1)
+    out = images
+    for r in (1, 2, 3):
+        out = torch.where(k == r, torch.rot90(images, r, dims=(-2, -1)), out)
+    return out
+
+
+def sample_rotate90(batch: int, p: float, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """albumentations ``RandomRotate90(p)``: with probability p, k uniform in {0, 1, 2, 3}
+    (0 included), else 0 -> k (B,) long."""
+    apply = torch.rand(batch, device=device, generator=generator) < p
+    k = torch.randint(0, 4, (batch,), device=device, generator=generator)
+    return torch.where(apply, k, torch.zeros_like(k))
+
+
 class CrossViewAugment(nn.Module):
     """uint8 (pano, sat) batches -> normalised float views, geometry shared within a pair.
 
@@ -58,7 +75,13 @@ class CrossViewAugment(nn.Module):
     jitter of brightness, contrast, saturation 0.15 and hue 0.15 (p 0.5), one of AdvancedBlur
     (p ``blur_p``) or Sharpen (p ``sharpen_p``), one of GridDropout (ratio 0.4 on the
     satellite, 0.5 on the panorama; p ``grid_dropout_p``) or CoarseDropout (10-25 holes of
-    10-20 % of the image height; p ``coarse_dropout_p``); all drawn on the device."""
+    10-20 % of the image height; p ``coarse_dropout_p``); all drawn on the device.
+
+    ``sat_rotate90_p``: the satellite alone turned by k·90°, k uniform in {0, 1, 2, 3}, after
+    its photometric changes (University-1652's ``RandomRotate90(p=1.0)``, university.py:281);
+    0 (the default) draws nothing. ``pano_grid_ratio``: GridDropout's ratio on the ground view
+    (0.5 for panoramas, transforms.py:71; University-1652's drone view uses 0.4,
+    university.py:294)."""
 
     GRID_RATIO = {"sat": 0.4, "pano": 0.5}  # transforms.py:47 and :71
 
@@ -77,9 +100,12 @@ class CrossViewAugment(nn.Module):
         coarse_dropout_p: float = 0.15,
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
+        sat_rotate90_p: float = 0.0,
+        pano_grid_ratio: float = GRID_RATIO["pano"],
     ):
         super().__init__()
-        self.flip_p, self.rotate_p = flip_p, rotate_p
+        self.flip_p, self.rotate_p, self.sat_rotate90_p = flip_p, rotate_p, sat_rotate90_p
+        self.grid_ratio = {"sat": self.GRID_RATIO["sat"], "pano": pano_grid_ratio}
         self.jpeg_p, self.jpeg_quality = jpeg_p, (int(jpeg_quality[0]), int(jpeg_quality[1]))
         self.jitter, self.hue, self.jitter_p = jitter, hue, jitter_p
         self.filter_p = (blur_p, sharpen_p)
@@ -103,7 +129,7 @@ class CrossViewAugment(nn.Module):
             x = s4g.filter2d(x, s4g.sample_sharpen(b, dev, generator), choice == 2)
         if sum(self.dropout_p) > 0:
             choice = s4g.one_of(b, self.dropout_p, dev, generator)
-            grid = s4g.grid_dropout_mask(h, w, self.GRID_RATIO[view], dev)
+            grid = s4g.grid_dropout_mask(h, w, self.grid_ratio[view], dev)
             boxes, active = s4g.sample_coarse_holes(b, h, w, *s4g.coarse_dropout_limits(h), dev, generator)
             x = s4g.dropout(x, grid, s4g.holes_mask(boxes, active, h, w), choice)
         return x
@@ -111,9 +137,13 @@ class CrossViewAugment(nn.Module):
     @torch.no_grad()
     def forward(self, pano: torch.Tensor, sat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flip, k = sample_pair_geometry(pano.shape[0], self.flip_p, self.rotate_p, pano.device)
-        pano, sat = rotate_pair(*flip_pair(pano, sat, flip), k)
+        pano, sat = flip_pair(pano, sat, flip)
+        if self.rotate_p > 0:  # k is all 0 otherwise (and a drone view's width need not divide by 4)
+            pano, sat = rotate_pair(pano, sat, k)
         pano = self.photometric(pano.float().div_(255.0), "pano")
         sat = self.photometric(sat.float().div_(255.0), "sat")
+        if self.sat_rotate90_p > 0:
+            sat = rotate90(sat, sample_rotate90(sat.shape[0], self.sat_rotate90_p, sat.device))
         return self.normalize(pano), self.normalize(sat)
 
 

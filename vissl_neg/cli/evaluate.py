@@ -13,13 +13,13 @@ import torch
 from vissl_neg.augment import EvalTransform
 from vissl_neg.augment.cross_view import EvalPairTransform
 from vissl_neg.data import build_dataset
-from vissl_neg.data.cvusa import cvusa_split
-from vissl_neg.errors import cli_entry
+from vissl_neg.errors import UserError, cli_entry
 from vissl_neg.eval.evaluate import evaluate_backbone, recalibrate_bn
 from vissl_neg.export.release import backbone_state_dict
-from vissl_neg.geo.embed import evaluate_recall
+from vissl_neg.geo.retrieval import evaluate_retrieval
 from vissl_neg.models import backbone_from_config
 from vissl_neg.models.cross_view import build_cross_view_model
+from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime.device import resolve_amp
 from vissl_neg.tasks import load_run
 
@@ -66,9 +66,12 @@ LINEAR_PROBE_DOC = """Linear-probe top-1 of a run's frozen backbone: standardise
 Prints the result and writes RUN_DIR/linear_probe.json (or linear_probe_random_init.json).
 """
 
-EVAL_GEO_DOC = """Cross-view recall (R@1, R@5, R@10, R@1%) of a geo run: ground panoramas against satellite tiles.
+EVAL_GEO_DOC = """A geo run's retrieval numbers on its benchmark (CVUSA, CVACT, VIGOR, University-1652), by
+the benchmark's protocol: R@1, R@5, R@10, R@1%, and VIGOR's hit rate or University-1652's mAP.
 
-    vissl-neg eval-geo RUN_DIR [--random-init] [--root /data/CVUSA] [--split test]
+    vissl-neg eval-geo RUN_DIR [--random-init] [--root /data/CVACT] [--split test]
+
+--split: the benchmark's split (default: the one the run monitored, e.g. CVACT's val).
 
 Prints the result and writes RUN_DIR/eval_geo.json (or eval_geo_random_init.json).
 """
@@ -107,28 +110,38 @@ def eval_geo_main(argv: list[str] | None = None, prog: str | None = None) -> int
     )
     parser.add_argument("run_dir")
     parser.add_argument("--random-init", action="store_true", help="evaluate the same architecture, untrained")
-    parser.add_argument("--root", help="the CVUSA root, if it moved since training (default: the run's data.root)")
-    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--root", help="the data set's root, if it moved since training (default: the run's data.root)")
+    parser.add_argument("--split", help="the split to evaluate (default: the split the run monitored)")
+    parser.add_argument("--best", action="store_true", help="the weights eval.keep_best kept (RUN_DIR/best.ckpt)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate_geo_run(args.run_dir, args.random_init, args.device, args.root, args.split)))
+    print(json.dumps(evaluate_geo_run(args.run_dir, args.random_init, args.device, args.root, args.split, args.best)))
     return 0
 
 
 def evaluate_geo_run(
-    run_dir: str | Path, random_init: bool = False, device: str = "cpu", root: str | None = None, split: str = "test"
+    run_dir: str | Path,
+    random_init: bool = False,
+    device: str = "cpu",
+    root: str | None = None,
+    split: str | None = None,
+    best: bool = False,
 ) -> dict:
-    """Recall of RUN_DIR's encoder (or, with ``random_init``, the same architecture untrained,
-    BN statistics re-estimated on the training pairs) on a CVUSA split; writes
-    RUN_DIR/eval_geo[_random_init].json."""
+    """The benchmark's evaluation of RUN_DIR's encoder (or, with ``random_init``, the same
+    architecture untrained, BN statistics re-estimated on the training pairs; with ``best``,
+    the weights ``eval.keep_best`` kept) on ``split`` (default: the split the run monitored);
+    writes RUN_DIR/eval_geo[_random_init|_best].json."""
     cfg, state = load_run(run_dir, "geo")
     d = cfg.data
+    split = split or d.monitor_split
+    if split not in d.splits:
+        raise UserError(f"{d.title} has no split '{split}' to evaluate (splits: {', '.join(d.splits)})")
     dev = torch.device(device)
     torch.manual_seed(cfg.train.seed)
-    model = build_cross_view_model(cfg.model, d.sat_size, tuple(d.pano_size)).to(dev)
+    model = build_cross_view_model(cfg.model, d.sat_size, d.ground_size).to(dev)
     transform = EvalPairTransform(cfg.augment.mean, cfg.augment.std).to(dev)
     if random_init:
-        train_set = cvusa_split(d, "train", root)
+        train_set = d.build("train", root)
         recalibrate_bn(
             model,
             train_set,
@@ -139,29 +152,43 @@ def evaluate_geo_run(
             seed=cfg.train.seed,
             views=(0, 1),
         )
+    elif best:
+        path = Path(run_dir) / "best.ckpt"
+        if not path.is_file():
+            raise UserError(f"'{path}' does not exist: the run kept no best weights (eval.keep_best: true keeps them)")
+        state = ckpt.load(path)
+        model.load_state_dict(state["model"])
     else:
         model.load_state_dict(state["model"])
     t0 = time.perf_counter()
-    dataset = cvusa_split(d, split, root)
-    recall = evaluate_recall(
-        model,
-        dataset,
-        transform,
-        dev,
-        cfg.eval.batch_size,
-        d.num_workers,
-        cfg.eval.chunk_size or None,
-        resolve_amp(cfg.train.amp, dev),
-    )
+    values: dict[str, float] = {}
+    queries = 0
+    for retrieval in d.retrievals(split, root):
+        values.update(
+            evaluate_retrieval(
+                model,
+                retrieval,
+                transform,
+                dev,
+                cfg.eval.batch_size,
+                d.num_workers,
+                cfg.eval.chunk_size or None,
+                resolve_amp(cfg.train.amp, dev),
+            )
+        )
+        queries += retrieval.num_queries
     result = {
-        **{k: round(v, 2) for k, v in recall.items()},
-        "queries": len(dataset),
+        **{k: round(v, 2) for k, v in values.items()},
+        "queries": queries,
         "split": split,
+        "benchmark": d.title,
+        "protocol": d.protocol(split),
         "seconds": round(time.perf_counter() - t0, 1),
         "run_dir": str(run_dir),
         "random_init": random_init,
+        "weights": "random init" if random_init else ("best.ckpt" if best else "last.ckpt"),
         "step": state["step"],
     }
-    name = "eval_geo_random_init.json" if random_init else "eval_geo.json"
+    name = "eval_geo_random_init.json" if random_init else ("eval_geo_best.json" if best else "eval_geo.json")
     (Path(run_dir) / name).write_text(json.dumps(result, indent=2))
     return result

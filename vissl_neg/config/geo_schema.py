@@ -16,6 +16,7 @@ from vissl_neg.data import CVUSAData, GeoDataConfig
 from vissl_neg.errors import ConfigError
 from vissl_neg.rules import (
     Bound,
+    Interval,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -45,6 +46,11 @@ class GeoAugmentConfig:
     coarse_dropout_p: Probability = 0.15
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # the satellite alone turned by k·90°, k uniform in 0..3, after its photometric changes (University-1652's
+    # RandomRotate90(p=1.0)); 0 = off
+    sat_rotate90_p: Probability = 0.0
+    # GridDropout's ratio on the ground view: 0.5 for panoramas; University-1652's drone view uses 0.4
+    pano_grid_ratio: Annotated[float, Interval(0.0, 1.0, closed_low=False, closed_high=False)] = 0.5
 
     def check(self) -> None:
         for one_of in (("blur_p", "sharpen_p"), ("grid_dropout_p", "coarse_dropout_p")):
@@ -141,6 +147,9 @@ class GeoEvalConfig:
     every: Annotated[int, Bound(-1, note=" (-1 = never)")] = 4  # epochs; 0 = only at the end; -1 = never
     batch_size: PositiveInt = 128
     chunk_size: NonNegativeInt = 0  # queries scored at once (0 = as many as a 256 MiB budget holds)
+    # also keep the weights of the best first R@1 of the monitored split in RUN/best.ckpt (Sample4Geo's
+    # model selection; on a test split it chooses the model on the test set); eval-geo --best evaluates them
+    keep_best: bool = False
 
 
 @dataclass
@@ -158,6 +167,15 @@ class GeoConfig:
 
     def check(self) -> None:
         """The rules that span sections (each section has checked its own keys)."""
+        try:
+            width = self.data.ground_size[1]
+        except NotImplementedError:  # a section that does not say its sizes
+            width = 0
+        if self.augment.rotate_p > 0 and width % 4:
+            raise ConfigError(
+                f"augment.rotate_p={self.augment.rotate_p} rolls the {self.data.ground_view}s by quarter turns: "
+                f"their width ({width}) must be divisible by 4, or set augment.rotate_p: 0"
+            )
         if self.mixup.enabled and self.mixup.start_epoch >= self.train.epochs:
             raise ConfigError(
                 f"config key 'mixup.start_epoch' ({self.mixup.start_epoch}) must be below train.epochs "
@@ -168,4 +186,10 @@ class GeoConfig:
 
 # the cross-view views' probabilities (augment.<key>_p): 0 switches a step off
 AUGMENT_PROBABILITIES = tuple(f.name for f in fields(GeoAugmentConfig) if f.name.endswith("_p"))
-GEO_RESUMABLE_KEYS = RUN_KEYS + ("eval.every", "eval.batch_size", "eval.chunk_size", "sampling.chunk_size")
+GEO_RESUMABLE_KEYS = RUN_KEYS + (
+    "eval.every",
+    "eval.batch_size",
+    "eval.chunk_size",
+    "eval.keep_best",
+    "sampling.chunk_size",
+)

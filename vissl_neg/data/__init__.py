@@ -6,6 +6,7 @@ a registry here: ``DATASETS`` for the MoCo task, ``GEO_DATASETS`` for the cross-
 
 from __future__ import annotations
 
+from vissl_neg.data.cvact import CVACTData
 from vissl_neg.data.cvusa import CVUSAData
 from vissl_neg.data.datasets import TensorImageDataset
 from vissl_neg.data.fashion_mnist import FashionMNISTData, load_fashion_mnist, read_idx
@@ -21,6 +22,8 @@ from vissl_neg.data.image_folder import (
 )
 from vissl_neg.data.loader import ResumableBatchSampler, make_loader, to_device
 from vissl_neg.data.section import DataConfig, DataSection, GeoDataConfig
+from vissl_neg.data.university1652 import University1652Data
+from vissl_neg.data.vigor import VigorData
 
 # data.name -> its section class, for the MoCo task
 DATASETS: dict[str, type[DataConfig]] = {
@@ -32,6 +35,9 @@ DATASETS: dict[str, type[DataConfig]] = {
 # data.name -> its section class, for the cross-view task (task: geo)
 GEO_DATASETS: dict[str, type[GeoDataConfig]] = {
     "cvusa": CVUSAData,
+    "cvact": CVACTData,
+    "vigor": VigorData,
+    "university1652": University1652Data,
 }
 
 
@@ -45,6 +51,7 @@ __all__ = [
     "GEO_DATASETS",
     "IMAGENET100_CLASSES",
     "SPLIT_DIRS",
+    "CVACTData",
     "CVUSAData",
     "DataConfig",
     "DataSection",
@@ -56,6 +63,8 @@ __all__ = [
     "ImageNetData",
     "ResumableBatchSampler",
     "TensorImageDataset",
+    "University1652Data",
+    "VigorData",
     "build_dataset",
     "load_fashion_mnist",
     "make_loader",

@@ -18,11 +18,13 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
+from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size
 from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
 from vissl_neg.rules import PositiveInt
 
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
+GPS_FILE = "split_locations/all.csv"
 
 
 def read_split(root: Path, split: str) -> list[tuple[int, str, str]]:
@@ -100,17 +102,34 @@ class CVUSAData(GeoDataConfig):
     title = "CVUSA"
 
     def check(self) -> None:
-        if len(self.pano_size) != 2 or min(self.pano_size) <= 0:
-            raise ValueError(f"pano_size must be [height, width] > 0, got {self.pano_size}")
-        if self.pano_size[1] % 4:
-            raise ValueError(
-                f"pano_size width {self.pano_size[1]} must be divisible by 4 "
-                "(rotations roll the panorama by quarter turns)"
-            )
+        check_pano_size(self.pano_size)
 
     def build(self, split: str, root: str | Path | None = None) -> CVUSADataset:
         """The pairs of ``split`` at this section's sizes (``root`` overrides data.root)."""
         return CVUSADataset(root or self.root, split, self.sat_size, tuple(self.pano_size))
+
+    @property
+    def ground_size(self) -> tuple[int, int]:
+        return (self.pano_size[0], self.pano_size[1])
+
+    def retrievals(self, split: str, root: str | Path | None = None) -> list[Retrieval]:
+        """One retrieval: each panorama against the split's satellite tiles, its own the match."""
+        return [Retrieval("", "recall", pairs=self.build(split, root))]
+
+    def gps(self, train_set: CVUSADataset) -> GpsSource | None:
+        """data.neighbours: auto = ROOT/split_locations/all.csv if it exists, none = no file, else the path."""
+        if self.neighbours == "none":
+            return None
+        path = Path(self.root) / GPS_FILE if self.neighbours == "auto" else Path(self.neighbours)
+        if self.neighbours == "auto" and not path.is_file():
+            return None
+        return GpsSource("file", path=path, ids=train_set.ids)
+
+    def protocol(self, split: str) -> str:
+        name = {"test": "CVUSA test (val-19zl.csv)", "train": "CVUSA train (train-19zl.csv)"}[split]
+        return (
+            f"{name}: ground panoramas against the split's satellite tiles, one true match each; R@1% with k = R // 100"
+        )
 
 
 def cvusa_split(data_cfg: CVUSAData, split: str, root: str | Path | None = None) -> CVUSADataset:

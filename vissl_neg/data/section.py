@@ -84,13 +84,56 @@ class DataConfig(DataSection):
 
 @dataclass
 class GeoDataConfig(DataSection):
-    """``data`` of the cross-view task (default: CVUSA)."""
+    """``data`` of the cross-view task (default: CVUSA). A cross-view benchmark's section says
+    everything the trainer and ``vissl-neg eval-geo`` do differently for it, so neither names a
+    data set:
+
+    - its sizes: ``sat_size`` (a field) and :attr:`ground_size` (panorama or drone image);
+    - ``build("train")``: the training pairs, a ``PairDataset``-like set of (ground, aerial,
+      label, index) whose ``labels`` the batch sampler keys on;
+    - :meth:`retrievals`: the evaluations of a split (``vissl_neg.data.pairs.Retrieval``), each
+      naming its metric;
+    - :meth:`gps`: where GPS neighbours of the training pairs come from, or None;
+    - ``sampler`` / ``miner``: the names of its batch sampler and of its hard-negative mining
+      (``vissl_neg.geo.sampling.SAMPLERS`` / ``MINERS``; ``miner`` None: no mining);
+    - :attr:`monitor_split`: the split evaluated during training; :meth:`protocol`: one line
+      naming the benchmark's evaluation protocol, for results and model cards.
+    """
 
     name: str = "cvusa"
     root: str = "data/CVUSA"
+
+    sampler: ClassVar[str] = "neighbours"
+    miner: ClassVar[str | None] = "pairs"
+    ground_view: ClassVar[str] = "panorama"  # what the ground-side images are
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")  # the splits :meth:`retrievals` knows
+    retrieval_task: ClassVar[str] = "cross-view retrieval (ground panorama -> satellite)"
 
     @classmethod
     def variants(cls) -> dict[str, type]:
         from vissl_neg.data import GEO_DATASETS
 
         return GEO_DATASETS
+
+    @property
+    def ground_size(self) -> tuple[int, int]:
+        """(height, width) of the ground-side images."""
+        raise NotImplementedError
+
+    @property
+    def monitor_split(self) -> str:
+        """The split evaluated every ``eval.every`` epochs (and at the end)."""
+        return self.eval_split
+
+    def retrievals(self, split: str, root: str | None = None) -> list:
+        """The evaluations of ``split`` (``root`` overrides data.root)."""
+        raise NotImplementedError
+
+    def gps(self, train_set) -> Any:
+        """A ``vissl_neg.data.pairs.GpsSource`` for the training pairs, or None (random batches
+        until mining starts)."""
+        return None
+
+    def protocol(self, split: str) -> str:
+        """One line: what an evaluation of ``split`` ranks against what, by which rules."""
+        return f"{self.title} {split}"

@@ -57,22 +57,29 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
+from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size
+from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
+from vissl_neg.rules import PositiveInt
 
 VIGOR_CITIES: tuple[str, ...] = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
-MODES = ("same", "cross")
+Mode = Literal["same", "cross"]
+MODES: tuple[str, ...] = get_args(Mode)
 SPLITS = ("train", "test")
 MODE_CITIES: dict[str, dict[str, tuple[str, ...]]] = {
     "same": {"train": VIGOR_CITIES, "test": VIGOR_CITIES},
     "cross": {"train": ("NewYork", "Seattle"), "test": ("Chicago", "SanFrancisco")},
 }
-LAYOUTS = ("auto", "official", "reference")
+Layout = Literal["auto", "official", "reference"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+FOUND_LAYOUTS = LAYOUTS[1:]  # the layouts a tree can have (official first: it wins when both exist)
 LABEL_FIELDS = 13
 SAT_NAME = re.compile(r"^satellite_([-+]?\d+(?:\.\d*)?)_([-+]?\d+(?:\.\d*)?)\.\w+$")
 
@@ -108,7 +115,7 @@ def detect_layout(root: Path, cities: Sequence[str], layout: str = "auto") -> st
     """'official' or 'reference': the layout whose folders exist for every city."""
     if layout not in LAYOUTS:
         raise DataError(f"VIGOR layout '{layout}' must be one of {', '.join(LAYOUTS)}")
-    candidates = ("official", "reference") if layout == "auto" else (layout,)
+    candidates = FOUND_LAYOUTS if layout == "auto" else (layout,)
     for option in candidates:
         if all(p.is_dir() for city in cities for p in _folders(root, city, option)):
             return option
@@ -382,3 +389,87 @@ class VigorReferences(Dataset):
 
     def __getitems__(self, indices: list[int]):
         return _stack([self[i] for i in indices])
+
+
+@dataclass
+class VigorData(GeoDataConfig):
+    """``data.name: vigor``: VIGOR's pairs of one mode at fixed sizes (the reference's 384²
+    satellite and 384 x 768 panorama). ``data.mode`` is the one switch between same-area and
+    cross-area: the cities, the label files, the satellite numbering, the GPS neighbours (computed
+    from the mode's own tiles, or a table saved for that mode) and the test set all follow it."""
+
+    name: str = "vigor"
+    root: str = "data/VIGOR"
+    mode: Mode = "same"
+    layout: Layout = (
+        "auto"  # official (<City>/panorama, <City>/satellite) | reference (ground/<City>, satellite/<City>)
+    )
+    cities: list[str] = field(default_factory=list)  # empty: the mode's cities; else a subset of them (tests)
+    sat_size: PositiveInt = 384
+    pano_size: list[int] = field(default_factory=lambda: [384, 768])  # height, width
+    # GPS neighbours: auto (haversine on the mode's positive tiles, from their file names) | none | a neighbour
+    # table saved for the same mode (vissl_neg.geo.sampling.save_vigor_neighbours; refused for another mode)
+    neighbours: str = "auto"
+    # a tile with two panoramas: max (its neighbours ranked by the higher of their two scores) | last (the
+    # reference's table, where the second panorama's list overwrites the first's)
+    mined_merge: Literal["max", "last"] = "max"
+    # R@1%'s k: sample4geo (R // 100, the reference's) | vigor (int(0.01 R) + 1, VIGOR's own code)
+    one_percent: Literal["sample4geo", "vigor"] = "sample4geo"
+
+    title = "VIGOR"
+    sampler = "vigor_pairs"
+    miner = "vigor"
+    splits = ("test",)
+
+    def check(self) -> None:
+        check_pano_size(self.pano_size)
+        unknown = [c for c in self.cities if c not in VIGOR_CITIES]
+        if unknown:
+            raise ValueError(f"cities must be VIGOR cities ({', '.join(VIGOR_CITIES)}); '{unknown[0]}' does not exist")
+
+    @property
+    def ground_size(self) -> tuple[int, int]:
+        return (self.pano_size[0], self.pano_size[1])
+
+    def read(self, split: str, root: str | Path | None = None) -> VigorSplit:
+        """The mode's ``split``; data.cities narrows it to those of its cities that are listed."""
+        mine = MODE_CITIES[self.mode][split]
+        cities = tuple(c for c in mine if c in self.cities) if self.cities else None
+        if self.cities and not cities:
+            raise DataError(f"VIGOR mode '{self.mode}' {split} uses {', '.join(mine)}; data.cities lists none of them")
+        return read_vigor(root or self.root, self.mode, split, cities, self.layout)
+
+    def build(self, split: str, root: str | Path | None = None) -> VigorPairs:
+        """The training pairs (one per panorama) of ``split``."""
+        return VigorPairs(self.read(split, root), self.sat_size, self.ground_size)
+
+    def retrievals(self, split: str, root: str | Path | None = None) -> list[Retrieval]:
+        """The split's panoramas against every satellite tile of its cities; a panorama's
+        labels are its positive and its three semi-positives."""
+        data = self.read(split, root)
+        return [
+            Retrieval(
+                "",
+                "vigor",
+                queries=VigorQueries(data, self.ground_size),  # type: ignore[arg-type]
+                references=VigorReferences(data, self.sat_size),  # type: ignore[arg-type]
+                options={"one_percent": self.one_percent},
+            )
+        ]
+
+    def gps(self, train_set: VigorPairs) -> GpsSource | None:
+        if self.neighbours == "none":
+            return None
+        return GpsSource(
+            "vigor", split=train_set.split, path=None if self.neighbours == "auto" else Path(self.neighbours)
+        )
+
+    def protocol(self, split: str) -> str:
+        area = "same-area" if self.mode == "same" else "cross-area"
+        cities = ", ".join(MODE_CITIES[self.mode][split])
+        k = "R // 100" if self.one_percent == "sample4geo" else "int(0.01 R) + 1"
+        return (
+            f"VIGOR {area} {split} ({cities}): panoramas against every satellite tile of those cities; R@k of the "
+            f"positive, semi-positives ranked as other tiles; hit rate: no tile but its semi-positives above the "
+            f"positive; R@1% with k = {k}"
+        )

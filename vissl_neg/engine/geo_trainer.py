@@ -17,66 +17,63 @@ import torch
 from vissl_neg.augment.cross_view import CrossViewAugment, EvalPairTransform
 from vissl_neg.config import to_dict
 from vissl_neg.config.geo_schema import GeoConfig
-from vissl_neg.data.cvusa import cvusa_split
 from vissl_neg.data.loader import FixedBatchSampler, to_device
 from vissl_neg.engine.base import TrainerBase
 from vissl_neg.engine.logging import RunLogger
 from vissl_neg.engine.run_dir import open_run_dir
 from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
-from vissl_neg.geo.embed import embed_pairs, evaluate_recall
+from vissl_neg.geo.embed import embed_pairs
 from vissl_neg.geo.m2mix import m2_mix_negatives, m2mix_symmetric_info_nce, m2mix_weight, sample_m2mix_lambda
-from vissl_neg.geo.sampling import mined_neighbour_indices, neighbour_batches, read_neighbours
+from vissl_neg.geo.retrieval import evaluate_retrieval
+from vissl_neg.geo.sampling import MINERS, SAMPLERS, gps_table
 from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
 from vissl_neg.runtime import checkpoint as ckpt
 from vissl_neg.runtime.device import resolve_amp, resolve_device, seed_everything, use_fused
 from vissl_neg.runtime.grad_cache import GradCache
 
-GPS_FILE = "split_locations/all.csv"
-
-
-def gps_neighbour_file(cfg: GeoConfig) -> Path | None:
-    """data.neighbours resolved: auto = ROOT/split_locations/all.csv if it exists, none = no file."""
-    choice = cfg.data.neighbours
-    if choice == "none":
-        return None
-    if choice == "auto":
-        path = Path(cfg.data.root) / GPS_FILE
-        return path if path.is_file() else None
-    return Path(choice)
-
 
 class GeoTrainer(TrainerBase):
     """Build with a validated :class:`GeoConfig`; ``fit()`` trains (resuming if the run
-    directory holds a checkpoint) and returns the final metrics. One process."""
+    directory holds a checkpoint) and returns the final metrics. One process. What differs
+    between benchmarks comes from the data section (``vissl_neg.data.section.GeoDataConfig``):
+    its training pairs, GPS source, batch sampler, mining and evaluations."""
 
     def __init__(self, cfg: GeoConfig, resume: bool | None = None):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("cross-view training runs in one process; start tools/train.py without torchrun")
         self.cfg = cfg
+        data = cfg.data
         self.out_dir = Path(cfg.train.out_dir)
         self.device = resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.stop_signal: str | None = None
-        self.train_set = cvusa_split(cfg.data, "train")
-        self.test_set = cvusa_split(cfg.data, "test") if cfg.eval.every >= 0 else None
+        self.train_set = data.build("train")
+        self.notes: list[str] = [note for note in (getattr(self.train_set, "note", None),) if note]
+        self.monitor = data.retrievals(data.monitor_split) if cfg.eval.every >= 0 else []
+        for retrieval in self.monitor:
+            for side in (retrieval.pairs, retrieval.queries):
+                if getattr(side, "note", None):
+                    self.notes.append(side.note)
         n, batch = len(self.train_set), cfg.optim.batch_size
         if batch > n:
             raise ConfigError(f"optim.batch_size={batch} is larger than the training set ({n} pairs)")
-        s = cfg.sampling
-        self.gps = None
-        self.notes: list[str] = []
-        gps_file = gps_neighbour_file(cfg)
-        if gps_file is not None:
-            index = {idx: i for i, idx in enumerate(self.train_set.ids)}
-            by_id = read_neighbours(gps_file, self.train_set.ids, s.neighbour_range)
-            self.gps = {index[i]: [index[j] for j in near] for i, near in by_id.items()}
-        elif s.gps_epochs > 0:
-            self.notes.append(
-                f"no GPS neighbours (data.neighbours={cfg.data.neighbours}, no "
-                f"{Path(cfg.data.root) / GPS_FILE}): the first {s.gps_epochs} epochs use random batches"
+        if data.sampler == "classes" and batch > len(set(self.train_set.labels)):
+            raise ConfigError(
+                f"optim.batch_size={batch} exceeds the {len(set(self.train_set.labels))} training classes of "
+                f"{data.title}: a batch holds one pair per class"
             )
+        s = cfg.sampling
+        self.sample = SAMPLERS[data.sampler]
+        self.gps = gps_table(data.gps(self.train_set), s.neighbour_range)
+        if self.gps is None and data.sampler == "neighbours" and s.gps_epochs > 0:
+            self.notes.append(
+                f"no GPS neighbours for {data.title} (data.neighbours={getattr(data, 'neighbours', 'none')}): "
+                f"the first {s.gps_epochs} epochs use random batches"
+            )
+        if data.miner is None and s.mine_every > 0:
+            self.notes.append(f"{data.title} batches use no mined neighbours: sampling.mine_every is not used")
         self.steps_per_epoch = n // batch  # every id lands in a batch; only the partial last one is dropped
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
@@ -99,9 +96,11 @@ class GeoTrainer(TrainerBase):
             a.coarse_dropout_p,
             a.mean,
             a.std,
+            sat_rotate90_p=a.sat_rotate90_p,
+            pano_grid_ratio=a.pano_grid_ratio,
         ).to(self.device)
         self.eval_transform = EvalPairTransform(a.mean, a.std).to(self.device)
-        self.model = build_cross_view_model(cfg.model, cfg.data.sat_size, tuple(cfg.data.pano_size)).to(self.device)
+        self.model = build_cross_view_model(cfg.model, data.sat_size, data.ground_size).to(self.device)
         if cfg.model.channels_last and not self._compiles():
             self.model.to(memory_format=torch.channels_last)
         self.forward = self._cuda_options(self.model, "the encoder")
@@ -119,6 +118,7 @@ class GeoTrainer(TrainerBase):
         )
         self.batch_sampler, self.loader_set = FixedBatchSampler(), self.train_set
         self.mined: torch.Tensor | None = None  # (N, neighbour_range) dataset indices, nearest first
+        self.mined_keys: list[int] | None = None  # the table's row keys when they are not 0..N-1 (VIGOR: satellites)
         self.mined_epoch = -1
         self.step = 0
         self.metrics: list[dict] = []
@@ -141,6 +141,7 @@ class GeoTrainer(TrainerBase):
                 "scaler": self.scaler.state_dict(),
                 "rng": ckpt.rng_state(),
                 "mined": self.mined,
+                "mined_keys": self.mined_keys,
                 "mined_epoch": self.mined_epoch,
                 "metrics": self.metrics,
                 "train_seconds": self.train_seconds,
@@ -155,6 +156,7 @@ class GeoTrainer(TrainerBase):
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.mined = state["mined"]
+        self.mined_keys = state.get("mined_keys")
         self.mined_epoch = state["mined_epoch"]
         self.step = state["step"]
         self.metrics = state["metrics"]
@@ -165,13 +167,13 @@ class GeoTrainer(TrainerBase):
     def refresh_epoch(self, epoch: int) -> int | None:
         """The epoch whose start mined the neighbours ``epoch`` uses; None while GPS (or random) batches apply."""
         s = self.cfg.sampling
-        if epoch < s.gps_epochs or s.mine_every == 0:
+        if epoch < s.gps_epochs or s.mine_every == 0 or self.cfg.data.miner is None:
             return None
         return s.gps_epochs + (epoch - s.gps_epochs) // s.mine_every * s.mine_every
 
     def mine(self, log: RunLogger) -> None:
-        """Embed every training pair and keep each panorama's ``neighbour_range`` most similar
-        other satellites (dataset indices)."""
+        """Embed every training pair and keep the data set's mined neighbour table (for pairs:
+        each panorama's ``neighbour_range`` most similar other satellites, dataset indices)."""
         t0 = time.perf_counter()
         s = self.cfg.sampling
         pano, sat = embed_pairs(
@@ -185,7 +187,9 @@ class GeoTrainer(TrainerBase):
             self.cfg.train.progress,
             "mine",
         )
-        self.mined = mined_neighbour_indices(pano, sat, s.neighbour_range, s.chunk_size).int()
+        miner = MINERS[self.cfg.data.miner]
+        self.mined_keys, mined = miner(pano, sat, self.train_set, self.cfg.data, s.neighbour_range, s.chunk_size)
+        self.mined = mined.int()
         log.info(
             f"mined {self.mined.shape[1]} neighbours for {len(self.train_set)} pairs ({time.perf_counter() - t0:.0f}s)"
         )
@@ -196,17 +200,18 @@ class GeoTrainer(TrainerBase):
         if self.refresh_epoch(epoch) is None:
             neighbours = self.gps
         else:
-            neighbours = dict(enumerate(self.mined.tolist()))
-        s = self.cfg.sampling
+            rows = self.mined.tolist()
+            neighbours = dict(zip(self.mined_keys or range(len(rows)), rows))
         rng = random.Random(self.cfg.train.seed * 100_003 + epoch)
-        return neighbour_batches(
-            list(range(len(self.train_set))),
-            self.cfg.optim.batch_size,
-            neighbours,
-            s.neighbour_select,
-            s.neighbour_range,
-            rng,
-        )
+        batches = self.sample(self.train_set, self.cfg.optim.batch_size, neighbours, self.cfg.sampling, rng)
+        while len(batches) < self.steps_per_epoch:  # a sampler that left pairs out: more from a fresh pass
+            more = self.sample(self.train_set, self.cfg.optim.batch_size, neighbours, self.cfg.sampling, rng)
+            if not more:
+                raise ConfigError(
+                    f"the {self.cfg.data.sampler} sampler builds no full batch of {self.cfg.optim.batch_size}"
+                )
+            batches += more
+        return batches[: self.steps_per_epoch]
 
     # ---------------------------------------------------------------- training
     def train_step(self, pano_u8: torch.Tensor, sat_u8: torch.Tensor) -> dict:
@@ -284,19 +289,34 @@ class GeoTrainer(TrainerBase):
         return self.cfg.eval.every
 
     def evaluate_metrics(self) -> dict[str, float]:
-        """Recall of the test panoramas against the test satellites."""
-        e = self.cfg.eval
-        return evaluate_recall(
-            self.model,
-            self.test_set,
-            self.eval_transform,
-            self.device,
-            e.batch_size,
-            self.cfg.data.num_workers,
-            e.chunk_size or None,
-            self.amp_dtype,
-            self.cfg.train.progress,
-        )
+        """The data set's evaluations of its monitored split (``data.monitor_split``)."""
+        e, out = self.cfg.eval, {}
+        for retrieval in self.monitor:
+            out.update(
+                evaluate_retrieval(
+                    self.model,
+                    retrieval,
+                    self.eval_transform,
+                    self.device,
+                    e.batch_size,
+                    self.cfg.data.num_workers,
+                    e.chunk_size or None,
+                    self.amp_dtype,
+                    self.cfg.train.progress,
+                )
+            )
+        if e.keep_best:
+            self._keep_if_best(out)
+        return out
+
+    BEST = "best.ckpt"
+
+    def _keep_if_best(self, values: dict[str, float]) -> None:
+        """eval.keep_best: the weights of the best first R@1 so far go to RUN/best.ckpt (atomically)."""
+        key = next(k for k in values if k.endswith("R@1"))
+        if all(values[key] > m.get(key, -1.0) for m in self.metrics if m["step"] != self.step):
+            state = {"step": self.step, "model": self.model.state_dict(), "metric": key, "value": values[key]}
+            ckpt.save_atomic(state, self.out_dir / self.BEST)
 
     # ---------------------------------------------------------------- the loop's hooks
     unit = "pairs"
@@ -338,4 +358,5 @@ class GeoTrainer(TrainerBase):
         log.histogram("scores/hardest_negative", out["hardest_neg"], self.step)
 
     def final(self) -> dict:
-        return {"recall": {k: v for k, v in self.metrics[-1].items() if k.startswith("R@")} if self.metrics else None}
+        last = {k: v for k, v in self.metrics[-1].items() if k not in ("epoch", "step")} if self.metrics else None
+        return {"recall": last}

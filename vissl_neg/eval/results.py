@@ -83,19 +83,31 @@ def moco_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]
     return results, skipped
 
 
-def geo_results(run_dir: Path, state: dict) -> tuple[list[dict], list[str]]:
-    """-> (results, skipped files): R@1/5/10/1% from RUN_DIR/eval_geo.json (tools/eval_geo.py)
-    with its random-init baseline, else the training's last recall monitor."""
+def geo_results(run_dir: Path, cfg, state: dict) -> tuple[list[dict], list[str]]:
+    """-> (results, skipped files): the benchmark's numbers (R@k, and VIGOR's hit rate or
+    University-1652's mAP) from RUN_DIR/eval_geo.json (tools/eval_geo.py) with its random-init
+    baseline, else the training's last monitor; each names the benchmark's protocol."""
     step, skipped = state["step"], []
     found = _current(_read(run_dir, "eval_geo"), step, "eval_geo", skipped)
     base = _read(run_dir, "eval_geo_random_init") or {}
-    source, split = "eval_geo.json", (found or {}).get("split", "test")
+    d = cfg.data
+    source, split = "eval_geo.json", (found or {}).get("split", d.monitor_split)
     if found is None:
         monitor = state.get("metrics") or []
         if not (monitor and monitor[-1]["step"] == step):
             return [], skipped
-        found, source = {k: round(v, 2) for k, v in monitor[-1].items() if k.startswith("R@")}, "last.ckpt"
-    task = "cross-view retrieval (ground panorama -> satellite)"
-    return [
-        _entry(task, "recall", k, v, base.get(k), split, source) for k, v in found.items() if k.startswith("R@")
-    ], skipped
+        found, source = {k: round(v, 2) for k, v in monitor[-1].items() if k not in ("epoch", "step")}, "last.ckpt"
+    protocol = found.get("protocol") or d.protocol(split)
+    results = []
+    for k, v in found.items():
+        if k in NOT_METRICS or not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        entry = _entry(
+            d.retrieval_task, "recall" if "R@" in k else k.rsplit("/", 1)[-1], k, v, base.get(k), split, source
+        )
+        results.append({**entry, "protocol": protocol})
+    return results, skipped
+
+
+# eval_geo.json's keys that are not numbers of the evaluation
+NOT_METRICS = ("queries", "seconds", "step", "split", "benchmark", "protocol", "run_dir", "random_init", "weights")

@@ -80,12 +80,15 @@ def recipe(cfg, geo: bool, card: dict) -> list[tuple[str, str]]:
                 "Sample4Geo: one shared encoder, symmetric InfoNCE with a learnable logit scale "
                 f"(label smoothing {cfg.loss.label_smoothing}), GPS / mined hard-negative batches",
             ),
-            ("inputs", f"satellite {d.sat_size}x{d.sat_size}, panorama {d.pano_size[0]}x{d.pano_size[1]}"),
+            ("inputs", f"satellite {d.sat_size}x{d.sat_size}, {d.ground_view} {d.ground_size[0]}x{d.ground_size[1]}"),
             (
                 "sampling",
-                f"{cfg.sampling.neighbour_select} of the {cfg.sampling.neighbour_range} nearest; "
+                "one pair per class in a batch, no GPS or mined neighbours"
+                if d.sampler == "classes"
+                else f"{cfg.sampling.neighbour_select} of the {cfg.sampling.neighbour_range} nearest; "
                 f"GPS for {cfg.sampling.gps_epochs} epochs, mined every {cfg.sampling.mine_every}",
             ),
+            ("benchmark", f"{d.title}; evaluated during training on its {d.monitor_split} split"),
         ]
     else:
         n, a = cfg.negatives, cfg.augment
@@ -153,6 +156,8 @@ def render_readme(card: dict, cfg, geo: bool, repo_id: str, license: str) -> str
         for r in card["results"]:
             base = "" if r["random_init"] is None else r["random_init"]
             lines.append(f"| {r['name']} | {r['split']} | {r['value']} | {base} | `{r['source']}` |")
+        protocols = dict.fromkeys(r["protocol"] for r in card["results"] if r.get("protocol"))
+        lines += [f"\nProtocol: {p}." for p in protocols]
     else:
         lines.append(
             "No evaluation found in the run directory (run tools/knn.py, tools/linear_probe.py or "
@@ -186,7 +191,7 @@ def render_readme(card: dict, cfg, geo: bool, repo_id: str, license: str) -> str
     if geo:
         lines += [
             f"Both views go through the same encoder: satellite tiles at {h}x{w} (the config's input size) "
-            f"and ground panoramas at {card['input']['pano_size'][0]}x{card['input']['pano_size'][1]}; "
+            f"and {card['input']['ground_view']}s at {card['input']['ground_size'][0]}x{card['input']['ground_size'][1]}; "
             "compare L2-normalised features with a dot product.",
             "",
         ]

@@ -75,6 +75,56 @@ def neighbour_batches(
     return batches  # a partial last batch is dropped
 
 
+def class_batches(
+    classes: list[int], batch_size: int, rng: random.Random | None = None, patience: int = 512
+) -> list[list[int]]:
+    """-> full batches of pair indices for one epoch, no two pairs of one class in a batch
+    (University-1652: a class is a building; Sample4Geo's ``U1652DatasetTrain.shuffle``,
+    sample4geo/dataset/university.py:90-165). ``classes[i]`` is pair i's class. The pairs are
+    taken in a shuffled order; a pair whose class is already in the current batch goes to the
+    back of the queue; the walk ends when the queue is empty or after ``patience``
+    consecutive pairs were put back (the reference's 512); the partial last batch is dropped."""
+    rng = rng or random.Random(0)
+    order = list(range(len(classes)))
+    rng.shuffle(order)
+    queue = deque(order)
+    batches, batch, in_batch = [], [], set()
+    rejected = 0
+    while queue:
+        i = queue.popleft()
+        if classes[i] in in_batch:
+            queue.append(i)
+            rejected += 1
+            if rejected >= patience:
+                break
+            continue
+        batch.append(i)
+        in_batch.add(classes[i])
+        rejected = 0
+        if len(batch) >= batch_size:
+            batches.append(batch)
+            batch, in_batch = [], set()
+    return batches  # a partial last batch is dropped
+
+
+def euclidean_neighbours(coords: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
+    """coords (N, 2) planar coordinates, e.g. CVACT's UTM metres -> (N, min(k, N - 1)) long:
+    each row's nearest other rows by Euclidean distance, nearest first (Sample4Geo
+    calc_distance_cvact.py: sklearn's euclidean metric, own row excluded, top 128). Memory is
+    O(chunk_size x N)."""
+    coords = torch.as_tensor(coords, dtype=torch.float64)
+    coords = coords - coords.mean(dim=0)  # UTM values are ~1e6 m: distances from differences, not norms
+    n = coords.shape[0]
+    k = min(k, n - 1)
+    out = torch.empty(n, k, dtype=torch.long)
+    for start in range(0, n, chunk_size):
+        d = torch.cdist(coords[start : start + chunk_size], coords, compute_mode="donot_use_mm_for_euclid_dist")
+        rows = torch.arange(d.shape[0])
+        d[rows, rows + start] = math.inf  # never one's own neighbour
+        out[start : start + d.shape[0]] = d.topk(k, dim=1, largest=False).indices
+    return out
+
+
 def haversine_km(lat1, lon1, lat2, lon2) -> torch.Tensor:
     """Great-circle distance in km; all angles in degrees (converted to radians here)."""
     lat1, lon1, lat2, lon2 = (torch.deg2rad(torch.as_tensor(x, dtype=torch.float64)) for x in (lat1, lon1, lat2, lon2))
@@ -198,6 +248,27 @@ def read_neighbours(path: str | Path, ids: list[int], k: int) -> dict[int, list[
     if missing:
         raise DataError(f"'{path}' has no coordinates for {len(missing)} training ids (e.g. {missing[0]})")
     return gps_neighbours(ids, torch.tensor([coords[i] for i in ids]), k)
+
+
+def gps_table(source, k: int) -> dict[int, list[int]] | None:
+    """A ``vissl_neg.data.pairs.GpsSource`` (or None) -> {key: up to k neighbour keys, nearest
+    first}, or None; keys are pair indices, or satellite indices for VIGOR."""
+    if source is None:
+        return None
+    if source.kind == "file":
+        index = {idx: i for i, idx in enumerate(source.ids)}
+        by_id = read_neighbours(source.path, list(source.ids), k)
+        return {index[i]: [index[j] for j in near] for i, near in by_id.items()}
+    if source.kind == "vigor":  # satellite-keyed, bound to the split's mode
+        if source.path is None:
+            return vigor_gps_neighbours(source.split, k)
+        return {s: near[:k] for s, near in load_vigor_neighbours(source.path, source.split).items()}
+    coords = torch.as_tensor(source.coords, dtype=torch.float64)
+    if source.kind == "euclidean":
+        return dict(enumerate(euclidean_neighbours(coords, k).tolist()))
+    if source.kind == "haversine":
+        return gps_neighbours(list(range(coords.shape[0])), coords, k)
+    raise ValueError(f"unknown GPS source kind {source.kind!r}")
 
 
 # ------------------------------------------------------------------------------ VIGOR
@@ -426,3 +497,57 @@ def vigor_mined_neighbours(
     rows = vigor_mined_neighbour_indices(pano, sat, members, k, chunk_size).tolist()
     ids = list(reference_sats)
     return {ids[i]: [ids[j] for j in row] for i, row in enumerate(rows)}
+
+
+# ------------------------------------------------------------------------------ registries
+def _neighbour_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return neighbour_batches(
+        list(range(len(train_set))), batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
+    )
+
+
+def _class_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return class_batches(list(train_set.labels), batch_size, rng)
+
+
+def _vigor_sampler(train_set, batch_size: int, neighbours, sampling, rng: random.Random) -> list[list[int]]:
+    return vigor_pair_batches(
+        train_set.pair_sats, batch_size, neighbours, sampling.neighbour_select, sampling.neighbour_range, rng
+    )
+
+
+# a data section's ``sampler`` -> f(train set, batch size, neighbour table or None, the sampling
+# section, rng) -> one epoch's batches of pair indices
+SAMPLERS = {
+    "neighbours": _neighbour_sampler,  # hard-negative batches from a neighbour table (random without one)
+    "classes": _class_sampler,  # one pair per class (University-1652)
+    "vigor_pairs": _vigor_sampler,  # one pair per positive satellite, satellite neighbour tables (VIGOR)
+}
+
+
+def _mine_pairs(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
+    """Row i of both views is pair i: each panorama's k most similar other satellites."""
+    return None, mined_neighbour_indices(ground, aerial, k, chunk_size)
+
+
+def _mine_vigor(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
+    """VIGOR: the training panoramas against their unique positive satellites (the first pair
+    of each gives its embedding), a table over satellites (:func:`vigor_mined_neighbour_indices`)."""
+    pair_sats = torch.as_tensor(train_set.pair_sats)
+    keys = sorted(set(train_set.pair_sats))
+    first = {}
+    for i, sat in enumerate(train_set.pair_sats):
+        first.setdefault(sat, i)
+    sat = aerial[torch.tensor([first[s] for s in keys], device=aerial.device)]
+    members = vigor_members(pair_sats, keys, data_cfg.mined_merge)
+    rows = vigor_mined_neighbour_indices(ground, sat, members, k, chunk_size)
+    return keys, torch.as_tensor(keys)[rows]
+
+
+# a data section's ``miner`` -> f(ground embeddings (N, F), aerial embeddings (N, F) of the
+# training pairs, train set, data section, k, chunk size) -> (keys or None, table (M, k) long):
+# row m of the table lists the neighbours of keys[m] (of pair m when keys is None)
+MINERS = {
+    "pairs": _mine_pairs,
+    "vigor": _mine_vigor,
+}
