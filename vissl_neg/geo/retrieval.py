@@ -7,48 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import BatchSampler, SequentialSampler
-from tqdm.auto import tqdm
 
-from vissl_neg.data.loader import make_loader, to_device
 from vissl_neg.data.pairs import Retrieval
-from vissl_neg.geo.embed import embed_pairs
+from vissl_neg.geo.embed import embed_images, embed_pairs
 from vissl_neg.geo.metrics import recall_at_k, university1652_metrics, vigor_recall
-from vissl_neg.runtime.device import autocast
-
-
-@torch.no_grad()
-def embed_images(
-    model: torch.nn.Module,
-    dataset,
-    transform: torch.nn.Module,
-    device: torch.device,
-    batch_size: int = 128,
-    num_workers: int = 0,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-    desc: str = "embed",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """An ``ImageListDataset`` -> (embeddings (N, F) unit rows in float32 on ``device``, labels
-    (N,) long on ``device``), in dataset order; the model is in eval mode for the pass."""
-    was_training = model.training
-    model.eval()
-    loader = make_loader(
-        dataset,
-        BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False),
-        num_workers,
-        pin_memory=True,
-    )
-    out, labels = [], []
-    try:
-        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
-            images, label = to_device(batch[:2], device)
-            with autocast(device, amp_dtype):
-                out.append(model(transform(images)))
-            labels.append(label)
-    finally:
-        model.train(was_training)
-    return torch.cat(out), torch.cat(labels).long()
 
 
 def _recall(query, reference, query_labels, reference_labels, options, chunk_size):
