@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as TF
 
-from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size
+from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size, load_image
 from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
 from vissl_neg.rules import PositiveInt
 
+WHAT = "CVUSA image"  # how errors name an image of this data set
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
 GPS_FILE = "split_locations/all.csv"
 
@@ -51,18 +50,6 @@ def read_split(root: Path, split: str) -> list[tuple[int, str, str]]:
     return rows
 
 
-def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
-    """An image file -> uint8 (3, H, W) resized to ``size``; a one-line error naming the file."""
-    if not Path(path).is_file():
-        raise DataError(f"CVUSA image '{path}' does not exist")
-    try:
-        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1].split(", ")[-1]  # torchvision prefixes its source location
-        raise DataError(f"CVUSA image '{path}' cannot be decoded ({reason})") from None
-    return TF.resize(image, list(size), antialias=True).contiguous()
-
-
 class CVUSADataset(Dataset):
     """(panorama uint8 (3, ph, pw), satellite uint8 (3, s, s), id, index) per pair."""
 
@@ -77,7 +64,12 @@ class CVUSADataset(Dataset):
 
     def __getitem__(self, i: int):
         idx, sat, pano = self.pairs[i]
-        return load_image(pano, self.pano_size), load_image(sat, (self.sat_size, self.sat_size)), idx, i
+        return (
+            load_image(pano, self.pano_size, WHAT),
+            load_image(sat, (self.sat_size, self.sat_size), WHAT),
+            idx,
+            i,
+        )
 
     def __getitems__(self, indices: list[int]):
         items = [self[i] for i in indices]

@@ -40,6 +40,8 @@ def load_image(path: str, size: Sequence[int], what: str = "image") -> torch.Ten
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1].split(", ")[-1]  # torchvision prefixes its source location
         raise DataError(f"{what} '{path}' cannot be decoded ({reason})") from None
+    if tuple(image.shape[-2:]) == tuple(size):  # the resize would be the identity
+        return image.contiguous()
     return TF.resize(image, list(size), antialias=True).contiguous()
 
 

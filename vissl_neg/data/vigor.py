@@ -61,10 +61,8 @@ from typing import Literal, get_args
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as TF
 
-from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size
+from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size, load_image
 from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
 from vissl_neg.rules import PositiveInt
@@ -307,20 +305,6 @@ def read_vigor(
     )
 
 
-def load_image(path: str, size: tuple[int, int]) -> torch.Tensor:
-    """An image file -> uint8 (3, H, W) resized to ``size``; a one-line error naming the file."""
-    if not Path(path).is_file():
-        raise DataError(f"VIGOR image '{path}' does not exist")
-    try:
-        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1].split(", ")[-1]  # torchvision prefixes its source location
-        raise DataError(f"VIGOR image '{path}' cannot be decoded ({reason})") from None
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image.contiguous()
-    return TF.resize(image, list(size), antialias=True).contiguous()
-
-
 def _stack(items: list[tuple]) -> tuple:
     return tuple(torch.stack(col) if isinstance(col[0], torch.Tensor) else torch.tensor(col) for col in zip(*items))
 
@@ -341,8 +325,8 @@ class VigorPairs(Dataset):
     def __getitem__(self, i: int):
         sat = self.pair_sats[i]
         return (
-            load_image(self.split.pano_paths[i], self.pano_size),
-            load_image(self.split.sat_paths[sat], self.sat_size),
+            load_image(self.split.pano_paths[i], self.pano_size, "VIGOR image"),
+            load_image(self.split.sat_paths[sat], self.sat_size, "VIGOR image"),
             sat,
             i,
         )
@@ -364,7 +348,7 @@ class VigorQueries(Dataset):
         return len(self.split.pano_paths)
 
     def __getitem__(self, i: int):
-        return load_image(self.split.pano_paths[i], self.pano_size), self.labels[i], i
+        return load_image(self.split.pano_paths[i], self.pano_size, "VIGOR image"), self.labels[i], i
 
     def __getitems__(self, indices: list[int]):
         return _stack([self[i] for i in indices])
@@ -385,7 +369,7 @@ class VigorReferences(Dataset):
 
     def __getitem__(self, i: int):
         sat = self.sats[i]
-        return load_image(self.split.sat_paths[sat], self.sat_size), sat, i
+        return load_image(self.split.sat_paths[sat], self.sat_size, "VIGOR image"), sat, i
 
     def __getitems__(self, indices: list[int]):
         return _stack([self[i] for i in indices])
