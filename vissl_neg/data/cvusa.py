@@ -122,8 +122,3 @@ class CVUSAData(GeoDataConfig):
         return (
             f"{name}: ground panoramas against the split's satellite tiles, one true match each; R@1% with k = R // 100"
         )
-
-
-def cvusa_split(data_cfg: CVUSAData, split: str, root: str | Path | None = None) -> CVUSADataset:
-    """A split at the sizes of a geo config's ``data`` section (``root`` overrides data.root)."""
-    return data_cfg.build(split, root)

@@ -8,7 +8,6 @@ from torch.utils.data import BatchSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from vissl_neg.data.loader import make_loader, to_device
-from vissl_neg.geo.metrics import recall_at_k
 from vissl_neg.runtime.device import autocast
 
 
@@ -73,20 +72,3 @@ def embed_images(
         model, dataset, transform, device, batch_size, num_workers, amp_dtype, progress, desc, (0,), (1,)
     )
     return images, labels.long()
-
-
-def evaluate_recall(
-    model: torch.nn.Module,
-    dataset,
-    transform: torch.nn.Module,
-    device: torch.device,
-    batch_size: int = 128,
-    num_workers: int = 0,
-    chunk_size: int | None = None,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Ground panoramas (queries) against satellite tiles (references) of ``dataset``:
-    {"R@1", "R@5", "R@10", "R@1%"} in percent."""
-    pano, sat = embed_pairs(model, dataset, transform, device, batch_size, num_workers, amp_dtype, progress, "eval")
-    return recall_at_k(pano, sat, torch.arange(pano.shape[0]), chunk_size=chunk_size or None)
