@@ -62,11 +62,11 @@ def test_errors_name_the_path(tmp_path):
         CVUSADataset(tmp_path / "empty", "train")
     write_cvusa_fixture(tmp_path / "c", n_train=3, n_val=1)
     data = CVUSADataset(tmp_path / "c", "train", sat_size=16, pano_size=(8, 32))
-    sat_path = data.pairs[0][1]
+    sat_path = data.pairs[0][2]  # (id, panorama, satellite)
     (tmp_path / "c" / sat_path).unlink()
     with pytest.raises(DataError, match=f"CVUSA image '{sat_path}' does not exist"):
         data[0]
-    pano_path = data.pairs[1][2]
+    pano_path = data.pairs[1][1]
     (tmp_path / "c" / pano_path).write_bytes(b"\xff\xd8\xff not a jpeg")
     with pytest.raises(DataError, match=f"CVUSA image '{pano_path}' cannot be decoded"):
         data[1]
@@ -80,7 +80,7 @@ def test_a_corrupt_image_in_a_loader_worker_is_still_one_line(tmp_path):
 
     write_cvusa_fixture(tmp_path, n_train=4, n_val=1)
     data = CVUSADataset(tmp_path, "train", sat_size=16, pano_size=(8, 32))
-    pano_path = data.pairs[2][2]
+    pano_path = data.pairs[2][1]  # (id, panorama, satellite)
     blob = (tmp_path / pano_path).read_bytes()
     (tmp_path / pano_path).write_bytes(blob[: len(blob) // 3])  # truncated JPEG
     loader = make_loader(data, [[0, 1], [2, 3]], num_workers=1, pin_memory=False)

@@ -13,10 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
-from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size, load_image
+from vissl_neg.data.pairs import GpsSource, PairDataset, Retrieval, check_pano_size
 from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
 from vissl_neg.rules import PositiveInt
@@ -50,35 +47,13 @@ def read_split(root: Path, split: str) -> list[tuple[int, str, str]]:
     return rows
 
 
-class CVUSADataset(Dataset):
-    """(panorama uint8 (3, ph, pw), satellite uint8 (3, s, s), id, index) per pair."""
+class CVUSADataset(PairDataset):
+    """(panorama uint8 (3, ph, pw), satellite uint8 (3, s, s), id, index) per pair of a split."""
 
     def __init__(self, root: str | Path, split: str, sat_size: int = 384, pano_size: tuple[int, int] = (140, 768)):
-        self.pairs = read_split(Path(root), split)
-        self.ids = [p[0] for p in self.pairs]
-        self.sat_size = sat_size
-        self.pano_size = tuple(pano_size)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int):
-        idx, sat, pano = self.pairs[i]
-        return (
-            load_image(pano, self.pano_size, WHAT),
-            load_image(sat, (self.sat_size, self.sat_size), WHAT),
-            idx,
-            i,
-        )
-
-    def __getitems__(self, indices: list[int]):
-        items = [self[i] for i in indices]
-        return (
-            torch.stack([it[0] for it in items]),
-            torch.stack([it[1] for it in items]),
-            torch.tensor([it[2] for it in items]),
-            torch.tensor([it[3] for it in items]),
-        )
+        pairs = read_split(Path(root), split)
+        super().__init__([(idx, pano, sat) for idx, sat, pano in pairs], pano_size, (sat_size, sat_size), WHAT)
+        self.ids = self.labels
 
 
 @dataclass
