@@ -34,24 +34,10 @@ from vissl_neg.runtime.distributed import all_gather_with_grad  # noqa: E402
 from vissl_neg.runtime.grad_cache import GradCache, GradCacheError  # noqa: E402
 
 import helpers  # noqa: E402,F401  (one thread per process)
-from helpers import tiny_overrides  # noqa: E402
+from helpers import MOCOV3_TINY, tiny_overrides  # noqa: E402
 
 ROWS, CHUNK = 4, 2  # per rank
-MOCOV3 = [
-    "negatives.source=batch",
-    "optim.batch_size=16",
-    "model.backbone=test_vit3",
-    "model.patch_size=7",
-    "model.head_layers=3",
-    "model.head_bn=true",
-    "model.predictor_hidden=32",
-    "model.predictor_last_bn=true",
-    "model.dim=16",
-    "loss.symmetric=true",
-    "train.epochs=1",
-    "train.max_steps=2",
-    "eval.knn_every=-1",
-]
+MOCOV3 = [*MOCOV3_TINY, "optim.batch_size=16", "train.max_steps=2"]
 
 
 class Normalised(nn.Module):

@@ -121,6 +121,23 @@ def tiny_overrides(root: str | Path, out_dir: str | Path) -> list[str]:
     ]
 
 
+# MoCo v3 on a 3-block test ViT (negatives from the batch, BN projector and predictor, symmetric
+# loss), small enough for a CPU step: the gradient-caching tests' model
+MOCOV3_TINY = [
+    "negatives.source=batch",
+    "model.backbone=test_vit3",
+    "model.patch_size=7",
+    "model.head_layers=3",
+    "model.head_bn=true",
+    "model.predictor_hidden=32",
+    "model.predictor_last_bn=true",
+    "model.dim=16",
+    "loss.symmetric=true",
+    "train.epochs=1",
+    "eval.knn_every=-1",
+]
+
+
 def write_image_tree(
     split_dir: Path, classes: list[str], per_class: int, rng: np.random.Generator, size: tuple[int, int] = (40, 30)
 ) -> None:

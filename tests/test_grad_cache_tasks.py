@@ -29,27 +29,12 @@ from vissl_neg.engine.trainer import Trainer
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.fixture import write_cvusa_fixture
 
-from helpers import geo_overrides, tiny_overrides, write_fmnist_fixture
+from helpers import MOCOV3_TINY, geo_overrides, tiny_overrides, write_fmnist_fixture
 
 TOL, FLOOR = 3e-5, 1e-6
 B = 16
 
-MOCOV3 = [
-    "negatives.source=batch",
-    f"optim.batch_size={B}",
-    "model.backbone=test_vit3",
-    "model.patch_size=7",
-    "model.head_layers=3",
-    "model.head_bn=true",
-    "model.predictor_hidden=32",
-    "model.predictor_last_bn=true",
-    "model.dim=16",
-    "loss.symmetric=true",
-    "optim.name=adamw",
-    "optim.lr=1e-3",
-    "train.epochs=1",
-    "eval.knn_every=-1",
-]
+MOCOV3 = [*MOCOV3_TINY, f"optim.batch_size={B}", "optim.name=adamw", "optim.lr=1e-3"]
 
 
 @pytest.fixture(scope="module")
