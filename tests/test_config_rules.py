@@ -54,6 +54,35 @@ def _rule_fields():
 RULED = list(_rule_fields())
 
 
+def test_a_field_declared_again_keeps_its_rule():
+    """A section that subclasses another and sets a new default for one of its fields keeps the
+    field's type (its Literal, its rule markers): the loader reads only the subclass's own
+    annotations, so a plain ``int`` there would drop the base's bound."""
+    redeclared = []
+    for task, schema in SCHEMAS.items():
+        for key, cls in _sections(schema.config):
+            hints = typing.get_type_hints(cls, include_extras=True)
+            for base in cls.__mro__[1:]:
+                if not dataclasses.is_dataclass(base):
+                    continue
+                base_hints = typing.get_type_hints(base, include_extras=True)
+                for f in dataclasses.fields(base):
+                    if f.name in vars(cls).get("__annotations__", {}):
+                        redeclared.append(f"{task}:{key}.{f.name}")
+                        assert hints[f.name] == base_hints[f.name], (
+                            f"{cls.__name__}.{f.name} is {hints[f.name]}, but {base.__name__} declares it "
+                            f"{base_hints[f.name]}"
+                        )
+    assert "geo:train.epochs" in redeclared  # the test looks where such fields are
+
+
+@pytest.mark.parametrize("field", ["epochs", "ckpt_every", "log_every"])
+def test_geo_train_keys_keep_the_run_bounds(field):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["task=geo", f"train.{field}=0"])
+    assert str(info.value) == f"config key 'train.{field}' must be > 0, got 0"
+
+
 def _overrides(task: str, key: str, cls, field: str, value) -> list[str]:
     name = [f"{key}.name={cls.name}"] if hasattr(cls, "variants") else []
     return (["task=geo"] if task == "geo" else []) + name + [f"{key}.{field}={value}"]

@@ -136,10 +136,10 @@ class GeoSamplingConfig:
 
 @dataclass
 class GeoTrainConfig(TrainConfig):
-    epochs: int = 40
+    epochs: PositiveInt = 40
     out_dir: str = "runs/cvusa_sample4geo"
-    ckpt_every: int = 200
-    log_every: int = 20
+    ckpt_every: PositiveInt = 200
+    log_every: PositiveInt = 20
 
 
 @dataclass
