@@ -53,6 +53,12 @@ def list_files(folder: Path, what: str) -> set[str]:
     return {e.name for e in os.scandir(folder) if e.is_file()}
 
 
+def stack_items(items: list[tuple]) -> tuple:
+    """A batch from dataset items: tensor columns stacked, other columns (ints, label lists)
+    made one tensor each."""
+    return tuple(torch.stack(col) if isinstance(col[0], torch.Tensor) else torch.tensor(col) for col in zip(*items))
+
+
 class PairDataset(Dataset):
     """(ground uint8 (3, gh, gw), aerial uint8 (3, ah, aw), label, index) per pair; ``pairs``
     holds (label, ground path, aerial path). ``label`` is what the batch sampler keys on: the
@@ -83,13 +89,7 @@ class PairDataset(Dataset):
         )
 
     def __getitems__(self, indices: list[int]):
-        items = [self[i] for i in indices]
-        return (
-            torch.stack([it[0] for it in items]),
-            torch.stack([it[1] for it in items]),
-            torch.tensor([it[2] for it in items]),
-            torch.tensor([it[3] for it in items]),
-        )
+        return stack_items([self[i] for i in indices])
 
 
 class ImageListDataset(Dataset):
@@ -109,12 +109,7 @@ class ImageListDataset(Dataset):
         return load_image(self.paths[i], self.size, self.what), self.labels[i], i
 
     def __getitems__(self, indices: list[int]):
-        items = [self[i] for i in indices]
-        return (
-            torch.stack([it[0] for it in items]),
-            torch.tensor([it[1] for it in items]),
-            torch.tensor([it[2] for it in items]),
-        )
+        return stack_items([self[i] for i in indices])
 
 
 @dataclass

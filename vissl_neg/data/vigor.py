@@ -60,9 +60,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-from torch.utils.data import Dataset
 
-from vissl_neg.data.pairs import GpsSource, Retrieval, check_pano_size, load_image
+from vissl_neg.data.pairs import GpsSource, ImageListDataset, PairDataset, Retrieval, check_pano_size
 from vissl_neg.data.section import GeoDataConfig
 from vissl_neg.errors import DataError
 from vissl_neg.rules import PositiveInt
@@ -305,74 +304,36 @@ def read_vigor(
     )
 
 
-def _stack(items: list[tuple]) -> tuple:
-    return tuple(torch.stack(col) if isinstance(col[0], torch.Tensor) else torch.tensor(col) for col in zip(*items))
-
-
-class VigorPairs(Dataset):
+class VigorPairs(PairDataset):
     """Training pairs, one per panorama: (panorama uint8 (3, ph, pw), positive satellite uint8
     (3, s, s), positive satellite index, pair index). ``pair_sats[i]`` is pair i's satellite."""
 
     def __init__(self, split: VigorSplit, sat_size: int = 384, pano_size: Sequence[int] = (384, 768)):
+        pairs = [(sat, split.pano_paths[i], split.sat_paths[sat]) for i, sat in enumerate(split.positives.tolist())]
+        super().__init__(pairs, (int(pano_size[0]), int(pano_size[1])), (sat_size, sat_size), "VIGOR image")
         self.split = split
-        self.pair_sats: list[int] = split.positives.tolist()
-        self.sat_size = (sat_size, sat_size)
-        self.pano_size = (int(pano_size[0]), int(pano_size[1]))
-
-    def __len__(self) -> int:
-        return len(self.pair_sats)
-
-    def __getitem__(self, i: int):
-        sat = self.pair_sats[i]
-        return (
-            load_image(self.split.pano_paths[i], self.pano_size, "VIGOR image"),
-            load_image(self.split.sat_paths[sat], self.sat_size, "VIGOR image"),
-            sat,
-            i,
-        )
-
-    def __getitems__(self, indices: list[int]):
-        return _stack([self[i] for i in indices])
+        self.pair_sats: list[int] = self.labels
 
 
-class VigorQueries(Dataset):
+class VigorQueries(ImageListDataset):
     """The split's panoramas as retrieval queries: (panorama uint8 (3, ph, pw), labels long (4,)
     = [positive, semi1, semi2, semi3] satellite indices, index)."""
 
     def __init__(self, split: VigorSplit, pano_size: Sequence[int] = (384, 768)):
+        super().__init__(split.pano_paths, list(split.labels), (int(pano_size[0]), int(pano_size[1])), "VIGOR image")
         self.split = split
-        self.labels = split.labels
-        self.pano_size = (int(pano_size[0]), int(pano_size[1]))
-
-    def __len__(self) -> int:
-        return len(self.split.pano_paths)
-
-    def __getitem__(self, i: int):
-        return load_image(self.split.pano_paths[i], self.pano_size, "VIGOR image"), self.labels[i], i
-
-    def __getitems__(self, indices: list[int]):
-        return _stack([self[i] for i in indices])
 
 
-class VigorReferences(Dataset):
+class VigorReferences(ImageListDataset):
     """Satellite tiles as retrieval references: (satellite uint8 (3, s, s), satellite index,
     index). ``sats``: every satellite of the split's cities in list order (the test gallery),
     or with ``positives_only`` the sorted unique positives (the training references mining ranks)."""
 
     def __init__(self, split: VigorSplit, sat_size: int = 384, positives_only: bool = False):
+        sats = split.positive_sats() if positives_only else list(range(len(split.sat_names)))
+        super().__init__([split.sat_paths[s] for s in sats], sats, (sat_size, sat_size), "VIGOR image")
         self.split = split
-        self.sats: list[int] = split.positive_sats() if positives_only else list(range(len(split.sat_names)))
-        self.sat_size = (sat_size, sat_size)
-
-    def __len__(self) -> int:
-        return len(self.sats)
-
-    def __getitem__(self, i: int):
-        sat = self.sats[i]
-        return load_image(self.split.sat_paths[sat], self.sat_size, "VIGOR image"), sat, i
-
-    def __getitems__(self, indices: list[int]):
-        return _stack([self[i] for i in indices])
+        self.sats: list[int] = self.labels
 
 
 @dataclass
@@ -435,8 +396,8 @@ class VigorData(GeoDataConfig):
             Retrieval(
                 "",
                 "vigor",
-                queries=VigorQueries(data, self.ground_size),  # type: ignore[arg-type]
-                references=VigorReferences(data, self.sat_size),  # type: ignore[arg-type]
+                queries=VigorQueries(data, self.ground_size),
+                references=VigorReferences(data, self.sat_size),
                 options={"one_percent": self.one_percent},
             )
         ]
