@@ -83,28 +83,9 @@ def class_batches(
     sample4geo/dataset/university.py:90-165). ``classes[i]`` is pair i's class. The pairs are
     taken in a shuffled order; a pair whose class is already in the current batch goes to the
     back of the queue; the walk ends when the queue is empty or after ``patience``
-    consecutive pairs were put back (the reference's 512); the partial last batch is dropped."""
-    rng = rng or random.Random(0)
-    order = list(range(len(classes)))
-    rng.shuffle(order)
-    queue = deque(order)
-    batches, batch, in_batch = [], [], set()
-    rejected = 0
-    while queue:
-        i = queue.popleft()
-        if classes[i] in in_batch:
-            queue.append(i)
-            rejected += 1
-            if rejected >= patience:
-                break
-            continue
-        batch.append(i)
-        in_batch.add(classes[i])
-        rejected = 0
-        if len(batch) >= batch_size:
-            batches.append(batch)
-            batch, in_batch = [], set()
-    return batches  # a partial last batch is dropped
+    consecutive pairs were put back (the reference's 512); the partial last batch is dropped.
+    That is :func:`vigor_pair_batches`' walk without neighbours, a class in a satellite's place."""
+    return vigor_pair_batches(classes, batch_size, None, rng=rng, max_rejections=patience)
 
 
 def euclidean_neighbours(coords: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
