@@ -514,13 +514,10 @@ def _mine_pairs(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
 def _mine_vigor(ground, aerial, train_set, data_cfg, k: int, chunk_size: int):
     """VIGOR: the training panoramas against their unique positive satellites (the first pair
     of each gives its embedding), a table over satellites (:func:`vigor_mined_neighbour_indices`)."""
-    pair_sats = torch.as_tensor(train_set.pair_sats)
-    keys = sorted(set(train_set.pair_sats))
-    first = {}
-    for i, sat in enumerate(train_set.pair_sats):
-        first.setdefault(sat, i)
-    sat = aerial[torch.tensor([first[s] for s in keys], device=aerial.device)]
-    members = vigor_members(pair_sats, keys, data_cfg.mined_merge)
+    groups = train_set.split.pairs_by_sat()
+    keys = sorted(groups)
+    sat = aerial[torch.tensor([groups[s][0] for s in keys], device=aerial.device)]
+    members = vigor_members(torch.as_tensor(train_set.pair_sats), keys, data_cfg.mined_merge)
     rows = vigor_mined_neighbour_indices(ground, sat, members, k, chunk_size)
     return keys, torch.as_tensor(keys)[rows]
 
