@@ -101,7 +101,7 @@ def panorama_latlon(name: str) -> tuple[float, float] | None:
         return None
 
 
-def _folders(root: Path, city: str, layout: str) -> tuple[Path, Path]:
+def city_folders(root: Path, city: str, layout: str) -> tuple[Path, Path]:
     """(panorama folder, satellite folder) of a city in a layout."""
     if layout == "official":
         return root / city / "panorama", root / city / "satellite"
@@ -114,10 +114,10 @@ def detect_layout(root: Path, cities: Sequence[str], layout: str = "auto") -> st
         raise DataError(f"VIGOR layout '{layout}' must be one of {', '.join(LAYOUTS)}")
     candidates = FOUND_LAYOUTS if layout == "auto" else (layout,)
     for option in candidates:
-        if all(p.is_dir() for city in cities for p in _folders(root, city, option)):
+        if all(p.is_dir() for city in cities for p in city_folders(root, city, option)):
             return option
     first = candidates[0]
-    missing = next(p for city in cities for p in _folders(root, city, first) if not p.is_dir())
+    missing = next(p for city in cities for p in city_folders(root, city, first) if not p.is_dir())
     hint = (
         f" (nor the rearranged {root}/ground/<City>/ and {root}/satellite/<City>/ that Sample4Geo reads)"
         if layout == "auto"
@@ -272,7 +272,7 @@ def read_vigor(
     labels: list[list[int]] = []
     offsets: list[list[tuple[float, float]]] = []
     for city in cities:
-        pano_dir, sat_dir = _folders(root, city, found)
+        pano_dir, sat_dir = city_folders(root, city, found)
         list_path = root / "splits" / city / "satellite_list.txt"
         names = read_satellite_list(list_path)
         index = {name: len(sat_names) + i for i, name in enumerate(names)}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vissl_neg.data.vigor import FOUND_LAYOUTS
+from vissl_neg.data.vigor import FOUND_LAYOUTS, city_folders
 
 
 def _pattern(rng: np.random.Generator) -> np.ndarray:
@@ -55,17 +55,14 @@ def write_cvusa_fixture(
             idx = next_id
             next_id += int(rng.integers(1, 4))  # ids are not contiguous in the real data either
             pattern = _pattern(rng)
-            sat = Image.fromarray(pattern).resize((sat_size, sat_size), Image.NEAREST)
-            ground = np.concatenate([pattern[:2], pattern[2:]], axis=1)  # (2, 16, 3)
-            pano = Image.fromarray(_ground_colours(ground)).resize((pano_size[1], pano_size[0]), Image.NEAREST)
+            sat, pano = _satellite(pattern, sat_size), _panorama(pattern, pano_size)
             sat_rel, pano_rel, anno_rel = (
                 f"bingmap/19/{idx:07d}.jpg",
                 f"streetview/panos/{idx:07d}.jpg",
                 f"streetview/annotations/{idx:07d}.png",
             )
-            for rel, img in ((sat_rel, sat), (pano_rel, pano)):
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                img.save(root / rel, quality=95)
+            _save(sat, root / sat_rel)
+            _save(pano, root / pano_rel)
             (root / anno_rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.zeros(pano_size, dtype=np.uint8)).save(root / anno_rel)
             lines.append(f"{sat_rel},{pano_rel},{anno_rel}")
@@ -102,8 +99,7 @@ def _satellite(pattern: np.ndarray, size: int) -> Image.Image:
 
 def _panorama(pattern: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """The CVUSA fixture's panorama: the pattern's rows side by side, recoloured."""
-    ground = np.concatenate([pattern[:2], pattern[2:]], axis=1)
-    return Image.fromarray(_ground_colours(ground)).resize((size[1], size[0]), Image.NEAREST)
+    return Image.fromarray(_pano_strip(pattern)).resize((size[1], size[0]), Image.NEAREST)
 
 
 def write_cvact_fixture(
@@ -279,9 +275,6 @@ def _window(world: np.ndarray, r: int, c: int) -> np.ndarray:
     return world[r - half : r + half, c - half : c + half]
 
 
-PREFIX_CHARS = list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
 def write_vigor_fixture(
     root: str | Path,
     layout: str = "official",
@@ -323,7 +316,7 @@ def write_vigor_fixture(
     cells: dict[str, np.ndarray] = {}  # satellite name -> its (8, 8, 3) cells
     worlds, tile_names, views = {}, {}, {}  # per city; views: panorama -> the cells it shows
     for city, (lat0, lon0) in VIGOR_FIXTURE_ORIGINS.items():
-        pano_dir, sat_dir = _vigor_dirs(root, city, layout)
+        pano_dir, sat_dir = city_folders(root, city, layout)
         split_dir = root / "splits" / city
         for d in (pano_dir, sat_dir, split_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -362,7 +355,7 @@ def write_vigor_fixture(
                     tr, tc = _centre(*t)
                     dy, dx = (r - tr) * TILE_PX / CELLS, (tc - c) * TILE_PX / CELLS  # + south, + west
                     offsets.append((round(dy, 1), round(dx, 1)))
-                prefix = "".join(rng.choice(PREFIX_CHARS, 22))
+                prefix = _pano_id(rng)
                 pano = f"{prefix},{lat0 - r * dlat:.6f},{lon0 + c * dlon:.6f},.jpg"
                 fields = [pano]
                 for t, (dy, dx) in zip(cover, offsets):
@@ -405,13 +398,6 @@ def write_vigor_fixture(
         strip = _pano_strip(views[pano]).astype(np.float64) + rng.normal(0, 4, size=(half, 2 * CELLS, 3))
         image = Image.fromarray(np.clip(strip, 0, 255).astype(np.uint8))
         image.resize((pano_size[1], pano_size[0]), Image.Resampling.NEAREST).save(
-            _vigor_dirs(root, info["city"], layout)[0] / pano, quality=95
+            city_folders(root, info["city"], layout)[0] / pano, quality=95
         )
     return out
-
-
-def _vigor_dirs(root: Path, city: str, layout: str) -> tuple[Path, Path]:
-    """(panorama folder, satellite folder) of a city in a layout."""
-    if layout == "official":
-        return root / city / "panorama", root / city / "satellite"
-    return root / "ground" / city, root / "satellite" / city
