@@ -32,12 +32,10 @@ def rotate_pair(pano: torch.Tensor, sat: torch.Tensor, k: torch.Tensor) -> tuple
     if w % 4:
         raise ValueError(f"panorama width {w} must be divisible by 4 to roll by quarter turns")
     k = k.view(-1, 1, 1, 1)
-    out_pano, out_sat = pano, sat
+    out_pano = pano
     for r in (1, 2, 3):
-        hit = k == r
-        out_sat = torch.where(hit, torch.rot90(sat, r, dims=(-2, -1)), out_sat)
-        out_pano = torch.where(hit, torch.roll(pano, -r * (w // 4), dims=-1), out_pano)
-    return out_pano, out_sat
+        out_pano = torch.where(k == r, torch.roll(pano, -r * (w // 4), dims=-1), out_pano)
+    return out_pano, rotate90(sat, k)
 
 
 def sample_pair_geometry(

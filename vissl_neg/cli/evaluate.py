@@ -16,7 +16,7 @@ from vissl_neg.data import build_dataset
 from vissl_neg.errors import UserError, cli_entry
 from vissl_neg.eval.evaluate import evaluate_backbone, recalibrate_bn
 from vissl_neg.export.release import backbone_state_dict
-from vissl_neg.geo.retrieval import evaluate_retrieval
+from vissl_neg.geo.retrieval import evaluate_retrievals
 from vissl_neg.models import backbone_from_config
 from vissl_neg.models.cross_view import build_cross_view_model
 from vissl_neg.runtime import checkpoint as ckpt
@@ -152,31 +152,28 @@ def evaluate_geo_run(
             seed=cfg.train.seed,
             views=(0, 1),
         )
-    elif best:
-        path = Path(run_dir) / "best.ckpt"
-        if not path.is_file():
-            raise UserError(f"'{path}' does not exist: the run kept no best weights (eval.keep_best: true keeps them)")
-        state = ckpt.load(path)
-        model.load_state_dict(state["model"])
     else:
+        if best:
+            path = Path(run_dir) / ckpt.BEST
+            if not path.is_file():
+                raise UserError(
+                    f"'{path}' does not exist: the run kept no best weights (eval.keep_best: true keeps them)"
+                )
+            state = ckpt.load(path)
         model.load_state_dict(state["model"])
     t0 = time.perf_counter()
-    values: dict[str, float] = {}
-    queries = 0
-    for retrieval in d.retrievals(split, root):
-        values.update(
-            evaluate_retrieval(
-                model,
-                retrieval,
-                transform,
-                dev,
-                cfg.eval.batch_size,
-                d.num_workers,
-                cfg.eval.chunk_size or None,
-                resolve_amp(cfg.train.amp, dev),
-            )
-        )
-        queries += retrieval.num_queries
+    retrievals = d.retrievals(split, root)
+    values = evaluate_retrievals(
+        model,
+        retrievals,
+        transform,
+        dev,
+        cfg.eval.batch_size,
+        d.num_workers,
+        cfg.eval.chunk_size or None,
+        resolve_amp(cfg.train.amp, dev),
+    )
+    queries = sum(r.num_queries for r in retrievals)
     result = {
         **{k: round(v, 2) for k, v in values.items()},
         "queries": queries,
@@ -186,7 +183,7 @@ def evaluate_geo_run(
         "seconds": round(time.perf_counter() - t0, 1),
         "run_dir": str(run_dir),
         "random_init": random_init,
-        "weights": "random init" if random_init else ("best.ckpt" if best else "last.ckpt"),
+        "weights": "random init" if random_init else (ckpt.BEST if best else ckpt.CHECKPOINT),
         "step": state["step"],
     }
     name = "eval_geo_random_init.json" if random_init else ("eval_geo_best.json" if best else "eval_geo.json")

@@ -162,13 +162,10 @@ def read_split(root: str | Path, split: str) -> CVACTSplit:
         listed = [act.pano_ids[p] for p in act.positions[split]]
         ground = list_files(base / GROUND_DIR, "CVACT")
         aerial = list_files(base / AERIAL_DIR, "CVACT")
-        keep = [
-            (i, p)
-            for i, p in zip(listed, act.positions[split])
-            if i + GROUND_SUFFIX in ground and i + AERIAL_SUFFIX in aerial
-        ]
+        both = [i + GROUND_SUFFIX in ground and i + AERIAL_SUFFIX in aerial for i in listed]
+        keep = [(i, p) for i, p, ok in zip(listed, act.positions[split], both) if ok]
         ids = [i for i, _ in keep]
-        left_out = [i for i in listed if not (i + GROUND_SUFFIX in ground and i + AERIAL_SUFFIX in aerial)]
+        left_out = [i for i, ok in zip(listed, both) if not ok]
         reason = f"listed in {ACT_FILE} without their two images"
         utm = act.utm[[p for _, p in keep]] if act.utm is not None else None
     if not ids:

@@ -25,7 +25,7 @@ from vissl_neg.engine.schedule import warmup_cosine
 from vissl_neg.errors import ConfigError
 from vissl_neg.geo.embed import embed_pairs
 from vissl_neg.geo.m2mix import m2_mix_negatives, m2mix_symmetric_info_nce, m2mix_weight, sample_m2mix_lambda
-from vissl_neg.geo.retrieval import evaluate_retrieval
+from vissl_neg.geo.retrieval import evaluate_retrievals
 from vissl_neg.geo.sampling import MINERS, SAMPLERS, gps_table
 from vissl_neg.losses import symmetric_info_nce
 from vissl_neg.models.cross_view import build_cross_view_model
@@ -290,33 +290,28 @@ class GeoTrainer(TrainerBase):
 
     def evaluate_metrics(self) -> dict[str, float]:
         """The data set's evaluations of its monitored split (``data.monitor_split``)."""
-        e, out = self.cfg.eval, {}
-        for retrieval in self.monitor:
-            out.update(
-                evaluate_retrieval(
-                    self.model,
-                    retrieval,
-                    self.eval_transform,
-                    self.device,
-                    e.batch_size,
-                    self.cfg.data.num_workers,
-                    e.chunk_size or None,
-                    self.amp_dtype,
-                    self.cfg.train.progress,
-                )
-            )
+        e = self.cfg.eval
+        out = evaluate_retrievals(
+            self.model,
+            self.monitor,
+            self.eval_transform,
+            self.device,
+            e.batch_size,
+            self.cfg.data.num_workers,
+            e.chunk_size or None,
+            self.amp_dtype,
+            self.cfg.train.progress,
+        )
         if e.keep_best:
             self._keep_if_best(out)
         return out
-
-    BEST = "best.ckpt"
 
     def _keep_if_best(self, values: dict[str, float]) -> None:
         """eval.keep_best: the weights of the best first R@1 so far go to RUN/best.ckpt (atomically)."""
         key = next(k for k in values if k.endswith("R@1"))
         if all(values[key] > m.get(key, -1.0) for m in self.metrics if m["step"] != self.step):
             state = {"step": self.step, "model": self.model.state_dict(), "metric": key, "value": values[key]}
-            ckpt.save_atomic(state, self.out_dir / self.BEST)
+            ckpt.save_atomic(state, self.out_dir / ckpt.BEST)
 
     # ---------------------------------------------------------------- the loop's hooks
     unit = "pairs"

@@ -4,7 +4,7 @@ named by ``Retrieval.metric`` in :data:`METRICS`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -85,3 +85,12 @@ def evaluate_retrieval(
     values = METRICS[retrieval.metric](query, reference, query_labels, reference_labels, retrieval.options, chunk_size)
     prefix = f"{retrieval.name}/" if retrieval.name else ""
     return {f"{prefix}{k}": v for k, v in values.items()}
+
+
+def evaluate_retrievals(model: torch.nn.Module, retrievals: Sequence[Retrieval], *args, **kwargs) -> dict[str, float]:
+    """A split's retrievals (a data section's ``retrievals(split)``) evaluated one after another
+    by :func:`evaluate_retrieval` with the same arguments, their numbers in one dict."""
+    out: dict[str, float] = {}
+    for retrieval in retrievals:
+        out.update(evaluate_retrieval(model, retrieval, *args, **kwargs))
+    return out

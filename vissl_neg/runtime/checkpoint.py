@@ -19,6 +19,7 @@ import torch
 from vissl_neg.errors import UserError
 
 CHECKPOINT = "last.ckpt"
+BEST = "best.ckpt"  # the cross-view task's eval.keep_best weights
 
 
 def current_umask() -> int:
