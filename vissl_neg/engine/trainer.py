@@ -71,7 +71,7 @@ class Trainer(TrainerBase):
         self.whole_image_crops = cfg.data.whole_image_crops and hasattr(self.train_set, "cropped_view")
         self.sampler = ResumableBatchSampler(
             len(self.train_set),
-            global_batch // dist.world_size(),
+            per_rank,
             cfg.train.seed,
             dist.rank(),
             dist.world_size(),

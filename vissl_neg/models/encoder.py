@@ -298,7 +298,8 @@ class ProjectionHead(nn.Module):
 
 class Encoder(nn.Module):
     """backbone + head; ``forward`` returns L2-normalised embeddings (B, D), ``project`` the
-    head's output before normalisation."""
+    head's output before normalisation, ``embed_features`` the embeddings of backbone features
+    (B, F) computed elsewhere (chunk by chunk)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -308,8 +309,11 @@ class Encoder(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    def embed_features(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(h).float(), dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.project(x).float(), dim=1)
+        return self.embed_features(self.backbone(x))
 
 
 class QueryPath(nn.Module):

@@ -7,7 +7,6 @@ import copy
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vissl_neg.models.encoder import Encoder, QueryPath
 from vissl_neg.models.momentum import momentum_update
@@ -78,6 +77,5 @@ class MoCo(nn.Module):
             x, unshuffle = batch_shuffle_single(x)
             return self.encoder_k(x)[unshuffle]
         if chunk_size:
-            h = forward_in_chunks(self.encoder_k.backbone, x, chunk_size)
-            return F.normalize(self.encoder_k.head(h).float(), dim=1)
+            return self.encoder_k.embed_features(forward_in_chunks(self.encoder_k.backbone, x, chunk_size))
         return self.encoder_k(x)

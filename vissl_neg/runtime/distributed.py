@@ -79,10 +79,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        out = [torch.empty_like(tensor) for _ in range(world_size())]
-        dist.all_gather(out, tensor.contiguous())
         ctx.rows = tensor.shape[0]
-        return torch.cat(out, dim=0)
+        return concat_all_gather(tensor)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
